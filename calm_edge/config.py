@@ -1,0 +1,463 @@
+"""Typed settings: a device profile (TOML) + `CALM_EDGE_*` environment + CLI flags.
+
+Precedence, highest first: CLI flags, environment, profile file, field defaults.
+Every field has a default, a description and bounds; a bad value fails fast with a
+`ConfigError` naming the file (or variable), the section and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from calm_edge import paths
+from calm_edge.units import parse_size_bytes
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (Jetson boards)
+    import tomli as tomllib
+
+Mode = Literal["fast", "balanced", "quality", "eco"]
+MODES: tuple[Mode, ...] = ("fast", "balanced", "quality", "eco")
+PowerSource = Literal["auto", "jtop", "hwmon", "rapl", "estimate"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or out of bounds."""
+
+    def __init__(self, where: str, section: str, key: str, problem: str) -> None:
+        self.where, self.section, self.key, self.problem = where, section, key, problem
+        loc = f"[{section}] {key}" if section else key
+        super().__init__(f"{where}: {loc}: {problem}" if key or section else f"{where}: {problem}")
+
+
+def _f(default: Any, doc: str, *, ge: float | None = None, le: float | None = None,
+       size: bool = False, octal: bool = False) -> Any:
+    """A config field: default, description, inclusive bounds, and value syntax."""
+    meta = {"doc": doc, "ge": ge, "le": le, "size": size, "octal": octal}
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: _copy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return dataclasses.replace(value)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str = _f("generic", "Short name of the device class.")
+    description: str = _f("", "What this profile is for.")
+    board: Literal["x86", "jetson", "rpi", "arm"] = _f("x86", "Board family.")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    ram_budget_bytes: int = _f(
+        2 << 30, "RAM the resident models may use: bytes, a size ('2G', '800M') or "
+        "a share of MemTotal ('60%').", ge=16 << 20, size=True)
+    drop_page_cache_on_evict: bool = _f(
+        False, "posix_fadvise(DONTNEED) a model's file pages when it is evicted.")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    backend: Literal["llama_cpp", "mlc"] = _f("llama_cpp", "Inference backend.")
+    n_threads: int = _f(0, "Decode threads; 0 = number of usable CPUs.", ge=0, le=512)
+    n_threads_batch: int = _f(0, "Prompt threads; 0 = same as n_threads.", ge=0, le=512)
+    n_gpu_layers: int = _f(0, "Layers offloaded to the GPU; -1 = all.", ge=-1, le=1000)
+    n_batch: int = _f(256, "Prompt batch size (tokens).", ge=8, le=8192)
+    max_parallel: int = _f(1, "Generations running at once (across models).", ge=1, le=64)
+    use_mmap: bool = _f(True, "mmap model files (pages come from flash on demand).")
+    use_mlock: bool = _f(False, "mlock resident models (needs CAP_IPC_LOCK).")
+    flash_attn: bool = _f(False, "Use flash attention where the backend supports it.")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    socket: str = _f("", "Unix socket path; empty = $RUNTIME_DIRECTORY/calm.sock, "
+                     "/run/calm-edge/calm.sock (root) or $XDG_RUNTIME_DIR/calm-edge/calm.sock.")
+    socket_mode: int = _f(0o660, "Permission bits of the socket file (octal string).",
+                          ge=0, le=0o777, octal=True)
+    socket_group: str = _f("calm-edge", "Group owning the socket, if that group exists.")
+    max_body_bytes: int = _f(1 << 20, "Largest accepted request body.", ge=1024,
+                             le=256 << 20, size=True)
+    max_header_bytes: int = _f(16 << 10, "Largest accepted request head.", ge=1024,
+                               le=1 << 20, size=True)
+    default_max_tokens: int = _f(256, "max_tokens when a request gives none.", ge=1,
+                                 le=1 << 20)
+    max_tokens_limit: int = _f(4096, "Largest max_tokens a request may ask for.", ge=1,
+                               le=1 << 20)
+    keepalive_timeout_s: float = _f(5.0, "Idle keep-alive connections close after this.",
+                                    ge=0.1, le=3600)
+    drain_timeout_s: float = _f(30.0, "On SIGTERM, wait this long for in-flight requests.",
+                                ge=0, le=3600)
+
+
+@dataclass(frozen=True)
+class PowerConfig:
+    source: PowerSource = _f("auto", "Power reader: auto picks jtop, hwmon, rapl, estimate.")
+    rails: list[str] = _f([], "Rails to report (empty = all the source exposes).")
+    total_rail: str = _f("", "Rail that measures the whole board, e.g. VDD_IN.")
+    idle_power_mw: float = _f(3000.0, "Board power when idle (estimator).", ge=0, le=1e6)
+    active_power_mw: float = _f(15000.0, "Board power with every CPU busy (estimator).",
+                                ge=0, le=1e6)
+    sample_hz: float = _f(10.0, "Power sampling rate.", ge=0.1, le=1000)
+
+
+@dataclass(frozen=True)
+class SloConfig:
+    latency_ms: float = _f(20000.0, "Default end-to-end latency objective per request.",
+                           ge=1, le=3.6e6)
+    ttft_ms: float = _f(3000.0, "Default time-to-first-token objective.", ge=1, le=3.6e6)
+
+
+@dataclass(frozen=True)
+class QosWeights:
+    quality: float = _f(1.0, "Weight of expected quality.", ge=0, le=100)
+    latency: float = _f(0.5, "Weight of normalized predicted latency.", ge=0, le=100)
+    energy: float = _f(0.2, "Weight of normalized predicted energy.", ge=0, le=100)
+
+
+@dataclass(frozen=True)
+class QosConfig:
+    default_mode: Mode = _f("balanced", "Mode for requests that name none.")
+    fast: QosWeights = _f(QosWeights(1.0, 1.5, 0.2), "Weights in fast mode.")
+    balanced: QosWeights = _f(QosWeights(1.0, 0.5, 0.2), "Weights in balanced mode.")
+    quality: QosWeights = _f(QosWeights(1.0, 0.05, 0.02), "Weights in quality mode.")
+    eco: QosWeights = _f(QosWeights(1.0, 0.2, 1.5), "Weights in eco mode.")
+
+    def weights(self, mode: Mode) -> QosWeights:
+        w: QosWeights = getattr(self, mode)
+        return w
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    state_dir: str = _f("", "Knowledge store and runtime state; empty = $STATE_DIRECTORY "
+                        "or ~/.local/state/calm-edge.")
+    models_dir: str = _f("", "Model files; empty = $STATE_DIRECTORY/models or "
+                         "~/.local/share/calm-edge/models.")
+    fleet: str = _f("", "Fleet manifest; empty = the bundled models/fleet.toml.")
+
+
+@dataclass(frozen=True)
+class Profile:
+    device: DeviceConfig = _f(DeviceConfig(), "")
+    memory: MemoryConfig = _f(MemoryConfig(), "")
+    runtime: RuntimeConfig = _f(RuntimeConfig(), "")
+    server: ServerConfig = _f(ServerConfig(), "")
+    power: PowerConfig = _f(PowerConfig(), "")
+    slo: SloConfig = _f(SloConfig(), "")
+    qos: QosConfig = _f(QosConfig(), "")
+    paths: PathsConfig = _f(PathsConfig(), "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon needs, resolved: the profile plus concrete paths."""
+
+    profile: Profile
+    profile_source: str
+    socket_path: Path
+    state_dir: Path
+    models_dir: Path
+    fleet_path: Path
+
+
+# TOML keys that differ from the field name (the field carries the unit).
+_KEY_ALIASES = {"ram_budget_bytes": "ram_budget"}
+# Short environment variables documented in the README, mapped to (section, key).
+ENV_ALIASES: dict[str, tuple[str, str]] = {
+    "CALM_EDGE_SOCKET": ("server", "socket"),
+    "CALM_EDGE_STATE_DIR": ("paths", "state_dir"),
+    "CALM_EDGE_MODELS_DIR": ("paths", "models_dir"),
+    "CALM_EDGE_FLEET": ("paths", "fleet"),
+    "CALM_EDGE_RAM_BUDGET": ("memory", "ram_budget"),
+}
+# Variables read elsewhere, not profile fields.
+_ENV_OTHER = {"CALM_EDGE_PROFILE", "CALM_EDGE_LOG_LEVEL"}
+
+
+def _key(f: dataclasses.Field[Any]) -> str:
+    return _KEY_ALIASES.get(f.name, f.name)
+
+
+class _Ctx:
+    """Where a value came from, and how to resolve relative sizes."""
+
+    def __init__(self, where: str, mem_total_bytes: int | None, from_env: bool) -> None:
+        self.where, self.mem_total_bytes, self.from_env = where, mem_total_bytes, from_env
+
+
+def _coerce(value: Any, tp: Any, meta: Mapping[str, Any], ctx: _Ctx, section: str,
+            key: str) -> Any:
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(ctx.where, section, key, problem)
+
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise fail(f"expected one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+    if tp is bool:
+        if ctx.from_env and isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise fail(f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if meta.get("size") and isinstance(value, str):
+            value = _parse_size(value, ctx, fail)
+        elif meta.get("octal") and isinstance(value, str):
+            try:
+                value = int(value, 8)
+            except ValueError:
+                raise fail(f"expected an octal mode like '0660', got {value!r}") from None
+        elif ctx.from_env and isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise fail(f"expected an integer, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail(f"expected an integer, got {value!r}")
+        return _bounded(value, meta, fail)
+    if tp is float:
+        if ctx.from_env and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise fail(f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail(f"expected a number, got {value!r}")
+        return _bounded(float(value), meta, fail)
+    if tp is str:
+        if not isinstance(value, str):
+            raise fail(f"expected a string, got {value!r}")
+        if "\x00" in value:
+            raise fail("contains a NUL character")
+        return value
+    if origin is list:
+        if ctx.from_env and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise fail(f"expected a list of strings, got {value!r}")
+        return list(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise fail(f"expected a table, got {value!r}")
+        return _build(tp, value, ctx, f"{section}.{key}" if section else key)
+    raise TypeError(f"unsupported config type {tp!r}")  # pragma: no cover - schema bug
+
+
+def _parse_size(value: str, ctx: _Ctx, fail: Any) -> int:
+    text = value.strip()
+    if text.endswith("%"):
+        if ctx.mem_total_bytes is None:
+            raise fail("a share of MemTotal needs /proc/meminfo")
+        try:
+            share = float(text[:-1])
+        except ValueError:
+            raise fail(f"expected a percentage like '60%', got {value!r}") from None
+        if not 0 < share <= 100:
+            raise fail(f"percentage must be in (0, 100], got {value!r}")
+        return int(ctx.mem_total_bytes * share / 100)
+    try:
+        return parse_size_bytes(text)
+    except ValueError as e:
+        raise fail(str(e)) from None
+
+
+def _bounded(value: float, meta: Mapping[str, Any], fail: Any) -> Any:
+    ge, le = meta.get("ge"), meta.get("le")
+    if ge is not None and value < ge:
+        raise fail(f"must be >= {ge:g}, got {value:g}")
+    if le is not None and value > le:
+        raise fail(f"must be <= {le:g}, got {value:g}")
+    return value
+
+
+def _build(cls: Any, data: Mapping[str, Any], ctx: _Ctx, section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {_key(f): f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(ctx.where, section, unknown[0],
+                          f"unknown field (known: {', '.join(sorted(fields))})")
+    kwargs = {
+        f.name: _coerce(data[key], hints[f.name], f.metadata, ctx, section, key)
+        for key, f in fields.items() if key in data
+    }
+    return cls(**kwargs)
+
+
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
+    """(variable, section, key, value) for `CALM_EDGE_<SECTION>_<KEY>` and the aliases."""
+    sections = {f.name for f in dataclasses.fields(Profile)}
+    out: list[tuple[str, str, str, str]] = []
+    for name, value in sorted(env.items()):
+        if not name.startswith("CALM_EDGE_") or name in _ENV_OTHER:
+            continue
+        if name in ENV_ALIASES:
+            sec, key = ENV_ALIASES[name]
+        else:
+            sec, _, key = name[len("CALM_EDGE_"):].lower().partition("_")
+            if sec not in sections or not key:
+                raise ConfigError(name, "", "", "unknown environment variable (profile "
+                                  "fields are listed by `calm-edge config`)")
+        out.append((name, sec, key, value))
+    return out
+
+
+def _apply(profile: Profile, overrides: Mapping[str, Mapping[str, Any]], ctx: _Ctx) -> Profile:
+    """Replace the named fields of `profile`, validating each value."""
+    for sec, values in overrides.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if not values:
+            continue
+        if sec not in {f.name for f in dataclasses.fields(Profile)}:
+            raise ConfigError(ctx.where, sec, "", "unknown section")
+        current = getattr(profile, sec)
+        parsed = _build(type(current), values, ctx, sec)
+        changed = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)
+                   if _key(f) in values}
+        profile = dataclasses.replace(profile, **{sec: dataclasses.replace(current, **changed)})
+    return profile
+
+
+def profile_from_mapping(
+    data: Mapping[str, Any],
+    *,
+    where: str,
+    mem_total_bytes: int | None = None,
+    env: Mapping[str, str] | None = None,
+    cli: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Profile:
+    """Validate a profile dict (from TOML), then apply environment and CLI overrides."""
+    profile: Profile = _build(Profile, data, _Ctx(where, mem_total_bytes, False), "")
+    for var, sec, key, value in _env_overrides(env or {}):
+        profile = _apply(profile, {sec: {key: value}}, _Ctx(var, mem_total_bytes, True))
+    if cli:
+        profile = _apply(profile, cli, _Ctx("command line", mem_total_bytes, True))
+    return profile
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; errors name the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "", "file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), "", "", f"invalid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(str(path), "", "", f"cannot read: {e.strerror}") from None
+
+
+def resolve_profile_path(name_or_file: str, *, root: Path = Path("/")) -> Path:
+    """A profile name ('x86-dev', 'auto') or a path to a TOML file."""
+    if name_or_file in ("", "auto"):
+        name_or_file = detect_profile_name(root)
+    if "/" in name_or_file or name_or_file.endswith(".toml"):
+        return Path(name_or_file)
+    for d in paths.profile_dirs():
+        candidate = d / f"{name_or_file}.toml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for d in paths.profile_dirs() if d.is_dir() for p in d.glob("*.toml")})
+    raise ConfigError(f"profile {name_or_file!r}", "", "",
+                      f"no such profile (known: {', '.join(known) or 'none'})")
+
+
+def detect_profile_name(root: Path = Path("/")) -> str:
+    """Pick a bundled profile from the board this runs on. `root` is injectable for tests."""
+    model = ""
+    for candidate in ("proc/device-tree/model", "sys/firmware/devicetree/base/model"):
+        try:
+            model = (root / candidate).read_bytes().rstrip(b"\x00").decode(errors="replace")
+            break
+        except OSError:
+            continue
+    low = model.lower()
+    if "orin" in low:
+        if "nano" in low:
+            return "jetson-orin-nano-8gb"
+        if "nx" in low:
+            return "jetson-orin-nx-16gb"
+        return "jetson-agx-orin-64gb"
+    if (root / "etc/nv_tegra_release").exists():
+        return "jetson-orin-nano-8gb"
+    if "raspberry pi" in low:
+        return "rpi5-8gb"
+    return "x86-dev"
+
+
+def mem_total_bytes(root: Path = Path("/")) -> int | None:
+    try:
+        for line in (root / "proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def load_settings(
+    profile: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cli: Mapping[str, Mapping[str, Any]] | None = None,
+    root: Path = Path("/"),
+) -> Settings:
+    """Resolve settings: profile file, then environment, then CLI overrides.
+
+    `cli` holds nested overrides such as {"paths": {"models_dir": "/x"}}; None values are
+    ignored. `root` is the filesystem root for the board and memory probes.
+    """
+    env = dict(os.environ if env is None else env)
+    path = resolve_profile_path(profile or env.get("CALM_EDGE_PROFILE", "") or "auto", root=root)
+    prof = profile_from_mapping(read_toml(path), where=str(path),
+                                mem_total_bytes=mem_total_bytes(root), env=env, cli=cli)
+    return Settings(
+        profile=prof,
+        profile_source=str(path),
+        socket_path=paths.server_socket_path(prof.server.socket, env),
+        state_dir=paths.state_dir(prof.paths.state_dir, env),
+        models_dir=paths.models_dir(prof.paths.models_dir, env),
+        fleet_path=paths.fleet_path(prof.paths.fleet),
+    )
+
+
+def describe_fields() -> list[tuple[str, str, str]]:
+    """(section.key, default, description) for every profile field, for --help output."""
+    rows: list[tuple[str, str, str]] = []
+    for sf in dataclasses.fields(Profile):
+        sec_cls = typing.get_type_hints(Profile)[sf.name]
+        default_sec = getattr(Profile(), sf.name)
+        for f in dataclasses.fields(sec_cls):
+            value = getattr(default_sec, f.name)
+            rows.append((f"{_key(sf)}.{_key(f)}", repr(value), f.metadata.get("doc", "")))
+    return rows
+
+
+__all__ = [
+    "MODES", "ConfigError", "Mode", "Profile", "QosWeights", "Settings", "load_settings",
+    "profile_from_mapping", "resolve_profile_path",
+]

@@ -1,0 +1,182 @@
+"""`calm-edge serve`: wire the parts together and run until told to stop.
+
+Lifecycle (like uvicorn's Server): bind the Unix socket (or take the one systemd passed),
+check the fleet, serve; on SIGTERM or SIGINT stop accepting, drain in-flight requests for
+up to `drain_timeout_s`, unload the models, remove the socket, exit 0. A second signal
+during the drain closes the remaining connections at once. Signal handlers are restored
+on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import signal
+import socket
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from calm_edge.backends.base import BackendFactory
+from calm_edge.config import Settings
+from calm_edge.execute import Executor
+from calm_edge.fleet import Fleet, load_fleet
+from calm_edge.memory import MemoryProbe, process_rss_bytes
+from calm_edge.orchestrator import Orchestrator
+from calm_edge.residency import Residency
+from calm_edge.server.app import App
+from calm_edge.server.http import HttpServer
+from calm_edge.units import format_bytes
+
+log = logging.getLogger("calm_edge.daemon")
+
+_SUN_PATH_MAX = 107
+
+
+class DaemonError(RuntimeError):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+def bind_unix_socket(path: Path, mode: int, group: str) -> socket.socket:
+    """Bind a listening Unix socket at `path` with `mode`, owned by `group` if it exists.
+
+    A stale socket file (nobody listening) is replaced; a live one is an error.
+    """
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise DaemonError(f"socket path too long ({len(os.fsencode(path))} bytes, max "
+                          f"{_SUN_PATH_MAX}): {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise DaemonError(f"{path} exists and is not a socket; remove it or choose another "
+                              "--socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale: left behind by a daemon that died
+        else:
+            raise DaemonError(f"another daemon is already listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o777 & ~mode)  # no window where the socket is wider than `mode`
+    try:
+        sock.bind(str(path))
+    except OSError as e:
+        sock.close()
+        raise DaemonError(f"cannot bind {path}: {e.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, mode)
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            log.debug("group %s does not exist; socket keeps our group", group)
+        else:
+            with contextlib.suppress(PermissionError):
+                os.chown(path, -1, gid)
+    sock.listen(128)
+    return sock
+
+
+def listen_fds(env: Mapping[str, str], pid: int) -> list[socket.socket]:
+    """Sockets passed by systemd socket activation (LISTEN_FDS from fd 3), if for us."""
+    if env.get("LISTEN_PID") != str(pid):
+        return []
+    try:
+        n = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    return [socket.socket(fileno=3 + i) for i in range(n)]
+
+
+@contextlib.contextmanager
+def capture_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[int], None],
+                    ) -> Iterator[None]:
+    sigs = (signal.SIGTERM, signal.SIGINT)
+    for sig in sigs:
+        loop.add_signal_handler(sig, handler, sig)
+    try:
+        yield
+    finally:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, factory: BackendFactory, *,
+                 fleet: Fleet | None = None, memory_probe: MemoryProbe = process_rss_bytes,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.fleet = fleet if fleet is not None else load_fleet(settings.fleet_path)
+        self._factory, self._probe = factory, memory_probe
+        self._env = dict(os.environ if env is None else env)
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self.http: HttpServer | None = None
+
+    def request_stop(self, sig: int = signal.SIGTERM) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("received %s: draining", signal.Signals(sig).name)
+            self._stop.set()
+        elif self.http is not None:
+            log.warning("second signal: closing connections now")
+            self.http.close_all()
+
+    async def run(self) -> int:
+        s, p = self.settings, self.settings.profile
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(max_workers=p.runtime.max_parallel + 2,
+                                  thread_name_prefix="calm-worker")
+        residency = Residency(self.fleet, s.models_dir, p.runtime, p.memory.ram_budget_bytes,
+                              self._factory, pool, memory_probe=self._probe,
+                              drop_page_cache_on_evict=p.memory.drop_page_cache_on_evict)
+        orchestrator = Orchestrator(self.fleet, residency, Executor(residency, pool,
+                                                                   p.runtime.max_parallel))
+        app = App(s, orchestrator)
+        self.http = http = HttpServer(app, max_header_bytes=p.server.max_header_bytes,
+                                      max_body_bytes=p.server.max_body_bytes,
+                                      keepalive_timeout_s=p.server.keepalive_timeout_s)
+        passed = listen_fds(self._env, os.getpid())
+        owned_path: Path | None = None
+        if passed:
+            sock = passed[0]
+            log.info("using the socket passed by systemd (fd %d)", sock.fileno())
+        else:
+            sock = bind_unix_socket(s.socket_path, p.server.socket_mode, p.server.socket_group)
+            owned_path = s.socket_path
+        try:
+            await residency.scan()
+            server = await asyncio.start_unix_server(http.handle_connection, sock=sock,
+                                                     limit=p.server.max_header_bytes)
+            ok = [n for n, sl in residency.slots.items() if sl.unavailable_reason(0) is None]
+            log.info("calm-edge serving on %s (profile %s, budget %s, models available: %s)",
+                     owned_path or "the passed socket", p.device.name,
+                     format_bytes(p.memory.ram_budget_bytes), ", ".join(ok) or "none")
+            with capture_signals(loop, self.request_stop):
+                await self._stop.wait()
+                server.close()
+                drained = await http.drain(p.server.drain_timeout_s)
+                if not drained:
+                    log.warning("drain timed out after %.0fs with %d requests in flight",
+                                p.server.drain_timeout_s, http.in_flight)
+                    http.close_all()
+            await residency.close_all()
+        finally:
+            if owned_path is not None:
+                with contextlib.suppress(OSError):
+                    owned_path.unlink()
+            pool.shutdown(wait=True, cancel_futures=True)
+        log.info("stopped")
+        return 0
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()

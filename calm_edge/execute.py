@@ -1,0 +1,153 @@
+"""Execute: carry out a plan. Loads (through Residency), generates in a worker thread,
+streams text back to the event loop, and falls back to the plan's next model when the
+chosen one fails before producing any output. The stage with side effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor as ThreadPool
+from dataclasses import dataclass
+
+from calm_edge.backends.base import (
+    Backend,
+    ChatMessage,
+    ContextOverflowError,
+    GenerationRequest,
+    GenerationStats,
+)
+from calm_edge.fleet import ModelSpec
+from calm_edge.plan import Plan
+from calm_edge.residency import ModelUnavailable, Residency
+
+log = logging.getLogger("calm_edge.execute")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    model: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The last item of `Executor.run`: who answered and how it went."""
+
+    model: str
+    stats: GenerationStats
+    failed_attempts: tuple[Attempt, ...]
+    wait_s: float  # from the start of run() to the start of generation (load + queue)
+
+
+class AllCandidatesFailed(RuntimeError):
+    def __init__(self, attempts: list[Attempt]) -> None:
+        self.attempts = attempts
+        detail = "; ".join(f"{a.model}: {a.error}" for a in attempts)
+        super().__init__(f"no model could answer ({detail})")
+
+
+class _Done:
+    pass
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+_DONE = _Done()
+
+
+def prepare_request(spec: ModelSpec, request: GenerationRequest) -> GenerationRequest:
+    """Apply per-model defaults: the manifest's system prompt when the chat has none."""
+    if (request.messages is not None and spec.system_prompt
+            and not any(m.role == "system" for m in request.messages)):
+        msgs = (ChatMessage("system", spec.system_prompt), *request.messages)
+        return dataclasses.replace(request, messages=msgs)
+    return request
+
+
+class Executor:
+    def __init__(self, residency: Residency, pool: ThreadPool, max_parallel: int) -> None:
+        self._residency, self._pool = residency, pool
+        self._slots = asyncio.Semaphore(max_parallel)
+
+    async def run(self, plan: Plan, request: GenerationRequest,
+                  ) -> AsyncIterator[str | Outcome]:
+        """Yield text deltas, then one Outcome. Closing the iterator cancels generation.
+
+        Raises ContextOverflowError (the request is too long for the model),
+        AllCandidatesFailed, or a backend error raised after output began.
+        """
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        attempts: list[Attempt] = []
+        for name in (plan.model, *plan.fallbacks):
+            produced = False
+            try:
+                async with self._residency.use(name) as slot, self._slots, slot.gen_lock:
+                    assert slot.backend is not None
+                    wait_s = loop.time() - t0
+                    req = prepare_request(slot.spec, request)
+                    async for item in self._stream(slot.backend, req):
+                        if isinstance(item, GenerationStats):
+                            yield Outcome(name, item, tuple(attempts), wait_s)
+                            return
+                        produced = True
+                        yield item
+            except ContextOverflowError:
+                raise
+            except ModelUnavailable as e:
+                attempts.append(Attempt(name, e.reason))
+            except Exception as e:
+                if produced:
+                    raise
+                log.exception("model %s failed before answering", name)
+                attempts.append(Attempt(name, f"{type(e).__name__}: {e}"))
+        raise AllCandidatesFailed(attempts)
+
+    async def _stream(self, backend: Backend, request: GenerationRequest,
+                      ) -> AsyncIterator[str | GenerationStats]:
+        """Run backend.generate in a worker thread; its items arrive through a queue."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | GenerationStats | _Done | _Failed] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def work() -> None:
+            try:
+                for item in backend.generate(request, cancel.is_set):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as e:  # delivered to the loop, re-raised there
+                loop.call_soon_threadsafe(queue.put_nowait, _Failed(e))
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        worker = loop.run_in_executor(self._pool, work)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _Done):
+                    break
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+        finally:
+            # The backend is not thread-safe: hold the model until the thread has left it,
+            # even if this task is being cancelled (the thread stops within one token).
+            cancel.set()
+            await _wait_even_if_cancelled(worker)
+
+
+async def _wait_even_if_cancelled(fut: asyncio.Future[None]) -> None:
+    cancelled = False
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError

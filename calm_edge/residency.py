@@ -1,0 +1,287 @@
+"""Which fleet models are in RAM: loading, eviction under the byte budget, leases.
+
+Owned by the event loop: every method runs on the loop thread; slow work (hashing,
+loading, closing) runs in the injected thread pool and is awaited. One load at a time.
+
+State transitions are those of `ModelState`; `ensure_ready()` is idempotent:
+READY returns at once; LOADING/UNLOADING waits for that transition and re-checks;
+UNLOADED (or FAILED past its back-off) starts one load that concurrent callers share;
+FAILED within its back-off raises ModelUnavailable with the time left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calm_edge.backends.base import Backend, BackendFactory, ModelState
+from calm_edge.config import RuntimeConfig
+from calm_edge.fleet import FileStatus, Fleet, ModelSpec, cached_status, model_path, verify
+from calm_edge.gguf_meta import Footprint, GGUFError, estimate_footprint, read_gguf
+from calm_edge.memory import MemoryProbe, ResidentModel, choose_evictions, process_rss_bytes
+from calm_edge.units import format_bytes
+
+log = logging.getLogger("calm_edge.residency")
+
+_BACKOFF_BASE_S = 5.0
+_BACKOFF_MAX_S = 300.0
+
+
+class ModelUnavailable(RuntimeError):
+    """A model cannot serve now; `retry_after_s` is set when waiting may help."""
+
+    def __init__(self, name: str, reason: str, retry_after_s: float | None = None) -> None:
+        self.name, self.reason, self.retry_after_s = name, reason, retry_after_s
+        super().__init__(f"model {name!r} unavailable: {reason}")
+
+
+@dataclass
+class ModelSlot:
+    spec: ModelSpec
+    path: Path
+    state: ModelState = ModelState.UNLOADED
+    file_status: FileStatus = FileStatus.MISSING
+    footprint: Footprint | None = None
+    header_error: str | None = None
+    backend: Backend | None = None
+    in_use: int = 0
+    pinned: bool = False
+    last_used_s: float = 0.0
+    measured_bytes: int | None = None
+    loads: int = 0
+    unloads: int = 0
+    last_load_s: float | None = None
+    last_error: str | None = None
+    failures: int = 0
+    retry_at_s: float = 0.0
+    transition: asyncio.Future[None] | None = None
+    gen_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def estimated_bytes(self) -> int:
+        if self.footprint is not None:
+            return self.footprint.total_bytes
+        return int(self.spec.size_bytes * 1.3)  # header unreadable: a rough upper bound
+
+    @property
+    def charged_bytes(self) -> int:
+        """What this model counts against the budget while resident."""
+        return self.estimated_bytes
+
+    def unavailable_reason(self, now_s: float) -> str | None:
+        """Why this model cannot be loaded now, or None if it can."""
+        if self.file_status in (FileStatus.MISSING, FileStatus.WRONG_SIZE,
+                                FileStatus.HASH_MISMATCH):
+            return f"model file {self.file_status.value}: {self.path}"
+        if self.header_error:
+            return self.header_error
+        if self.state is ModelState.FAILED and now_s < self.retry_at_s:
+            return f"failed to load ({self.last_error}); retrying in " \
+                   f"{self.retry_at_s - now_s:.0f}s"
+        return None
+
+
+class Residency:
+    def __init__(
+        self,
+        fleet: Fleet,
+        models_dir: Path,
+        runtime: RuntimeConfig,
+        budget_bytes: int,
+        factory: BackendFactory,
+        pool: Executor,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        memory_probe: MemoryProbe = process_rss_bytes,
+        drop_page_cache_on_evict: bool = False,
+    ) -> None:
+        self.fleet, self.models_dir, self.runtime = fleet, models_dir, runtime
+        self.budget_bytes = budget_bytes
+        self._factory, self._pool, self._clock, self._probe = factory, pool, clock, memory_probe
+        self._drop_pages = drop_page_cache_on_evict
+        self.slots: dict[str, ModelSlot] = {
+            m.name: ModelSlot(spec=m, path=model_path(models_dir, m)) for m in fleet.models}
+        self._load_lock = asyncio.Lock()
+
+    # -- inspection ---------------------------------------------------------------------
+
+    def _scan_one(self, slot: ModelSlot) -> tuple[FileStatus, Footprint | None, str | None]:
+        status = cached_status(self.models_dir, slot.spec)
+        if status in (FileStatus.MISSING, FileStatus.WRONG_SIZE):
+            return status, None, None
+        try:
+            info = read_gguf(slot.path)
+        except GGUFError as e:
+            return status, None, str(e)
+        fp = estimate_footprint(info, slot.spec.n_ctx, self.runtime.n_batch,
+                                cpu_repack=self.runtime.n_gpu_layers == 0)
+        return status, fp, None
+
+    async def scan(self) -> None:
+        """Check every model file (stat + sidecar + GGUF header; no hashing)."""
+        loop = asyncio.get_running_loop()
+        for slot in self.slots.values():
+            status, fp, err = await loop.run_in_executor(self._pool, self._scan_one, slot)
+            slot.file_status, slot.footprint, slot.header_error = status, fp, err
+            if err or not (status is FileStatus.VERIFIED or status is FileStatus.UNVERIFIED):
+                log.warning("model %s not loadable: %s", slot.spec.name,
+                            err or f"file {status.value} ({slot.path})")
+
+    def used_bytes(self) -> int:
+        return sum(s.charged_bytes for s in self.slots.values()
+                   if s.state in (ModelState.READY, ModelState.LOADING, ModelState.UNLOADING))
+
+    def resident(self) -> list[str]:
+        return [n for n, s in self.slots.items() if s.state is ModelState.READY]
+
+    # -- leases -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def use(self, name: str) -> AsyncIterator[ModelSlot]:
+        """Hold `name` loaded and safe from eviction for the duration of the block."""
+        slot = self.slots[name]
+        slot.in_use += 1
+        try:
+            await self.ensure_ready(name)
+            slot.last_used_s = self._clock()
+            yield slot
+        finally:
+            slot.in_use -= 1
+            slot.last_used_s = self._clock()
+
+    async def ensure_ready(self, name: str) -> ModelSlot:
+        slot = self.slots[name]
+        while True:
+            if slot.state is ModelState.READY:
+                return slot
+            if slot.transition is not None:
+                await asyncio.shield(slot.transition)
+                continue
+            reason = slot.unavailable_reason(self._clock())
+            if reason is not None:
+                retry = (slot.retry_at_s - self._clock()
+                         if slot.state is ModelState.FAILED else None)
+                raise ModelUnavailable(name, reason, retry)
+            await self._transition(slot, ModelState.LOADING, self._load(slot))
+            if slot.state is ModelState.FAILED:
+                raise ModelUnavailable(name, f"failed to load: {slot.last_error}",
+                                       slot.retry_at_s - self._clock())
+
+    async def _transition(self, slot: ModelSlot, during: ModelState,
+                          work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` with the slot in state `during`; waiters on the slot wake after it."""
+        slot.state = during
+        slot.transition = asyncio.get_running_loop().create_future()
+        try:
+            await work
+        finally:
+            fut, slot.transition = slot.transition, None
+            fut.set_result(None)
+
+    async def _load(self, slot: ModelSlot) -> None:
+        """LOADING -> READY, or -> FAILED with back-off. Never raises for load errors."""
+        loop = asyncio.get_running_loop()
+        name = slot.spec.name
+        try:
+            async with self._load_lock:
+                if slot.file_status is not FileStatus.VERIFIED:
+                    log.info("verifying %s (sha256)", name)
+                    slot.file_status = await loop.run_in_executor(
+                        self._pool, verify, self.models_dir, slot.spec)
+                    if slot.file_status is not FileStatus.VERIFIED:
+                        raise _FileRejected(f"model file {slot.file_status.value}: {slot.path}")
+                await self._make_room(slot)
+                rss0 = self._probe()
+                t0 = self._clock()
+                backend = await loop.run_in_executor(
+                    self._pool, self._factory, slot.spec, slot.path, self.runtime)
+                slot.last_load_s = self._clock() - t0
+                slot.measured_bytes = max(self._probe() - rss0, 0)
+        except _NoRoom as e:
+            slot.state = ModelState.UNLOADED
+            slot.last_error = str(e)
+            raise ModelUnavailable(name, str(e), retry_after_s=1.0) from None
+        except Exception as e:  # a load error must not take the daemon down
+            slot.failures += 1
+            slot.state = ModelState.FAILED
+            slot.last_error = f"{type(e).__name__}: {e}" if not isinstance(e, _FileRejected) \
+                else str(e)
+            backoff = min(_BACKOFF_BASE_S * 2 ** (slot.failures - 1), _BACKOFF_MAX_S)
+            slot.retry_at_s = self._clock() + backoff
+            log.error("loading %s failed: %s (retry in %.0fs)", name, slot.last_error, backoff)
+            return
+        slot.backend = backend
+        slot.state = ModelState.READY
+        slot.loads += 1
+        slot.failures = 0
+        slot.last_error = None
+        log.info("loaded %s in %.2fs (estimated %s, measured RSS +%s; %s of %s budget used)",
+                 name, slot.last_load_s, format_bytes(slot.estimated_bytes),
+                 format_bytes(slot.measured_bytes or 0), format_bytes(self.used_bytes()),
+                 format_bytes(self.budget_bytes))
+
+    async def _make_room(self, slot: ModelSlot) -> None:
+        need = slot.charged_bytes
+        if need > self.budget_bytes:
+            raise _NoRoom(f"needs {format_bytes(need)} but the RAM budget is "
+                          f"{format_bytes(self.budget_bytes)}")
+        others = [ResidentModel(s.spec.name, s.charged_bytes, s.in_use > 0, s.pinned,
+                                s.last_used_s)
+                  for s in self.slots.values() if s is not slot and s.state is ModelState.READY]
+        victims = choose_evictions(others, need, self.budget_bytes)
+        if victims is None:
+            busy = ", ".join(m.name for m in others if m.in_use or m.pinned)
+            raise _NoRoom(f"needs {format_bytes(need)}; the budget is held by models in "
+                          f"use or pinned ({busy})")
+        for victim in victims:
+            log.info("evicting %s to make room for %s", victim, slot.spec.name)
+            await self._unload(self.slots[victim])
+
+    async def _unload(self, slot: ModelSlot) -> None:
+        backend, slot.backend = slot.backend, None
+
+        async def work() -> None:
+            if backend is not None:
+                await asyncio.get_running_loop().run_in_executor(self._pool, self._close, slot,
+                                                                 backend)
+            slot.state = ModelState.UNLOADED
+            slot.unloads += 1
+
+        await self._transition(slot, ModelState.UNLOADING, work())
+
+    def _close(self, slot: ModelSlot, backend: Backend) -> None:
+        backend.close()
+        if self._drop_pages:
+            with contextlib.suppress(OSError), slot.path.open("rb") as fh:
+                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+    async def unload(self, name: str) -> bool:
+        """Unload an idle model; False if it was not loaded or is in use."""
+        slot = self.slots[name]
+        if slot.state is not ModelState.READY or slot.in_use:
+            return False
+        await self._unload(slot)
+        return True
+
+    async def close_all(self) -> None:
+        for slot in self.slots.values():
+            if slot.transition is not None:
+                await asyncio.shield(slot.transition)
+            if slot.state is ModelState.READY:
+                await self._unload(slot)
+
+
+class _NoRoom(Exception):
+    pass
+
+
+class _FileRejected(Exception):
+    pass
