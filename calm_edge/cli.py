@@ -22,12 +22,15 @@ EPILOG = "Environment: CALM_EDGE_PROFILE, CALM_EDGE_SOCKET, CALM_EDGE_MODELS_DIR
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    def opt(name: str) -> str | None:
+        value = getattr(args, name, None)
+        return None if value is None else str(value)
+
     cli: dict[str, dict[str, Any]] = {
-        "server": {"socket": getattr(args, "socket", None)},
-        "paths": {"models_dir": getattr(args, "models_dir", None),
-                  "state_dir": getattr(args, "state_dir", None),
-                  "fleet": getattr(args, "fleet", None)},
-        "memory": {"ram_budget": getattr(args, "ram_budget", None)},
+        "server": {"socket": opt("socket")},
+        "paths": {"models_dir": opt("models_dir"), "state_dir": opt("state_dir"),
+                  "fleet": opt("fleet")},
+        "memory": {"ram_budget": opt("ram_budget")},
     }
     return load_settings(getattr(args, "profile", None), cli=cli)
 
@@ -178,8 +181,9 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     for r in rows:
         fp = format_bytes(r["footprint_bytes"]) if r["footprint_bytes"] else "-"
         star = "*" if r["default"] else " "
+        note = f"  {r['note']}" if r["note"] else ""
         print(f"{r['name'] + star:<22} {r['status']:<13} {format_bytes(r['size_bytes']):>10} "
-              f"{fp:>10}  {r['format']:<10} {','.join(r['tags'])}{'  ' + r['note'] if r['note'] else ''}")
+              f"{fp:>10}  {r['format']:<10} {','.join(r['tags'])}{note}")
     print("* default model; footprint = weights + repacked weights + KV cache + compute buffers")
     if any(r["status"] != "verified" for r in rows):
         print("run `calm-edge models pull` to install missing models, `calm-edge models verify`"

@@ -362,7 +362,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; errors name the file."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data: dict[str, Any] = tomllib.load(fh)
+            return data
     except FileNotFoundError:
         raise ConfigError(str(path), "", "", "file not found") from None
     except tomllib.TOMLDecodeError as e:

@@ -72,7 +72,7 @@ def bind_unix_socket(path: Path, mode: int, group: str) -> socket.socket:
         raise DaemonError(f"cannot bind {path}: {e.strerror}") from None
     finally:
         os.umask(old_umask)
-    os.chmod(path, mode)
+    path.chmod(mode)
     if group:
         try:
             gid = grp.getgrnam(group).gr_gid
@@ -112,27 +112,41 @@ def capture_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[int], No
 class Daemon:
     def __init__(self, settings: Settings, factory: BackendFactory, *,
                  fleet: Fleet | None = None, memory_probe: MemoryProbe = process_rss_bytes,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, handle_signals: bool = True,
+                 on_ready: Callable[[], None] | None = None,
+                 housekeeping_interval_s: float = 10.0) -> None:
+        """`handle_signals=False` and `on_ready` serve tests that run the daemon in a thread."""
         self.settings = settings
+        self._handle_signals, self._on_ready = handle_signals, on_ready
+        self._tick_s = housekeeping_interval_s
         self.fleet = fleet if fleet is not None else load_fleet(settings.fleet_path)
         self._factory, self._probe = factory, memory_probe
         self._env = dict(os.environ if env is None else env)
-        self._stop = asyncio.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._signals = 0
         self.http: HttpServer | None = None
 
     def request_stop(self, sig: int = signal.SIGTERM) -> None:
+        """Begin a graceful stop. Call on the loop thread (signal handler) or via stop()."""
         self._signals += 1
         if self._signals == 1:
             log.info("received %s: draining", signal.Signals(sig).name)
-            self._stop.set()
+            if self._stop is not None:
+                self._stop.set()
         elif self.http is not None:
             log.warning("second signal: closing connections now")
             self.http.close_all()
 
+    def stop(self) -> None:
+        """Thread-safe graceful stop (what SIGTERM does)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.request_stop, signal.SIGTERM)
+
     async def run(self) -> int:
         s, p = self.settings, self.settings.profile
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
         pool = ThreadPoolExecutor(max_workers=p.runtime.max_parallel + 2,
                                   thread_name_prefix="calm-worker")
         residency = Residency(self.fleet, s.models_dir, p.runtime, p.memory.ram_budget_bytes,
@@ -160,8 +174,14 @@ class Daemon:
             log.info("calm-edge serving on %s (profile %s, budget %s, models available: %s)",
                      owned_path or "the passed socket", p.device.name,
                      format_bytes(p.memory.ram_budget_bytes), ", ".join(ok) or "none")
-            with capture_signals(loop, self.request_stop):
+            if self._on_ready is not None:
+                self._on_ready()
+            signals = capture_signals(loop, self.request_stop) if self._handle_signals \
+                else contextlib.nullcontext()
+            housekeeping = asyncio.create_task(self._housekeeping(residency))
+            with signals:
                 await self._stop.wait()
+                housekeeping.cancel()
                 server.close()
                 drained = await http.drain(p.server.drain_timeout_s)
                 if not drained:
@@ -177,6 +197,11 @@ class Daemon:
         log.info("stopped")
         return 0
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
+    async def _housekeeping(self, residency: Residency) -> None:
+        """Periodic upkeep on the loop: pick up model files installed after start."""
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                await residency.rescan_unavailable()
+            except Exception:
+                log.exception("housekeeping failed")

@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import Executor as ThreadPool
 from dataclasses import dataclass
 
@@ -77,7 +77,7 @@ class Executor:
         self._slots = asyncio.Semaphore(max_parallel)
 
     async def run(self, plan: Plan, request: GenerationRequest,
-                  ) -> AsyncIterator[str | Outcome]:
+                  ) -> AsyncGenerator[str | Outcome, None]:
         """Yield text deltas, then one Outcome. Closing the iterator cancels generation.
 
         Raises ContextOverflowError (the request is too long for the model),

@@ -96,7 +96,7 @@ def _model(raw: Mapping[str, Any], where: str, index: int) -> ModelSpec:
             raise fail(key, f"expected an integer, got {value!r}")
         if not isinstance(value, kind):
             raise fail(key, f"expected {kind.__name__}, got {value!r}")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.match(str(value)):
             raise fail(key, f"invalid value {value!r}")
         return value
 
@@ -158,7 +158,8 @@ def _model(raw: Mapping[str, Any], where: str, index: int) -> ModelSpec:
         source = SourceSpec(tuple(pkgs), tuple(members))
     return ModelSpec(name=name, file=file, sha256=sha, size_bytes=size, n_ctx=n_ctx,
                      format=fmt, stop=tuple(stop), quality=quality, tags=tuple(tags),
-                     prompt_template=template, system_prompt=system_prompt, params_b=float(params_b), license=lic,
+                     prompt_template=template, system_prompt=system_prompt,
+                     params_b=float(params_b), license=lic,
                      source=source)
 
 

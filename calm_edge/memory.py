@@ -6,9 +6,12 @@ the profile's budget. Which models to evict is decided here, without side effect
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MemoryProbe = Callable[[], int]
 
@@ -28,6 +31,26 @@ def process_rss_bytes(proc_root: Path = Path("/proc")) -> int:
         return pages * resource.getpagesize()
     except (OSError, ValueError, IndexError):
         return 0
+
+
+_libc: Any = None
+
+
+def release_free_heap() -> None:
+    """Return free heap pages to the OS (glibc malloc_trim); no-op elsewhere. Blocking, ms.
+
+    glibc raises its mmap threshold after large frees, so a closed model's KV cache and
+    compute buffers would stay in RSS without this.
+    """
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _libc.malloc_trim  # noqa: B018 - probe: musl and others lack it
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
 
 
 @dataclass(frozen=True)

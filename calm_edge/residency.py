@@ -135,6 +135,17 @@ class Residency:
                 log.warning("model %s not loadable: %s", slot.spec.name,
                             err or f"file {status.value} ({slot.path})")
 
+    async def rescan_unavailable(self) -> None:
+        """Re-check files that were missing or the wrong size (e.g. pulled after start)."""
+        loop = asyncio.get_running_loop()
+        for slot in self.slots.values():
+            if slot.file_status in (FileStatus.MISSING, FileStatus.WRONG_SIZE) \
+                    and slot.state is ModelState.UNLOADED:
+                status, fp, err = await loop.run_in_executor(self._pool, self._scan_one, slot)
+                if status is not slot.file_status:
+                    log.info("model %s file is now %s", slot.spec.name, status.value)
+                slot.file_status, slot.footprint, slot.header_error = status, fp, err
+
     def used_bytes(self) -> int:
         return sum(s.charged_bytes for s in self.slots.values()
                    if s.state in (ModelState.READY, ModelState.LOADING, ModelState.UNLOADING))

@@ -26,6 +26,7 @@ from calm_edge.backends.base import (
     GenerationRequest,
     GenerationStats,
 )
+from calm_edge.memory import release_free_heap
 from calm_edge.prompting import StopMatcher, render_completion_prompt
 
 if TYPE_CHECKING:
@@ -184,6 +185,7 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         self._stack.close()
+        release_free_heap()
 
 
 def llama_cpp_factory(spec: ModelSpec, path: Path, runtime: RuntimeConfig) -> LlamaCppBackend:

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from calm_edge import __version__
@@ -177,7 +177,7 @@ class App:
                         stream=self._sse_stream(call, rid, created, plan.model, first, gen))
 
     async def _sse_stream(self, call: CompletionCall, rid: str, created: int, planned: str,
-                          first: str | Answer, gen: AsyncIterator[str | Answer],
+                          first: str | Answer, gen: AsyncGenerator[str | Answer, None],
                           ) -> AsyncIterator[bytes]:
         model = first.model if isinstance(first, Answer) else planned
         try:
@@ -201,7 +201,7 @@ class App:
             yield _sse({"error": {"message": err.message, "type": "server_error",
                                   "code": err.code}})
         finally:
-            await _aclose(gen)
+            await gen.aclose()
 
     def _log(self, rid: str, a: Answer) -> None:
         s = a.stats
@@ -211,7 +211,7 @@ class App:
                  s.finish_reason)
 
 
-async def _first(gen: AsyncIterator[str | Answer]) -> str | Answer:
+async def _first(gen: AsyncGenerator[str | Answer, None]) -> str | Answer:
     """Next item, with generation errors mapped to ApiError."""
     try:
         return await gen.__anext__()
@@ -221,12 +221,6 @@ async def _first(gen: AsyncIterator[str | Answer]) -> str | Answer:
         raise
     except Exception as e:
         raise _to_api_error(e) from e
-
-
-async def _aclose(gen: AsyncIterator[str | Answer]) -> None:
-    aclose = getattr(gen, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 def _to_api_error(e: BaseException) -> ApiError:

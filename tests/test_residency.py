@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from calm_edge.backends.base import ChatMessage, GenerationRequest, ModelState, SamplingParams
+from calm_edge.config import RuntimeConfig
+from calm_edge.execute import AllCandidatesFailed, Executor, Outcome
+from calm_edge.fleet import load_fleet
+from calm_edge.plan import Plan
+from calm_edge.residency import ModelUnavailable, Residency
+from tests.fakes import FakeFactory
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(tiny_fleet: tuple[Path, Path], factory: FakeFactory, budget: int,
+         clock: Clock | None = None) -> tuple[Residency, ThreadPoolExecutor]:
+    fleet_path, models = tiny_fleet
+    pool = ThreadPoolExecutor(4)
+    r = Residency(load_fleet(fleet_path), models, RuntimeConfig(n_batch=64), budget, factory,
+                  pool, clock=clock or Clock(), memory_probe=lambda: 0)
+    return r, pool
+
+
+REQ = GenerationRequest(SamplingParams(max_tokens=3), messages=(ChatMessage("user", "hi"),))
+
+
+def test_residency_concurrent_requests_share_one_load(tiny_fleet: tuple[Path, Path]) -> None:
+    factory = FakeFactory(load_delay_s=0.05)
+
+    async def main() -> None:
+        r, pool = make(tiny_fleet, factory, 1 << 30)
+        await r.scan()
+        slots = await asyncio.gather(*(r.ensure_ready("tiny-chat") for _ in range(8)))
+        assert all(s.state is ModelState.READY for s in slots)
+        assert factory.loads == ["tiny-chat"]
+        await r.close_all()
+        assert factory.backends[0].closed
+        pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_residency_evicts_idle_model_to_fit_budget(tiny_fleet: tuple[Path, Path]) -> None:
+    factory = FakeFactory()
+    clock = Clock()
+
+    async def main() -> None:
+        r, pool = make(tiny_fleet, factory, 1 << 30, clock)
+        await r.scan()
+        one = max(s.charged_bytes for s in r.slots.values())
+        r.budget_bytes = one + one // 2  # room for one model at a time
+        async with r.use("tiny-chat"):
+            clock.t += 1
+        async with r.use("tiny-base"):
+            assert r.resident() == ["tiny-base"]
+            assert r.used_bytes() <= r.budget_bytes
+            # tiny-base is in use: loading tiny-chat now cannot evict it.
+            with pytest.raises(ModelUnavailable, match="in use or pinned"):
+                await r.ensure_ready("tiny-chat")
+        assert factory.loads == ["tiny-chat", "tiny-base"]
+        assert factory.backends[0].closed and not factory.backends[1].closed
+        await r.close_all()
+        pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_residency_failed_load_backs_off(tiny_fleet: tuple[Path, Path]) -> None:
+    factory = FakeFactory(fail_loads={"tiny-chat"})
+    clock = Clock()
+
+    async def main() -> None:
+        r, pool = make(tiny_fleet, factory, 1 << 30, clock)
+        await r.scan()
+        with pytest.raises(ModelUnavailable, match="failed to load"):
+            await r.ensure_ready("tiny-chat")
+        assert r.slots["tiny-chat"].state is ModelState.FAILED
+        with pytest.raises(ModelUnavailable, match="retrying in"):
+            await r.ensure_ready("tiny-chat")
+        assert factory.loads == ["tiny-chat"]  # no retry inside the back-off
+        clock.t += 60
+        factory.fail_loads.clear()
+        assert (await r.ensure_ready("tiny-chat")).state is ModelState.READY
+        await r.close_all()
+        pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_execute_falls_back_when_chosen_model_fails(tiny_fleet: tuple[Path, Path]) -> None:
+    factory = FakeFactory(fail_after_tokens={"tiny-chat": 0})
+
+    async def main() -> None:
+        r, pool = make(tiny_fleet, factory, 1 << 30)
+        await r.scan()
+        ex = Executor(r, pool, max_parallel=1)
+        items = [x async for x in ex.run(Plan("tiny-chat", ("tiny-base",), "test"), REQ)]
+        out = items[-1]
+        assert isinstance(out, Outcome)
+        assert out.model == "tiny-base"
+        assert [a.model for a in out.failed_attempts] == ["tiny-chat"]
+        assert "".join(x for x in items if isinstance(x, str)).startswith("tiny-base-0")
+        with pytest.raises(AllCandidatesFailed, match="tiny-chat exploded"):
+            async for _ in ex.run(Plan("tiny-chat", (), "test"), REQ):
+                pass
+        await r.close_all()
+        pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_execute_closing_the_stream_cancels_generation(tiny_fleet: tuple[Path, Path]) -> None:
+    factory = FakeFactory(token_delay_s=0.01)
+
+    async def main() -> None:
+        r, pool = make(tiny_fleet, factory, 1 << 30)
+        await r.scan()
+        ex = Executor(r, pool, max_parallel=1)
+        req = GenerationRequest(SamplingParams(max_tokens=1000),
+                                messages=(ChatMessage("user", "hi"),))
+        gen = ex.run(Plan("tiny-chat", (), "test"), req)
+        first = await gen.__anext__()
+        assert first == "tiny-chat-0 "
+        await gen.aclose()  # returns only once the worker thread has left the backend
+        slot = r.slots["tiny-chat"]
+        assert slot.in_use == 0 and not slot.gen_lock.locked()
+        assert len(factory.backends[0].calls) == 1
+        await r.close_all()
+        pool.shutdown()
+
+    asyncio.run(main())

@@ -1,0 +1,175 @@
+"""End-to-end over a real Unix socket: the daemon with llama.cpp on tiny GGUF models."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from calm_edge.config import Settings
+from tests.conftest import run_daemon, uds_client
+
+
+def sse_events(resp: httpx.Response) -> list[Any]:
+    events = []
+    for line in resp.iter_lines():
+        if line.startswith("data: "):
+            data = line[len("data: "):]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def test_server_chat_plain(make_settings: Callable[..., Settings]) -> None:
+    s = make_settings()
+    with run_daemon(s), uds_client(s) as c:
+        r = c.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 8, "temperature": 0})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "chat.completion"
+        assert body["model"] == "tiny-chat"  # the fleet's default for model=auto
+        msg = body["choices"][0]["message"]
+        assert msg["role"] == "assistant" and isinstance(msg["content"], str)
+        assert body["choices"][0]["finish_reason"] in ("stop", "length")
+        usage = body["usage"]
+        assert 0 < usage["completion_tokens"] <= 8 and usage["prompt_tokens"] > 0
+        calm = body["calm"]
+        assert calm["model"] == "tiny-chat" and "default" in calm["reason"]
+        assert calm["latency_ms"] > 0 and calm["completion_tokens"] == usage["completion_tokens"]
+        assert calm["request_id"] == body["id"]
+
+
+def test_server_chat_stream(make_settings: Callable[..., Settings]) -> None:
+    s = make_settings()
+    with run_daemon(s), uds_client(s) as c, c.stream(
+            "POST", "/v1/chat/completions",
+            json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}],
+                  "max_tokens": 6, "temperature": 0, "stream": True,
+                  "stream_options": {"include_usage": True}}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert all(e["object"] == "chat.completion.chunk" for e in chunks)
+    final = chunks[-1]
+    assert final["choices"][0]["finish_reason"] in ("stop", "length")
+    assert final["calm"]["model"] == "tiny-chat" and "pinned" in final["calm"]["reason"]
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in chunks)
+    assert final["usage"]["completion_tokens"] == final["calm"]["completion_tokens"] <= 6
+    # Streaming and non-streaming give the same greedy text.
+    with run_daemon(s), uds_client(s) as c:
+        plain = c.post("/v1/chat/completions", json={
+            "model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 6, "temperature": 0}).json()
+    assert plain["choices"][0]["message"]["content"] == text
+
+
+def test_server_completions_plain_and_stream(make_settings: Callable[..., Settings]) -> None:
+    s = make_settings()
+    with run_daemon(s), uds_client(s) as c:
+        r = c.post("/v1/completions", json={"model": "tiny-base", "prompt": "Question: hi",
+                                            "max_tokens": 5, "temperature": 0})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "text_completion" and body["model"] == "tiny-base"
+        text = body["choices"][0]["text"]
+        with c.stream("POST", "/v1/completions", json={
+                "model": "tiny-base", "prompt": "Question: hi", "max_tokens": 5,
+                "temperature": 0, "stream": True}) as rs:
+            events = sse_events(rs)
+        assert events[-1] == "[DONE]"
+        assert "".join(e["choices"][0]["text"] for e in events[:-1]) == text
+
+
+def test_server_models_health_status(make_settings: Callable[..., Settings]) -> None:
+    s = make_settings()
+    with run_daemon(s), uds_client(s) as c:
+        assert c.get("/health").json()["status"] == "ok"
+        ids = [m["id"] for m in c.get("/v1/models").json()["data"]]
+        assert ids == ["auto", "tiny-chat", "tiny-base"]
+        c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                                             "max_tokens": 2})
+        st = c.get("/calm/status").json()
+        assert st["memory"]["resident"] == ["tiny-chat"]
+        assert 0 < st["memory"]["used_bytes"] <= st["memory"]["budget_bytes"]
+        tiny = next(m for m in st["models"] if m["name"] == "tiny-chat")
+        assert tiny["state"] == "ready" and tiny["loads"] == 1 and tiny["file"] == "verified"
+    assert not s.socket_path.exists()  # removed on shutdown
+
+
+def test_server_errors_are_json_and_daemon_survives(make_settings: Callable[..., Settings],
+                                                    ) -> None:
+    s = make_settings()
+    with run_daemon(s), uds_client(s) as c:
+        assert stat.S_IMODE(s.socket_path.stat().st_mode) == 0o660
+        cases = [
+            (c.post("/v1/chat/completions", content=b"{not json"), 400, None),
+            (c.post("/v1/chat/completions", json={"model": "nope", "messages": [
+                {"role": "user", "content": "x"}]}), 404, "model_not_found"),
+            (c.post("/v1/chat/completions", json={"messages": []}), 400, None),
+            (c.post("/v1/chat/completions", content=b"x" * (2 << 20)), 413, None),
+            (c.get("/v1/nothing"), 404, "not_found"),
+            (c.get("/v1/chat/completions"), 405, None),
+            (c.post("/v1/chat/completions", json={"messages": [
+                {"role": "user", "content": "the " * 3000}]}), 400, "context_length_exceeded"),
+        ]
+        for resp, status, code in cases:
+            assert resp.status_code == status, resp.text
+            err = resp.json()["error"]
+            assert err["message"] and err["type"]
+            if code:
+                assert err["code"] == code
+        # Still serving after all of that.
+        ok = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                                                  "max_tokens": 2})
+        assert ok.status_code == 200
+
+
+def test_server_unavailable_model_is_503_and_others_serve(
+        make_settings: Callable[..., Settings]) -> None:
+    s = make_settings()
+    (s.models_dir / "tiny-base.gguf").write_bytes(b"GGUF truncated")
+    with run_daemon(s), uds_client(s) as c:
+        r = c.post("/v1/completions", json={"model": "tiny-base", "prompt": "x"})
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "model_unavailable"
+        assert "wrong-size" in r.json()["error"]["message"]
+        assert r.headers["retry-after"]
+        ok = c.post("/v1/completions", json={"model": "tiny-chat", "prompt": "x",
+                                             "max_tokens": 2})
+        assert ok.status_code == 200
+        st = c.get("/calm/status").json()
+        base = next(m for m in st["models"] if m["name"] == "tiny-base")
+        assert base["file"] == "wrong-size" and base["unavailable"]
+
+
+def test_server_raw_http_edge_cases(make_settings: Callable[..., Settings]) -> None:
+    s = make_settings()
+    with run_daemon(s):
+        def raw(data: bytes) -> bytes:
+            with socket.socket(socket.AF_UNIX) as sk:
+                sk.settimeout(10)
+                sk.connect(str(s.socket_path))
+                sk.sendall(data)
+                out = b""
+                while chunk := sk.recv(65536):
+                    out += chunk
+                return out
+
+        assert raw(b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
+        assert raw(b"GET /health HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n") \
+            .startswith(b"HTTP/1.1 431")
+        assert raw(b"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n") \
+            .startswith(b"HTTP/1.1 411")
+        resp = raw(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert resp.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in resp
+        # Two pipelined keep-alive requests on one connection.
+        two = raw(b"GET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert two.count(b"HTTP/1.1 200") == 2
