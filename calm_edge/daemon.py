@@ -25,6 +25,7 @@ from calm_edge.backends.base import BackendFactory
 from calm_edge.config import Settings
 from calm_edge.execute import Executor
 from calm_edge.fleet import Fleet, load_fleet
+from calm_edge.lanes import InferenceLanes
 from calm_edge.memory import MemoryProbe, process_rss_bytes
 from calm_edge.orchestrator import Orchestrator
 from calm_edge.residency import Residency
@@ -147,13 +148,12 @@ class Daemon:
         s, p = self.settings, self.settings.profile
         loop = self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        pool = ThreadPoolExecutor(max_workers=p.runtime.max_parallel + 2,
-                                  thread_name_prefix="calm-worker")
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="calm-io")
+        lanes = InferenceLanes(p.runtime.max_parallel)
         residency = Residency(self.fleet, s.models_dir, p.runtime, p.memory.ram_budget_bytes,
-                              self._factory, pool, memory_probe=self._probe,
+                              self._factory, pool, lanes, memory_probe=self._probe,
                               drop_page_cache_on_evict=p.memory.drop_page_cache_on_evict)
-        orchestrator = Orchestrator(self.fleet, residency, Executor(residency, pool,
-                                                                   p.runtime.max_parallel))
+        orchestrator = Orchestrator(self.fleet, residency, Executor(residency, lanes))
         app = App(s, orchestrator)
         self.http = http = HttpServer(app, max_header_bytes=p.server.max_header_bytes,
                                       max_body_bytes=p.server.max_body_bytes,
@@ -193,6 +193,7 @@ class Daemon:
             if owned_path is not None:
                 with contextlib.suppress(OSError):
                     owned_path.unlink()
+            lanes.shutdown()
             pool.shutdown(wait=True, cancel_futures=True)
         log.info("stopped")
         return 0

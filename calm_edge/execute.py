@@ -6,6 +6,7 @@ chosen one fails before producing any output. The stage with side effects.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import threading
@@ -21,6 +22,7 @@ from calm_edge.backends.base import (
     GenerationStats,
 )
 from calm_edge.fleet import ModelSpec
+from calm_edge.lanes import InferenceLanes
 from calm_edge.plan import Plan
 from calm_edge.residency import ModelUnavailable, Residency
 
@@ -72,9 +74,8 @@ def prepare_request(spec: ModelSpec, request: GenerationRequest) -> GenerationRe
 
 
 class Executor:
-    def __init__(self, residency: Residency, pool: ThreadPool, max_parallel: int) -> None:
-        self._residency, self._pool = residency, pool
-        self._slots = asyncio.Semaphore(max_parallel)
+    def __init__(self, residency: Residency, lanes: InferenceLanes) -> None:
+        self._residency, self._lanes = residency, lanes
 
     async def run(self, plan: Plan, request: GenerationRequest,
                   ) -> AsyncGenerator[str | Outcome, None]:
@@ -89,11 +90,12 @@ class Executor:
         for name in (plan.model, *plan.fallbacks):
             produced = False
             try:
-                async with self._residency.use(name) as slot, self._slots, slot.gen_lock:
+                async with self._residency.use(name) as slot, slot.gen_lock, \
+                        self._lanes.lane() as lane:
                     assert slot.backend is not None
                     wait_s = loop.time() - t0
                     req = prepare_request(slot.spec, request)
-                    async for item in self._stream(slot.backend, req):
+                    async for item in self._stream(slot.backend, req, lane):
                         if isinstance(item, GenerationStats):
                             yield Outcome(name, item, tuple(attempts), wait_s)
                             return
@@ -110,31 +112,49 @@ class Executor:
                 attempts.append(Attempt(name, f"{type(e).__name__}: {e}"))
         raise AllCandidatesFailed(attempts)
 
-    async def _stream(self, backend: Backend, request: GenerationRequest,
+    async def _stream(self, backend: Backend, request: GenerationRequest, lane: ThreadPool,
                       ) -> AsyncIterator[str | GenerationStats]:
-        """Run backend.generate in a worker thread; its items arrive through a queue."""
+        """Run backend.generate on the lane's thread and relay its items to the loop.
+
+        Text deltas that pile up while the loop is busy are coalesced into one item.
+        """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | GenerationStats | _Done | _Failed] = asyncio.Queue()
+        pending: collections.deque[str | GenerationStats | _Done | _Failed] = \
+            collections.deque()  # appended by the worker thread, popped by the loop
+        ready = asyncio.Event()
         cancel = threading.Event()
+
+        def push(item: str | GenerationStats | _Done | _Failed) -> None:
+            pending.append(item)
+            loop.call_soon_threadsafe(ready.set)
 
         def work() -> None:
             try:
                 for item in backend.generate(request, cancel.is_set):
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
+                    push(item)
             except BaseException as e:  # delivered to the loop, re-raised there
-                loop.call_soon_threadsafe(queue.put_nowait, _Failed(e))
+                push(_Failed(e))
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+                push(_DONE)
 
-        worker = loop.run_in_executor(self._pool, work)
+        worker = loop.run_in_executor(lane, work)
         try:
             while True:
-                item = await queue.get()
-                if isinstance(item, _Done):
+                if not pending:
+                    ready.clear()
+                    await ready.wait()
+                    continue
+                item = pending.popleft()
+                if isinstance(item, str):
+                    while pending and isinstance(pending[0], str):
+                        item += pending.popleft()  # type: ignore[operator]
+                    yield item
+                elif isinstance(item, _Done):
                     break
-                if isinstance(item, _Failed):
+                elif isinstance(item, _Failed):
                     raise item.error
-                yield item
+                else:
+                    yield item
         finally:
             # The backend is not thread-safe: hold the model until the thread has left it,
             # even if this task is being cancelled (the thread stops within one token).

@@ -1,7 +1,8 @@
 """Which fleet models are in RAM: loading, eviction under the byte budget, leases.
 
 Owned by the event loop: every method runs on the loop thread; slow work (hashing,
-loading, closing) runs in the injected thread pool and is awaited. One load at a time.
+closing) runs in the injected thread pool, loads on an inference lane; both are awaited.
+One load at a time.
 
 State transitions are those of `ModelState`; `ensure_ready()` is idempotent:
 READY returns at once; LOADING/UNLOADING waits for that transition and re-checks;
@@ -26,6 +27,7 @@ from calm_edge.backends.base import Backend, BackendFactory, ModelState
 from calm_edge.config import RuntimeConfig
 from calm_edge.fleet import FileStatus, Fleet, ModelSpec, cached_status, model_path, verify
 from calm_edge.gguf_meta import Footprint, GGUFError, estimate_footprint, read_gguf
+from calm_edge.lanes import InferenceLanes
 from calm_edge.memory import MemoryProbe, ResidentModel, choose_evictions, process_rss_bytes
 from calm_edge.units import format_bytes
 
@@ -98,6 +100,7 @@ class Residency:
         budget_bytes: int,
         factory: BackendFactory,
         pool: Executor,
+        lanes: InferenceLanes,
         *,
         clock: Callable[[], float] = time.monotonic,
         memory_probe: MemoryProbe = process_rss_bytes,
@@ -105,7 +108,8 @@ class Residency:
     ) -> None:
         self.fleet, self.models_dir, self.runtime = fleet, models_dir, runtime
         self.budget_bytes = budget_bytes
-        self._factory, self._pool, self._clock, self._probe = factory, pool, clock, memory_probe
+        self._factory, self._pool, self._lanes = factory, pool, lanes
+        self._clock, self._probe = clock, memory_probe
         self._drop_pages = drop_page_cache_on_evict
         self.slots: dict[str, ModelSlot] = {
             m.name: ModelSlot(spec=m, path=model_path(models_dir, m)) for m in fleet.models}
@@ -210,10 +214,11 @@ class Residency:
                     if slot.file_status is not FileStatus.VERIFIED:
                         raise _FileRejected(f"model file {slot.file_status.value}: {slot.path}")
                 await self._make_room(slot)
-                rss0 = self._probe()
-                t0 = self._clock()
-                backend = await loop.run_in_executor(
-                    self._pool, self._factory, slot.spec, slot.path, self.runtime)
+                async with self._lanes.lane() as lane:
+                    rss0 = self._probe()
+                    t0 = self._clock()
+                    backend = await loop.run_in_executor(
+                        lane, self._factory, slot.spec, slot.path, self.runtime)
                 slot.last_load_s = self._clock() - t0
                 slot.measured_bytes = max(self._probe() - rss0, 0)
         except _NoRoom as e:

@@ -44,7 +44,8 @@ def _model(**over: object) -> dict[str, object]:
     (_model(source={"packages": ["unpinned"], "members": ["a"]}), "source.packages", "pinned"),
     (_model(source={"packages": ["a==1"], "members": ["../x"]}), "source.members", "relative"),
 ])
-def test_fleet_errors_name_model_and_field(model: dict[str, object], key: str, fragment: str) -> None:
+def test_fleet_errors_name_model_and_field(model: dict[str, object], key: str,
+                                           fragment: str) -> None:
     with pytest.raises(ConfigError) as ei:
         fleet_from_mapping({"model": [model]}, Path("fleet.toml"))
     assert ei.value.key == key

@@ -10,6 +10,7 @@ from calm_edge.backends.base import ChatMessage, GenerationRequest, ModelState, 
 from calm_edge.config import RuntimeConfig
 from calm_edge.execute import AllCandidatesFailed, Executor, Outcome
 from calm_edge.fleet import load_fleet
+from calm_edge.lanes import InferenceLanes
 from calm_edge.plan import Plan
 from calm_edge.residency import ModelUnavailable, Residency
 from tests.fakes import FakeFactory
@@ -28,7 +29,7 @@ def make(tiny_fleet: tuple[Path, Path], factory: FakeFactory, budget: int,
     fleet_path, models = tiny_fleet
     pool = ThreadPoolExecutor(4)
     r = Residency(load_fleet(fleet_path), models, RuntimeConfig(n_batch=64), budget, factory,
-                  pool, clock=clock or Clock(), memory_probe=lambda: 0)
+                  pool, InferenceLanes(1), clock=clock or Clock(), memory_probe=lambda: 0)
     return r, pool
 
 
@@ -104,7 +105,7 @@ def test_execute_falls_back_when_chosen_model_fails(tiny_fleet: tuple[Path, Path
     async def main() -> None:
         r, pool = make(tiny_fleet, factory, 1 << 30)
         await r.scan()
-        ex = Executor(r, pool, max_parallel=1)
+        ex = Executor(r, InferenceLanes(1))
         items = [x async for x in ex.run(Plan("tiny-chat", ("tiny-base",), "test"), REQ)]
         out = items[-1]
         assert isinstance(out, Outcome)
@@ -126,7 +127,7 @@ def test_execute_closing_the_stream_cancels_generation(tiny_fleet: tuple[Path, P
     async def main() -> None:
         r, pool = make(tiny_fleet, factory, 1 << 30)
         await r.scan()
-        ex = Executor(r, pool, max_parallel=1)
+        ex = Executor(r, InferenceLanes(1))
         req = GenerationRequest(SamplingParams(max_tokens=1000),
                                 messages=(ChatMessage("user", "hi"),))
         gen = ex.run(Plan("tiny-chat", (), "test"), req)
