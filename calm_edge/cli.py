@@ -198,13 +198,12 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     fleet = _fleet(settings)
     failed = 0
     for spec in _select(fleet, args.names):
-        print(f"{spec.name}: ", end="", file=sys.stderr, flush=True)
         try:
             res = pull_model(spec, settings.models_dir, wheelhouse=args.wheelhouse,
                              quiet=args.quiet)
         except PullError as e:
             failed += 1
-            print(f"FAILED: {e}", file=sys.stderr)
+            print(f"{spec.name}: FAILED: {e}", file=sys.stderr)
             continue
         print(f"{spec.name}: {res.action}, verified "
               f"({settings.models_dir / spec.file})", file=sys.stderr)

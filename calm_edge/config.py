@@ -114,6 +114,14 @@ class PowerConfig:
     active_power_mw: float = _f(15000.0, "Board power with every CPU busy (estimator).",
                                 ge=0, le=1e6)
     sample_hz: float = _f(10.0, "Power sampling rate.", ge=0.1, le=1000)
+    history_s: float = _f(600.0, "Seconds of power samples kept for per-request energy "
+                          "windows (older parts of a window are estimated).", ge=10, le=3600)
+    gpu_load_path: str = _f("", "GPU load file for the estimator, relative to /, e.g. "
+                            "'sys/devices/platform/gpu.0/load' (Jetson); empty = no GPU term.")
+    gpu_load_full_scale: float = _f(1000.0, "Value of gpu_load_path at 100% GPU load "
+                                    "(Jetson devfreq load counts per mille).", ge=1, le=1e9)
+    gpu_active_power_mw: float = _f(0.0, "Extra board power with the GPU fully busy "
+                                    "(estimator).", ge=0, le=1e6)
 
 
 @dataclass(frozen=True)
