@@ -8,6 +8,7 @@ Every field has a default, a description and bounds; a bad value fails fast with
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
 import typing
@@ -23,6 +24,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 (Jetson boards)
     import tomli as tomllib
+
+log = logging.getLogger("calm_edge.config")
 
 Mode = Literal["fast", "balanced", "quality", "eco"]
 MODES: tuple[Mode, ...] = ("fast", "balanced", "quality", "eco")
@@ -316,7 +319,11 @@ def _build(cls: Any, data: Mapping[str, Any], ctx: _Ctx, section: str) -> Any:
 
 
 def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
-    """(variable, section, key, value) for `CALM_EDGE_<SECTION>_<KEY>` and the aliases."""
+    """(variable, section, key, value) for `CALM_EDGE_<SECTION>_<KEY>` and the aliases.
+
+    A variable naming a known section is validated (a misspelt field is an error); any
+    other CALM_EDGE_* variable is ignored with a warning.
+    """
     sections = {f.name for f in dataclasses.fields(Profile)}
     out: list[tuple[str, str, str, str]] = []
     for name, value in sorted(env.items()):
@@ -327,8 +334,8 @@ def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
         else:
             sec, _, key = name[len("CALM_EDGE_"):].lower().partition("_")
             if sec not in sections or not key:
-                raise ConfigError(name, "", "", "unknown environment variable (profile "
-                                  "fields are listed by `calm-edge config`)")
+                log.warning("ignoring unknown environment variable %s", name)
+                continue
         out.append((name, sec, key, value))
     return out
 

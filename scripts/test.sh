@@ -14,5 +14,5 @@ PYTHON=${PYTHON:-python3}
 
 .venv/bin/ruff check calm_edge tests scripts
 .venv/bin/mypy
-CALM_EDGE_REQUIRE_MODELS=${CALM_EDGE_REQUIRE_MODELS:-smollm2-135m} \
+CALM_TEST_REQUIRE_MODELS=${CALM_TEST_REQUIRE_MODELS:-smollm2-135m} \
   .venv/bin/python -m pytest "$@"

@@ -1,8 +1,8 @@
 """Integration: the daemon serving real models of the default fleet.
 
 Needs the model files (`calm-edge models pull`). A test whose model is missing is skipped,
-unless CALM_EDGE_REQUIRE_MODELS names it (comma-separated, or "all"): CI sets
-CALM_EDGE_REQUIRE_MODELS=smollm2-135m, so there a missing SmolLM2 is a failure.
+unless CALM_TEST_REQUIRE_MODELS names it (comma-separated, or "all"): CI sets
+CALM_TEST_REQUIRE_MODELS=smollm2-135m, so there a missing SmolLM2 is a failure.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _require(names: list[str]) -> Callable[[Path], Settings]:
         if missing:
             msg = f"models not installed in {s.models_dir}: {', '.join(missing)} " \
                   f"(calm-edge models pull {' '.join(missing)})"
-            required = os.environ.get("CALM_EDGE_REQUIRE_MODELS", "").split(",")
+            required = os.environ.get("CALM_TEST_REQUIRE_MODELS", "").split(",")
             if "all" in required or any(n in required for n in missing):
                 pytest.fail(msg)
             pytest.skip(msg)
