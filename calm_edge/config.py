@@ -155,6 +155,71 @@ class QosConfig:
 
 
 @dataclass(frozen=True)
+class QualityFloors:
+    """Lowest predicted quality acceptable per domain (a hard constraint in Plan)."""
+
+    code: float = _f(0.5, "Floor for code.", ge=0, le=1)
+    math: float = _f(0.0, "Floor for math.", ge=0, le=1)
+    factual: float = _f(0.5, "Floor for factual questions.", ge=0, le=1)
+    instruct: float = _f(0.2, "Floor for instructions and chat.", ge=0, le=1)
+    writing: float = _f(0.2, "Floor for writing tasks.", ge=0, le=1)
+
+    def floor(self, domain: str) -> float:
+        return float(getattr(self, domain, 0.0))
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The MAPE-K loop: learning rates, exploration, drift detection, priors."""
+
+    ewma_alpha_min: float = _f(0.2, "Smallest EWMA step of the running estimates "
+                               "(memory ~ 1/alpha requests).", ge=0.01, le=1)
+    quality_prior_strength: float = _f(10.0, "Pseudo-observations behind the manifest's "
+                                       "quality priors.", ge=0.1, le=1e6)
+    explore_epsilon: float = _f(0.05, "Probability of trying the least-observed feasible "
+                                "model instead of the best; 0 turns exploration off.",
+                                ge=0, le=1)
+    probe_degraded_every: int = _f(10, "Probe a degraded model after this many requests "
+                                   "without it (0 = never).", ge=0, le=100000)
+    drift_delta: float = _f(0.05, "Page-Hinkley tolerance (log slowdown per request).",
+                            ge=0, le=10)
+    drift_lambda: float = _f(1.5, "Page-Hinkley alarm threshold (log units).", ge=0.01, le=100)
+    recover_ratio: float = _f(1.25, "A degraded model recovers when its recent speed is "
+                              "within this factor of its baseline.", ge=1, le=100)
+    difficulty_slope: float = _f(2.0, "How much the classifier's difficulty moves predicted "
+                                 "quality (logit units from easiest to hardest / 2).",
+                                 ge=0, le=20)
+    decode_ms_per_weight_mib: float = _f(0.09, "Prior decode time per token per MiB of "
+                                         "weights, before a model is measured here.",
+                                         ge=0.0001, le=100)
+    prefill_ms_per_weight_mib: float = _f(0.012, "Prior prompt time per token per MiB of "
+                                          "weights.", ge=0.00001, le=100)
+    load_mib_per_s: float = _f(600.0, "Prior model load speed (MiB/s) before a load has "
+                               "been timed.", ge=1, le=1e6)
+    energy_budget_j: float = _f(0.0, "Per-query energy budget Plan respects (0 = none).",
+                                ge=0, le=1e6)
+    quality_floor: QualityFloors = _f(QualityFloors(), "Per-domain quality floors.")
+    recent_decisions: int = _f(50, "Decisions kept in memory for status.", ge=1, le=10000)
+
+
+@dataclass(frozen=True)
+class KnowledgeConfig:
+    retention_days: float = _f(30.0, "Request and decision rows older than this are pruned.",
+                               ge=0.01, le=36500)
+    max_requests: int = _f(200_000, "At most this many request rows are kept.", ge=100,
+                           le=100_000_000)
+    max_db_bytes: int = _f(256 << 20, "Size cap of the knowledge database; when reached the "
+                           "oldest requests are dropped.", ge=1 << 20, le=1 << 40, size=True)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    runtime: Literal["auto", "litert", "tflite_runtime", "tensorflow", "onnx"] = _f(
+        "auto", "Classifier runtime: auto tries LiteRT, tflite_runtime, TensorFlow, ONNX.")
+    model_dir: str = _f("", "Classifier artifacts; empty = the bundled models/classifier.")
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     state_dir: str = _f("", "Knowledge store and runtime state; empty = $STATE_DIRECTORY "
                         "or ~/.local/state/calm-edge.")
@@ -172,6 +237,9 @@ class Profile:
     power: PowerConfig = _f(PowerConfig(), "")
     slo: SloConfig = _f(SloConfig(), "")
     qos: QosConfig = _f(QosConfig(), "")
+    loop: LoopConfig = _f(LoopConfig(), "")
+    knowledge: KnowledgeConfig = _f(KnowledgeConfig(), "")
+    classifier: ClassifierConfig = _f(ClassifierConfig(), "")
     paths: PathsConfig = _f(PathsConfig(), "")
 
 

@@ -14,6 +14,7 @@ import contextlib
 import grp
 import logging
 import os
+import random
 import signal
 import socket
 import stat
@@ -22,11 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from calm_edge.backends.base import BackendFactory
+from calm_edge.classifier import ClassifierError, QueryClassifier, load_classifier
 from calm_edge.config import Settings
+from calm_edge.energy import EnergyIntegrator, PowerReader, select_reader
 from calm_edge.execute import Executor
 from calm_edge.fleet import Fleet, load_fleet
+from calm_edge.knowledge import KnowledgeStore
 from calm_edge.lanes import InferenceLanes
 from calm_edge.memory import MemoryProbe, process_rss_bytes
+from calm_edge.metrics import Metrics
+from calm_edge.monitor import DeviceMonitor
 from calm_edge.orchestrator import Orchestrator
 from calm_edge.residency import Residency
 from calm_edge.server.app import App
@@ -113,20 +119,28 @@ def capture_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[int], No
 class Daemon:
     def __init__(self, settings: Settings, factory: BackendFactory, *,
                  fleet: Fleet | None = None, memory_probe: MemoryProbe = process_rss_bytes,
+                 classifier: QueryClassifier | None = None,
+                 power_reader: PowerReader | None = None, sysfs_root: Path = Path("/"),
+                 rng: random.Random | None = None,
                  env: Mapping[str, str] | None = None, handle_signals: bool = True,
                  on_ready: Callable[[], None] | None = None,
                  housekeeping_interval_s: float = 10.0) -> None:
-        """`handle_signals=False` and `on_ready` serve tests that run the daemon in a thread."""
+        """Environment seams are injectable: the backend factory, the classifier, the power
+        reader, the memory probe, the sysfs root and the random source. `handle_signals`
+        and `on_ready` serve tests that run the daemon on a thread."""
         self.settings = settings
         self._handle_signals, self._on_ready = handle_signals, on_ready
         self._tick_s = housekeeping_interval_s
         self.fleet = fleet if fleet is not None else load_fleet(settings.fleet_path)
         self._factory, self._probe = factory, memory_probe
+        self._classifier, self._power_reader = classifier, power_reader
+        self._sysfs_root, self._rng = sysfs_root, rng
         self._env = dict(os.environ if env is None else env)
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._signals = 0
         self.http: HttpServer | None = None
+        self.orchestrator: Orchestrator | None = None
 
     def request_stop(self, sig: int = signal.SIGTERM) -> None:
         """Begin a graceful stop. Call on the loop thread (signal handler) or via stop()."""
@@ -144,41 +158,77 @@ class Daemon:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.request_stop, signal.SIGTERM)
 
+    def _load_classifier(self) -> QueryClassifier:
+        if self._classifier is not None:
+            return self._classifier
+        cfg = self.settings.profile.classifier
+        try:
+            return load_classifier(Path(cfg.model_dir) if cfg.model_dir else None,
+                                   prefer=cfg.runtime)
+        except ClassifierError as e:
+            raise DaemonError(f"query classifier: {e}") from None
+
     async def run(self) -> int:
         s, p = self.settings, self.settings.profile
         loop = self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="calm-io")
-        lanes = InferenceLanes(p.runtime.max_parallel)
-        residency = Residency(self.fleet, s.models_dir, p.runtime, p.memory.ram_budget_bytes,
-                              self._factory, pool, lanes, memory_probe=self._probe,
-                              drop_page_cache_on_evict=p.memory.drop_page_cache_on_evict)
-        orchestrator = Orchestrator(self.fleet, residency, Executor(residency, lanes))
-        app = App(s, orchestrator)
-        self.http = http = HttpServer(app, max_header_bytes=p.server.max_header_bytes,
-                                      max_body_bytes=p.server.max_body_bytes,
-                                      keepalive_timeout_s=p.server.keepalive_timeout_s)
-        passed = listen_fds(self._env, os.getpid())
-        owned_path: Path | None = None
-        if passed:
-            sock = passed[0]
-            log.info("using the socket passed by systemd (fd %d)", sock.fileno())
-        else:
-            sock = bind_unix_socket(s.socket_path, p.server.socket_mode, p.server.socket_group)
-            owned_path = s.socket_path
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="calm-io")
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+            classifier = await loop.run_in_executor(pool, self._load_classifier)
+            log.info("query classifier: %s runtime", classifier.runtime)
+            store = KnowledgeStore(s.state_dir / "knowledge.db",
+                                   retention_days=p.knowledge.retention_days,
+                                   max_requests=p.knowledge.max_requests,
+                                   max_db_bytes=p.knowledge.max_db_bytes)
+            stack.callback(store.close)
+            knowledge = await store.open()
+            if self._power_reader is not None:
+                reader = self._power_reader
+            else:
+                reader = await loop.run_in_executor(
+                    pool, lambda: select_reader(p.power, sysfs_root=self._sysfs_root))
+            stack.callback(reader.close)
+            integrator = EnergyIntegrator(reader, p.power.sample_hz, history_s=p.power.history_s)
+            integrator.start()
+            stack.callback(integrator.stop)
+            log.info("power: %s (%s), rails %s", reader.source,
+                     "measured" if reader.measured else "estimated",
+                     ", ".join(reader.rails) or "-")
+            lanes = InferenceLanes(p.runtime.max_parallel)
+            stack.callback(lanes.shutdown)
+            residency = Residency(self.fleet, s.models_dir, p.runtime,
+                                  p.memory.ram_budget_bytes, self._factory, pool, lanes,
+                                  memory_probe=self._probe,
+                                  drop_page_cache_on_evict=p.memory.drop_page_cache_on_evict)
+            self.orchestrator = orchestrator = Orchestrator(
+                s, self.fleet, residency, Executor(residency, lanes), classifier, store=store,
+                knowledge=knowledge, energy=integrator, metrics=Metrics(), rng=self._rng)
+            app = App(s, orchestrator, DeviceMonitor(self._probe, self._sysfs_root, integrator),
+                      in_flight=lambda: self.http.in_flight if self.http else 0)
+            self.http = http = HttpServer(app, max_header_bytes=p.server.max_header_bytes,
+                                          max_body_bytes=p.server.max_body_bytes,
+                                          keepalive_timeout_s=p.server.keepalive_timeout_s)
+            passed = listen_fds(self._env, os.getpid())
+            if passed:
+                sock = passed[0]
+                log.info("using the socket passed by systemd (fd %d)", sock.fileno())
+            else:
+                sock = bind_unix_socket(s.socket_path, p.server.socket_mode,
+                                        p.server.socket_group)
+                stack.callback(_unlink_quietly, s.socket_path)
             await residency.scan()
             server = await asyncio.start_unix_server(http.handle_connection, sock=sock,
                                                      limit=p.server.max_header_bytes)
             ok = [n for n, sl in residency.slots.items() if sl.unavailable_reason(0) is None]
             log.info("calm-edge serving on %s (profile %s, budget %s, models available: %s)",
-                     owned_path or "the passed socket", p.device.name,
+                     s.socket_path if not passed else "the passed socket", p.device.name,
                      format_bytes(p.memory.ram_budget_bytes), ", ".join(ok) or "none")
             if self._on_ready is not None:
                 self._on_ready()
             signals = capture_signals(loop, self.request_stop) if self._handle_signals \
                 else contextlib.nullcontext()
-            housekeeping = asyncio.create_task(self._housekeeping(residency))
+            housekeeping = asyncio.create_task(self._housekeeping(residency, store))
             with signals:
                 await self._stop.wait()
                 housekeeping.cancel()
@@ -189,20 +239,26 @@ class Daemon:
                                 p.server.drain_timeout_s, http.in_flight)
                     http.close_all()
             await residency.close_all()
-        finally:
-            if owned_path is not None:
-                with contextlib.suppress(OSError):
-                    owned_path.unlink()
-            lanes.shutdown()
-            pool.shutdown(wait=True, cancel_futures=True)
         log.info("stopped")
         return 0
 
-    async def _housekeeping(self, residency: Residency) -> None:
-        """Periodic upkeep on the loop: pick up model files installed after start."""
+    async def _housekeeping(self, residency: Residency, store: KnowledgeStore) -> None:
+        """Periodic upkeep on the loop: pick up model files installed after start; apply the
+        knowledge store's retention about once an hour."""
+        ticks = 0
         while True:
             await asyncio.sleep(self._tick_s)
+            ticks += 1
             try:
                 await residency.rescan_unavailable()
+                if ticks % max(1, round(3600 / self._tick_s)) == 1:
+                    pruned = await store.prune()
+                    if pruned:
+                        log.info("knowledge retention: pruned %d request rows", pruned)
             except Exception:
                 log.exception("housekeeping failed")
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import Executor as ThreadPool
 from dataclasses import dataclass
@@ -42,7 +43,10 @@ class Outcome:
     model: str
     stats: GenerationStats
     failed_attempts: tuple[Attempt, ...]
-    wait_s: float  # from the start of run() to the start of generation (load + queue)
+    wait_s: float        # from the start of run() to the start of generation (load + queue)
+    gen_start_s: float   # time.monotonic() when generation started on its lane
+    gen_end_s: float     # ... and when it finished
+    cold: bool = False   # the model's first generation since it was loaded
 
 
 class AllCandidatesFailed(RuntimeError):
@@ -84,8 +88,7 @@ class Executor:
         Raises ContextOverflowError (the request is too long for the model),
         AllCandidatesFailed, or a backend error raised after output began.
         """
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        t0 = time.monotonic()
         attempts: list[Attempt] = []
         for name in (plan.model, *plan.fallbacks):
             produced = False
@@ -93,11 +96,14 @@ class Executor:
                 async with self._residency.use(name) as slot, slot.gen_lock, \
                         self._lanes.lane() as lane:
                     assert slot.backend is not None
-                    wait_s = loop.time() - t0
+                    gen_start = time.monotonic()
+                    cold = slot.generations == 0
+                    slot.generations += 1
                     req = prepare_request(slot.spec, request)
                     async for item in self._stream(slot.backend, req, lane):
                         if isinstance(item, GenerationStats):
-                            yield Outcome(name, item, tuple(attempts), wait_s)
+                            yield Outcome(name, item, tuple(attempts), gen_start - t0,
+                                          gen_start, time.monotonic(), cold)
                             return
                         produced = True
                         yield item

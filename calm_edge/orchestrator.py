@@ -1,20 +1,68 @@
-"""The loop's owner: snapshot -> Plan -> Execute for each request.
+"""The MAPE-K loop's owner: Monitor -> Analyze -> Plan -> Execute over Knowledge.
 
-Runs on the event loop. Plan is a pure function of the snapshot taken here; Execute does
-the work. (The QoS-aware MAPE-K stages plug in between the snapshot and Execute.)
+Runs on the event loop and is the one owner of the loop's mutable state (the current
+`Knowledge` value, usage counters, recent decisions). Per request:
+
+1. Monitor: classify the query (or take `calm.domain`), size the prompt.
+2. Plan (pure): predictions from the current Knowledge for every candidate, plus their
+   residency and availability, go into `plan_request`.
+3. Execute: load if needed, generate, stream; fall back if the chosen model fails.
+4. Monitor + Analyze (pure): the completion (latency, tokens, energy over the generation
+   window) is folded into the Knowledge; drift detection runs.
+5. Knowledge: the request, the decision and the changed estimates are committed to the
+   store before the answer's last bytes go out.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import logging
+import random
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from calm_edge.analyze import (
+    ALL,
+    AnalyzeParams,
+    Knowledge,
+    Observation,
+    SpeedPrior,
+    feedback,
+    observe,
+    predict,
+    seed_priors,
+)
 from calm_edge.backends.base import GenerationRequest, GenerationStats, ModelState
-from calm_edge.execute import Attempt, Executor, Outcome
+from calm_edge.classifier import QueryClassifier
+from calm_edge.config import Settings
+from calm_edge.domains import DOMAINS
+from calm_edge.execute import AllCandidatesFailed, Attempt, Executor, Outcome
 from calm_edge.fleet import Fleet
-from calm_edge.plan import Candidate, Plan, plan_route
+from calm_edge.knowledge import DecisionRecord, KnowledgeStore, RequestRecord
+from calm_edge.metrics import Metrics
+from calm_edge.monitor import QueryObservation, observe_query
+from calm_edge.plan import (
+    CandidateInput,
+    Plan,
+    PlanParams,
+    RequestInput,
+    Weights,
+    plan_request,
+)
 from calm_edge.residency import Residency
+
+log = logging.getLogger("calm_edge.loop")
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class EnergyFigure:
+    energy_j: float
+    measured: bool
+    source: str
 
 
 @dataclass(frozen=True)
@@ -27,43 +75,295 @@ class Answer:
     failed_attempts: tuple[Attempt, ...]
     wait_s: float
     latency_s: float
+    query: QueryObservation
+    mode: str
+    explored: bool
+    candidates: tuple[dict[str, object], ...]
+    energy: EnergyFigure | None
+
+
+@dataclass(frozen=True)
+class Route:
+    """The Monitor and Plan outcome for one request, before execution."""
+
+    query: QueryObservation
+    request: RequestInput
+    plan: Plan
+
+
+class FeedbackError(ValueError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class _Recent:
+    decisions: collections.deque[dict[str, Any]] = field(
+        default_factory=lambda: collections.deque(maxlen=50))
+    answered_by: collections.OrderedDict[str, tuple[str, str]] = field(
+        default_factory=collections.OrderedDict)
 
 
 class Orchestrator:
-    def __init__(self, fleet: Fleet, residency: Residency, executor: Executor,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.fleet, self.residency, self.executor, self._clock = fleet, residency, executor, clock
+    def __init__(self, settings: Settings, fleet: Fleet, residency: Residency,
+                 executor: Executor, classifier: QueryClassifier, *,
+                 store: KnowledgeStore | None = None, knowledge: Knowledge | None = None,
+                 energy: Any = None, metrics: Metrics | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        self.settings, self.fleet, self.residency, self.executor = (
+            settings, fleet, residency, executor)
+        self.classifier, self.store, self.energy = classifier, store, energy
+        self.metrics = metrics or Metrics()
+        self._clock, self._wall, self._rng = clock, wall_clock, rng or random.Random()
+        loop = settings.profile.loop
+        self.analyze_params = AnalyzeParams(
+            alpha_min=loop.ewma_alpha_min, ph_delta=loop.drift_delta,
+            ph_lambda=loop.drift_lambda, recover_ratio=loop.recover_ratio,
+            quality_prior_strength=loop.quality_prior_strength)
+        self.plan_params = PlanParams(explore_epsilon=loop.explore_epsilon,
+                                      probe_degraded_every=loop.probe_degraded_every,
+                                      difficulty_slope=loop.difficulty_slope)
+        priors: dict[str, dict[str, float]] = {}
+        for m in fleet.models:  # per domain, and the model-level prior: the mean
+            priors[m.name] = {d: m.prior_quality(d) for d in DOMAINS}
+            priors[m.name][ALL] = sum(m.prior_quality(d) for d in DOMAINS) / len(DOMAINS)
+        self.knowledge = seed_priors(knowledge or Knowledge(), priors, self.analyze_params)
+        self.served = 0                       # requests answered since start
+        self._last_used: dict[str, int] = {}  # model -> value of `served` when it last answered
+        self._recent = _Recent(collections.deque(maxlen=loop.recent_decisions))
 
-    def candidates(self) -> list[Candidate]:
+    # -- Monitor + Plan ---------------------------------------------------------------------
+
+    def _speed_prior(self, name: str) -> SpeedPrior:
+        slot = self.residency.slots[name]
+        weights_mib = (slot.footprint.weights_bytes if slot.footprint else
+                       slot.spec.size_bytes) / MiB
+        loop = self.settings.profile.loop
+        return SpeedPrior(decode_ms_per_token=loop.decode_ms_per_weight_mib * weights_mib,
+                          prefill_ms_per_token=loop.prefill_ms_per_weight_mib * weights_mib,
+                          power_mw=self.settings.profile.power.active_power_mw)
+
+    def _load_ms(self, name: str) -> float:
+        slot = self.residency.slots[name]
+        if slot.last_load_s is not None:
+            return slot.last_load_s * 1000.0
+        return slot.spec.size_bytes / MiB / self.settings.profile.loop.load_mib_per_s * 1000 \
+            + 100.0
+
+    def candidates(self, domain: str, prompt_tokens: int, max_tokens: int,
+                   ) -> list[CandidateInput]:
         now = self._clock()
+        res = self.residency
+        held = {n: s.charged_bytes for n, s in res.slots.items()
+                if s.state is ModelState.READY and (s.in_use or s.pinned)}
         out = []
-        for name, slot in self.residency.slots.items():
-            q = slot.spec.quality
-            out.append(Candidate(
-                name=name,
-                available=slot.unavailable_reason(now) is None,
-                resident=slot.state is ModelState.READY,
-                prior_quality=sum(q.values()) / len(q) if q else 0.0,
-            ))
+        for name, slot in res.slots.items():
+            pred = predict(self.knowledge, name, domain, prompt_tokens, max_tokens,
+                           self._speed_prior(name), self.analyze_params)
+            reason = slot.unavailable_reason(now)
+            resident = slot.state is ModelState.READY
+            others_held = sum(b for n, b in held.items() if n != name)
+            out.append(CandidateInput(
+                name=name, available=reason is None, unavailable_reason=reason,
+                resident=resident, load_ms=0.0 if resident else self._load_ms(name),
+                fits_budget=resident or slot.charged_bytes + others_held <= res.budget_bytes,
+                prediction=pred,
+                since_used=self.served - self._last_used.get(name, -10**9)))
         return out
 
-    def plan(self, model: str) -> Plan:
-        """Pure decision over the current snapshot. Raises NoModelAvailable."""
-        return plan_route(model, self.candidates(), self.fleet.default_model)
+    def route(self, model: str, request: GenerationRequest, mode: str | None,
+              slo_ms: float | None, domain: str | None) -> Route:
+        """Monitor the query and plan it. Raises NoModelAvailable."""
+        p = self.settings.profile
+        query = observe_query(self.classifier, request.messages, request.prompt, domain)
+        mode = mode or p.qos.default_mode
+        w = p.qos.weights(mode)  # type: ignore[arg-type]
+        budget_j = p.loop.energy_budget_j
+        req = RequestInput(
+            requested_model=model, domain=query.domain, difficulty=query.difficulty, mode=mode,
+            weights=Weights(w.quality, w.latency, w.energy),
+            slo_ms=slo_ms if slo_ms is not None else p.slo.latency_ms,
+            quality_floor=p.loop.quality_floor.floor(query.domain),
+            energy_budget_mj=budget_j * 1000 if budget_j > 0 else None)
+        cands = self.candidates(query.domain, query.prompt_tokens_est,
+                                request.params.max_tokens)
+        plan = plan_request(req, cands, self.plan_params, self._rng.random())
+        return Route(query, req, plan)
 
-    async def run(self, plan: Plan, request: GenerationRequest,
+    # -- Execute + Analyze + Knowledge --------------------------------------------------------
+
+    def _energy(self, t0: float, t1: float) -> EnergyFigure | None:
+        if self.energy is None:
+            return None
+        reading = self.energy.energy_between(t0, t1)
+        return EnergyFigure(reading.energy_mj / 1000.0, reading.measured, reading.source)
+
+    async def run(self, route: Route, request: GenerationRequest, rid: str, kind: str,
                   ) -> AsyncGenerator[str | Answer, None]:
-        """Yield text deltas, then one Answer. See Executor.run for the errors."""
+        """Execute the plan: yield text deltas, then one Answer (after it is recorded)."""
         t0 = self._clock()
-        gen = self.executor.run(plan, request)
+        gen = self.executor.run(route.plan, request)
+        recorded = False
         try:
             async for item in gen:
-                if isinstance(item, Outcome):
-                    reason = plan.reason if item.model == plan.model else \
-                        f"fallback after {', '.join(a.model for a in item.failed_attempts)} failed"
-                    yield Answer(item.model, reason, item.stats, item.failed_attempts,
-                                 item.wait_s, self._clock() - t0)
-                else:
+                if not isinstance(item, Outcome):
                     yield item
+                    continue
+                answer = await self._complete(route, request, rid, kind, item, t0)
+                recorded = True
+                yield answer
+        except Exception as e:
+            recorded = True
+            status = 503 if isinstance(e, AllCandidatesFailed) else 500
+            await self._record_failure(route, rid, kind, t0, status, f"{type(e).__name__}: {e}")
+            raise
         finally:
             await gen.aclose()
+            if not recorded:  # the client went away (or we are stopping) before the answer
+                await self._record_failure(route, rid, kind, t0, 499, "client closed request")
+
+    async def _complete(self, route: Route, request: GenerationRequest, rid: str, kind: str,
+                        out: Outcome, t0: float) -> Answer:
+        s, q, plan = out.stats, route.query, route.plan
+        energy = self._energy(out.gen_start_s, out.gen_end_s)
+        now_wall = self._wall()
+        for a in out.failed_attempts:  # a failure is an observation too
+            self.knowledge = observe(self.knowledge, Observation(
+                a.model, q.domain, now_wall, 0, 0, 0.0, 0.0, 0, error=True),
+                self.analyze_params)
+            self.metrics.fallbacks.inc(model=a.model)
+        obs = Observation(model=out.model, domain=q.domain, ts=now_wall,
+                          prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens,
+                          ttft_ms=s.ttft_s * 1000.0, latency_ms=s.total_s * 1000.0,
+                          max_tokens=request.params.max_tokens,
+                          energy_mj=energy.energy_j * 1000 if energy else None,
+                          slo_ms=route.request.slo_ms, cold=out.cold)
+        was_degraded = self.knowledge.health_of(out.model).degraded
+        self.knowledge = observe(self.knowledge, obs, self.analyze_params)
+        health = self.knowledge.health_of(out.model)
+        if health.degraded != was_degraded:
+            log.warning("model %s %s (decode %.1f ms/token vs baseline %.1f)", out.model,
+                        "DEGRADED" if health.degraded else "recovered",
+                        self.knowledge.estimate(out.model, ALL).decode_ms_per_token.mean,
+                        health.baseline_decode_ms)
+        self.served += 1
+        self._last_used[out.model] = self.served
+        latency_s = self._clock() - t0
+        candidates = tuple(sc.to_dict() for sc in plan.scores[:4])
+        reason = plan.reason if out.model == plan.model else \
+            f"fallback after {', '.join(a.model for a in out.failed_attempts)} failed " \
+            f"({plan.reason})"
+        answer = Answer(out.model, reason, s, out.failed_attempts, out.wait_s, latency_s, q,
+                        route.request.mode, plan.explored and out.model == plan.model,
+                        candidates, energy)
+        self._remember(rid, answer)
+        self._count(answer)
+        if self.store is not None:
+            models = {out.model, *(a.model for a in out.failed_attempts)}
+            est = [self.knowledge.estimate(m, d) for m in models for d in (ALL, q.domain)]
+            await self.store.record(
+                RequestRecord(id=rid, ts=now_wall, kind=kind, model=out.model, domain=q.domain,
+                              domain_source=q.domain_source, difficulty=q.difficulty,
+                              mode=route.request.mode, prompt_tokens=s.prompt_tokens,
+                              completion_tokens=s.completion_tokens,
+                              ttft_ms=(out.wait_s + s.ttft_s) * 1000, latency_ms=latency_s * 1000,
+                              wait_ms=out.wait_s * 1000,
+                              energy_j=energy.energy_j if energy else None,
+                              energy_measured=energy.measured if energy else None,
+                              finish=s.finish_reason, status=200),
+                self._decision_record(rid, now_wall, route, answer),
+                est, [self.knowledge.health_of(m) for m in models])
+        return answer
+
+    def _decision_record(self, rid: str, ts: float, route: Route, a: Answer) -> DecisionRecord:
+        return DecisionRecord(rid, ts, route.query.domain, route.query.difficulty,
+                              route.request.mode, a.model, a.reason, a.explored, a.candidates)
+
+    def _remember(self, rid: str, a: Answer) -> None:
+        self._recent.decisions.appendleft({
+            "request_id": rid, "domain": a.query.domain, "difficulty": a.query.difficulty,
+            "mode": a.mode, "chosen": a.model, "reason": a.reason, "explored": a.explored,
+            "latency_ms": round(a.latency_s * 1000, 1), "candidates": list(a.candidates)})
+        answered = self._recent.answered_by
+        answered[rid] = (a.model, a.query.domain)
+        while len(answered) > 10_000:
+            answered.popitem(last=False)
+
+    def _count(self, a: Answer) -> None:
+        m, s = self.metrics, a.stats
+        labels = {"model": a.model, "domain": a.query.domain}
+        m.completions.inc(1, **labels)
+        m.decisions.inc(model=a.model, domain=a.query.domain, mode=a.mode)
+        if a.explored:
+            m.explorations.inc(model=a.model)
+        m.tokens.inc(s.prompt_tokens, model=a.model, kind="prompt")
+        m.tokens.inc(s.completion_tokens, model=a.model, kind="completion")
+        m.latency.observe(a.latency_s, **labels)
+        m.ttft.observe(a.wait_s + s.ttft_s, **labels)
+        if a.energy is not None:
+            m.energy.inc(a.energy.energy_j, model=a.model,
+                         kind="measured" if a.energy.measured else "estimated")
+
+    async def _record_failure(self, route: Route, rid: str, kind: str, t0: float, status: int,
+                              error: str) -> None:
+        if self.store is None:
+            return
+        q = route.query
+        await asyncio.shield(self.store.record(
+            RequestRecord(id=rid, ts=self._wall(), kind=kind, model=None, domain=q.domain,
+                          domain_source=q.domain_source, difficulty=q.difficulty,
+                          mode=route.request.mode, prompt_tokens=0, completion_tokens=0,
+                          ttft_ms=None, latency_ms=(self._clock() - t0) * 1000, wait_ms=None,
+                          energy_j=None, energy_measured=None, finish=None, status=status,
+                          error=error),
+            None, [], []))
+
+    # -- Feedback and status -----------------------------------------------------------------
+
+    async def feedback(self, rid: str, score: float) -> dict[str, Any]:
+        """Fold a client's score for an answer into the quality estimate of its model."""
+        found = self._recent.answered_by.get(rid)
+        if found is None and self.store is not None:
+            row = await self.store.lookup(rid)
+            if row is not None and row[0] is not None and row[1] is not None:
+                found = (row[0], row[1])
+        if found is None:
+            raise FeedbackError(404, f"no answered request {rid!r} is known")
+        model, domain = found
+        self.knowledge = feedback(self.knowledge, model, domain, score)
+        est = self.knowledge.estimate(model, domain)
+        if self.store is not None:
+            await self.store.record_feedback(rid, score, [est, self.knowledge.estimate(model,
+                                                                                        ALL)])
+        return {"request_id": rid, "model": model, "domain": domain, "score": score,
+                "quality": round(est.quality.mean, 4), "quality_n": round(est.quality.n, 1)}
+
+    def estimates_table(self) -> list[dict[str, Any]]:
+        rows = []
+        for (model, domain), e in sorted(self.knowledge.estimates.items()):
+            rows.append({
+                "model": model, "domain": domain, "requests": e.requests, "errors": e.errors,
+                "slo_breaches": e.slo_breaches, "quality": round(e.quality.mean, 3),
+                "quality_std": round(e.quality.std, 3),
+                "decode_ms_per_token": round(e.decode_ms_per_token.mean, 2)
+                if e.decode_ms_per_token.n else None,
+                "prefill_ms_per_token": round(e.prefill_ms_per_token.mean, 3)
+                if e.prefill_ms_per_token.n else None,
+                "completion_tokens": round(e.completion_tokens.mean, 1)
+                if e.completion_tokens.n else None,
+                "energy_mj_per_token": round(e.energy_mj_per_token.mean, 2)
+                if e.energy_mj_per_token.n else None,
+            })
+        return rows
+
+    def health_table(self) -> list[dict[str, Any]]:
+        return [{"model": m, "degraded": h.degraded, "alarms": h.alarms,
+                 "recoveries": h.recoveries, "baseline_decode_ms": round(h.baseline_decode_ms, 2),
+                 "recent_slowdown": round(h.recent_ratio.mean, 2) if h.degraded else None}
+                for m, h in sorted(self.knowledge.health.items())]
+
+    def recent_decisions(self) -> list[dict[str, Any]]:
+        return list(self._recent.decisions)

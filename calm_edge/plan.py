@@ -1,24 +1,85 @@
 """Plan: choose the model for a request. Pure: a frozen snapshot in, a decision out.
 
-Interim rule (until the QoS-aware planner lands), in this order:
-1. a request naming a model gets that model, no fallbacks;
-2. `auto` gets the fleet's `default_model` if it can be loaded;
-3. else the loadable model with the best mean prior quality, resident ones first.
-Fallbacks are the other loadable models, best mean prior quality first.
+For `model: "auto"` every available candidate gets a utility
+
+    U = w_q * quality - w_l * latency / latency_max - w_e * energy / energy_max
+
+where quality is the predicted probability of a good answer (adjusted for the query's
+difficulty), latency includes loading the model if it is not resident, and both cost
+terms are normalised by the largest prediction among the candidates (so the weights mean
+the same on a Raspberry Pi and on an AGX Orin). Weights come from the request's mode.
+
+Hard constraints: predicted latency within the SLO, the model fits the RAM budget (after
+evicting models not in use), predicted quality at or above the domain's floor, predicted
+energy within the per-query budget when one is set. If no candidate meets them all they
+are relaxed in that order of importance (energy, SLO, then quality floor) and the reason
+says so. Exploration: a degraded model is probed every `probe_degraded_every` requests so
+recovery is noticed; otherwise with probability `explore_epsilon` the least-observed
+feasible candidate is tried. Every plan carries the scores and a readable reason.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from calm_edge.analyze import Prediction
+
 
 @dataclass(frozen=True)
-class Candidate:
+class Weights:
+    quality: float
+    latency: float
+    energy: float
+
+
+@dataclass(frozen=True)
+class RequestInput:
+    requested_model: str          # "auto" or a fleet model name
+    domain: str
+    difficulty: float | None      # 0 easy .. 1 hard; None when unknown
+    mode: str
+    weights: Weights
+    slo_ms: float | None
+    quality_floor: float
+    energy_budget_mj: float | None = None
+
+
+@dataclass(frozen=True)
+class CandidateInput:
     name: str
-    available: bool          # file verified/verifiable and not in failure back-off
+    available: bool
+    unavailable_reason: str | None
     resident: bool
-    prior_quality: float     # mean prior quality over domains, in [0, 1]
+    load_ms: float                # predicted time to load it; 0 when resident
+    fits_budget: bool             # loadable without evicting models in use or pinned
+    prediction: Prediction
+    since_used: int               # requests served since this model last answered one
+
+
+@dataclass(frozen=True)
+class PlanParams:
+    explore_epsilon: float = 0.05
+    probe_degraded_every: int = 10
+    difficulty_slope: float = 2.0
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    model: str
+    utility: float
+    quality: float
+    latency_ms: float             # including load
+    energy_mj: float
+    resident: bool
+    excluded: str | None          # why it was not eligible, if it was not
+
+    def to_dict(self) -> dict[str, object]:
+        return {"model": self.model, "utility": round(self.utility, 4),
+                "quality": round(self.quality, 3), "latency_ms": round(self.latency_ms, 1),
+                "energy_j": round(self.energy_mj / 1000, 3), "resident": self.resident,
+                "excluded": self.excluded}
 
 
 @dataclass(frozen=True)
@@ -26,26 +87,104 @@ class Plan:
     model: str
     fallbacks: tuple[str, ...]
     reason: str
+    scores: tuple[CandidateScore, ...] = ()
+    explored: bool = False
 
 
 class NoModelAvailable(RuntimeError):
     pass
 
 
-def plan_route(requested: str, candidates: Sequence[Candidate], default_model: str) -> Plan:
-    """Pick a model for `requested` ("auto" or a model name known to the fleet)."""
-    if requested != "auto":
-        return Plan(requested, (), "pinned by the request")
-    usable = [c for c in candidates if c.available]
+def adjust_quality(q: float, difficulty: float | None, slope: float) -> float:
+    """Shift the success probability in logit space by the query's difficulty."""
+    if difficulty is None or slope == 0:
+        return q
+    q = min(max(q, 1e-4), 1 - 1e-4)
+    z = math.log(q / (1 - q)) + slope * (0.5 - difficulty)
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _exclusion(c: CandidateInput, q: float, lat: float, e: float, req: RequestInput,
+               level: int) -> str | None:
+    """Constraint check; `level` relaxes: 0 all, 1 no energy, 2 no SLO, 3 no floor."""
+    if not c.fits_budget:
+        return "does not fit the RAM budget"
+    if level < 1 and req.energy_budget_mj is not None and e > req.energy_budget_mj:
+        return f"predicted {e / 1000:.1f} J > energy budget {req.energy_budget_mj / 1000:.1f} J"
+    if level < 2 and req.slo_ms is not None and lat > req.slo_ms:
+        return f"predicted {lat:.0f} ms > SLO {req.slo_ms:.0f} ms"
+    if level < 3 and q < req.quality_floor:
+        return f"quality {q:.2f} < floor {req.quality_floor:.2f} for {req.domain}"
+    return None
+
+
+_RELAXED = ("", "no model meets the energy budget; ", "no model meets the SLO; ",
+            "no model meets the quality floor; ")
+
+
+def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: PlanParams,
+                 draw: float) -> Plan:
+    """Choose a model. `draw` is a uniform random number in [0, 1) for exploration."""
+    if req.requested_model != "auto":
+        return Plan(req.requested_model, (), "pinned by the request")
+    usable = [c for c in cands if c.available]
     if not usable:
-        raise NoModelAvailable("no model of the fleet can be loaded (run `calm-edge models "
-                               "list` to see why)")
-    ranked = sorted(usable, key=lambda c: (-c.prior_quality, c.name))
-    default = next((c for c in usable if c.name == default_model), None)
-    if default is not None:
-        chosen, reason = default, "auto: the fleet's default model"
+        why = "; ".join(f"{c.name}: {c.unavailable_reason}" for c in cands)
+        raise NoModelAvailable(f"no model of the fleet can serve ({why})")
+    w = req.weights
+    rows = []
+    for c in usable:
+        q = adjust_quality(c.prediction.quality, req.difficulty, params.difficulty_slope)
+        lat = c.prediction.latency_ms + (0.0 if c.resident else c.load_ms)
+        rows.append((c, q, lat, c.prediction.energy_mj))
+    lat_max = max(r[2] for r in rows) or 1.0
+    e_max = max(r[3] for r in rows) or 1.0
+    utility = {c.name: w.quality * q - w.latency * lat / lat_max - w.energy * e / e_max
+               for c, q, lat, e in rows}
+
+    for level in range(4):
+        excluded = {c.name: _exclusion(c, q, lat, e, req, level) for c, q, lat, e in rows}
+        eligible = [r for r in rows if excluded[r[0].name] is None]
+        if eligible:
+            break
     else:
-        chosen = min(usable, key=lambda c: (not c.resident, -c.prior_quality, c.name))
-        reason = (f"auto: default model {default_model} unavailable; best prior quality"
-                  f"{' among resident models' if chosen.resident else ''}")
-    return Plan(chosen.name, tuple(c.name for c in ranked if c is not chosen), reason)
+        eligible = rows
+        level = 4
+    scores = tuple(sorted(
+        (CandidateScore(c.name, utility[c.name], q, lat, e, c.resident, excluded.get(c.name))
+         for c, q, lat, e in rows), key=lambda s: (-s.utility, s.latency_ms, s.model)))
+    ranked = sorted(eligible, key=lambda r: (-utility[r[0].name], r[2], r[0].name))
+    best = ranked[0]
+    prefix = _RELAXED[level] if level < 4 else "nothing fits the RAM budget; "
+
+    chosen, explored = best, False
+    reason = prefix + _why(best, ranked, req)
+    probes = [r for r in ranked[1:] if r[0].prediction.degraded
+              and params.probe_degraded_every > 0
+              and r[0].since_used >= params.probe_degraded_every]
+    if probes:
+        chosen = max(probes, key=lambda r: (r[0].since_used, r[0].name))
+        explored = True
+        reason = f"probing degraded {chosen[0].name} for recovery " \
+                 f"(unused for {chosen[0].since_used} requests)"
+    elif len(ranked) > 1 and draw < params.explore_epsilon:
+        chosen = min(ranked[1:], key=lambda r: (r[0].prediction.observations, r[0].name))
+        explored = True
+        reason = f"exploring {chosen[0].name} ({chosen[0].prediction.observations} " \
+                 f"observations for {req.domain}; epsilon {params.explore_epsilon:g})"
+    fallbacks = tuple(r[0].name for r in ranked if r is not chosen) + tuple(
+        r[0].name for r in rows if r not in ranked and r[0].fits_budget)
+    return Plan(chosen[0].name, fallbacks, reason, scores, explored)
+
+
+def _why(best: tuple[CandidateInput, float, float, float],
+         ranked: list[tuple[CandidateInput, float, float, float]], req: RequestInput) -> str:
+    c, q, lat, e = best
+    head = (f"best {req.mode} utility for {req.domain}: quality {q:.2f}, "
+            f"{lat:.0f} ms, {e / 1000:.1f} J")
+    if len(ranked) > 1:
+        r = ranked[1]
+        head += f"; next {r[0].name} (quality {r[1]:.2f}, {r[2]:.0f} ms, {r[3] / 1000:.1f} J)"
+    if not c.resident:
+        head += f"; includes a {c.load_ms:.0f} ms load"
+    return head

@@ -60,6 +60,7 @@ class ModelSlot:
     measured_bytes: int | None = None
     loads: int = 0
     unloads: int = 0
+    generations: int = 0  # since the last load; the first one pays for faulting weights in
     last_load_s: float | None = None
     last_error: str | None = None
     failures: int = 0
@@ -237,6 +238,7 @@ class Residency:
         slot.backend = backend
         slot.state = ModelState.READY
         slot.loads += 1
+        slot.generations = 0
         slot.failures = 0
         slot.last_error = None
         log.info("loaded %s in %.2fs (estimated %s, measured RSS +%s; %s of %s budget used)",

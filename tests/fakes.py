@@ -9,37 +9,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from calm_edge.backends.base import Backend, GenerationRequest, GenerationStats
+from calm_edge.classifier import Classification
 from calm_edge.config import RuntimeConfig
+from calm_edge.domains import DOMAINS
 from calm_edge.fleet import ModelSpec
 
 
 @dataclass
 class FakeBackend:
-    """Answers "<model>: <n> tokens" one word per token, `token_delay_s` apart."""
+    """Answers "<model>-<i> " one word per token.
+
+    `token_delay_s` really sleeps per token; `sim_token_ms` (read from the factory at each
+    call) is the decode time the stats report, so loop tests control "speed" exactly
+    without sleeping.
+    """
 
     spec: ModelSpec
-    token_delay_s: float = 0.0
-    fail_after_tokens: int | None = None
+    factory: FakeFactory
     closed: bool = False
     calls: list[GenerationRequest] = field(default_factory=list)
 
     def generate(self, request: GenerationRequest,
                  should_stop: Callable[[], bool]) -> Iterator[str | GenerationStats]:
+        f = self.factory
         self.calls.append(request)
-        t0 = time.monotonic()
+        n_out = min(request.params.max_tokens, f.answer_tokens)
+        fail_after = f.fail_after_tokens.get(self.spec.name)
+        sim_ms = f.sim_token_ms.get(self.spec.name, 1.0)
         n = 0
-        finish = "length"
-        for i in range(request.params.max_tokens):
-            if self.fail_after_tokens is not None and i >= self.fail_after_tokens:
+        finish = "stop" if n_out < request.params.max_tokens else "length"
+        for i in range(n_out):
+            if fail_after is not None and i >= fail_after:
                 raise RuntimeError(f"{self.spec.name} exploded")
-            if self.token_delay_s:
-                time.sleep(self.token_delay_s)
+            if f.token_delay_s:
+                time.sleep(f.token_delay_s)
             n += 1
             yield f"{self.spec.name}-{i} "
             if should_stop():
                 finish = "cancelled"
                 break
-        yield GenerationStats(3, n, finish, 0.0, time.monotonic() - t0)  # type: ignore[arg-type]
+        ttft_s = 20 * sim_ms / 1000.0  # prefill of a short prompt
+        yield GenerationStats(20, n, finish, ttft_s,  # type: ignore[arg-type]
+                              ttft_s + max(n - 1, 0) * sim_ms / 1000.0)
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -50,12 +61,14 @@ class FakeBackend:
 
 @dataclass
 class FakeFactory:
-    """A BackendFactory that records loads and can be told to fail or block."""
+    """A BackendFactory that records loads and can be told to fail, block or slow down."""
 
     token_delay_s: float = 0.0
     load_delay_s: float = 0.0
+    answer_tokens: int = 1000
     fail_loads: set[str] = field(default_factory=set)
     fail_after_tokens: dict[str, int] = field(default_factory=dict)
+    sim_token_ms: dict[str, float] = field(default_factory=dict)
     loads: list[str] = field(default_factory=list)
     backends: list[FakeBackend] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -67,7 +80,23 @@ class FakeFactory:
             time.sleep(self.load_delay_s)
         if spec.name in self.fail_loads:
             raise RuntimeError(f"cannot load {spec.name}")
-        b = FakeBackend(spec, self.token_delay_s, self.fail_after_tokens.get(spec.name))
+        b = FakeBackend(spec, self)
         with self.lock:
             self.backends.append(b)
         return b
+
+
+@dataclass
+class FixedClassifier:
+    """A QueryClassifier that says every query is `domain` (or the first word, if that
+    names a domain: "math: what is 2+2")."""
+
+    domain: str = "factual"
+    difficulty: float = 0.5
+    runtime: str = "fixed"
+
+    def classify(self, text: str) -> Classification:
+        head = text.split(":", 1)[0].strip()
+        d = head if head in DOMAINS else self.domain
+        return Classification(d, {x: float(x == d) for x in DOMAINS},  # type: ignore[arg-type]
+                               self.difficulty)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.integration
 def _require(names: list[str]) -> Callable[[Path], Settings]:
     def make(socket_dir: Path) -> Settings:
         s = load_settings("x86-dev", cli={"server": {"socket": str(socket_dir / "c.sock")},
-                                          "paths": {"state_dir": str(socket_dir / "state")}})
+                                          "paths": {"state_dir": str(socket_dir / "state")},
+                                          "loop": {"explore_epsilon": "0"}})
         fleet = load_fleet(bundled_dir("models") / "fleet.toml")
         missing = [n for n in names
                    if verify(s.models_dir, fleet.by_name[n]) is not FileStatus.VERIFIED]
@@ -76,3 +78,33 @@ def test_integration_each_model_answers(short_tmp: Path, model: str, kind: str,
             text = r.json()["choices"][0]["text"]
         assert r.status_code == 200, r.text
         assert expected in text
+
+
+ALL_MODELS = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+
+
+def test_integration_routing_on_the_real_fleet(short_tmp: Path) -> None:
+    """balanced: code -> the code model, a short factual question -> a small model;
+    quality: the largest model. The calm object explains each choice."""
+    s = _require(ALL_MODELS)(short_tmp)
+
+    def ask(c: Any, text: str, mode: str) -> dict[str, Any]:
+        r = c.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": text}], "max_tokens": 16,
+            "temperature": 0, "calm": {"mode": mode}})
+        assert r.status_code == 200, r.text
+        calm: dict[str, Any] = r.json()["calm"]
+        assert calm["reason"] and calm["candidates"] and calm["mode"] == mode
+        return calm
+
+    with run_daemon(s), uds_client(s, timeout_s=300) as c:
+        code = ask(c, "Write a Python function that returns the n-th Fibonacci number.",
+                   "balanced")
+        assert code["domain"] == "code"
+        assert code["model"] == "qwen2.5-coder-0.5b", code
+        fact = ask(c, "What is the capital of France?", "balanced")
+        assert fact["domain"] == "factual"
+        assert fact["model"] in ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"), fact
+        best = ask(c, "What is the capital of France?", "quality")
+        assert best["model"] == "qwen2.5-coder-1.5b", best
+        assert "quality" in best["reason"]

@@ -32,14 +32,19 @@ def test_server_chat_plain(make_settings: Callable[..., Settings]) -> None:
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["object"] == "chat.completion"
-        assert body["model"] == "tiny-chat"  # the fleet's default for model=auto
+        assert body["model"] == "tiny-chat"  # tiny-base is below the factual quality floor
         msg = body["choices"][0]["message"]
         assert msg["role"] == "assistant" and isinstance(msg["content"], str)
         assert body["choices"][0]["finish_reason"] in ("stop", "length")
         usage = body["usage"]
         assert 0 < usage["completion_tokens"] <= 8 and usage["prompt_tokens"] > 0
         calm = body["calm"]
-        assert calm["model"] == "tiny-chat" and "default" in calm["reason"]
+        assert calm["model"] == "tiny-chat" and "utility" in calm["reason"]
+        assert calm["domain"] == "factual" and calm["domain_source"] != "request"
+        assert calm["energy"] == "estimated" and calm["energy_j"] > 0
+        scored = {c["model"]: c for c in calm["candidates"]}
+        assert "below" not in str(scored["tiny-chat"]["excluded"] or "")
+        assert "floor" in scored["tiny-base"]["excluded"]
         assert calm["latency_ms"] > 0 and calm["completion_tokens"] == usage["completion_tokens"]
         assert calm["request_id"] == body["id"]
 
@@ -173,3 +178,43 @@ def test_server_raw_http_edge_cases(make_settings: Callable[..., Settings]) -> N
         # Two pipelined keep-alive requests on one connection.
         two = raw(b"GET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
         assert two.count(b"HTTP/1.1 200") == 2
+
+
+def test_server_feedback_metrics_and_status(make_settings: Callable[..., Settings]) -> None:
+    s = make_settings()
+    with run_daemon(s), uds_client(s) as c:
+        body = c.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "Write a Python function that adds two "
+                          "numbers."}], "max_tokens": 4}).json()
+        rid, model, domain = body["id"], body["calm"]["model"], body["calm"]["domain"]
+        st = c.get("/calm/status").json()
+        before = next(e for e in st["estimates"] if e["model"] == model
+                      and e["domain"] == domain)
+        fb = c.post("/calm/feedback", json={"request_id": rid, "score": 1.0})
+        assert fb.status_code == 200, fb.text
+        assert fb.json()["model"] == model and fb.json()["quality"] > before["quality"]
+        assert c.post("/calm/feedback", json={"request_id": rid, "pass": False}) \
+            .status_code == 200
+        assert c.post("/calm/feedback", json={"request_id": "nope", "score": 1}) \
+            .status_code == 404
+        assert c.post("/calm/feedback", json={"request_id": rid, "score": 2}).status_code == 400
+        assert c.post("/calm/feedback", json={"request_id": rid}).status_code == 400
+
+        st = c.get("/calm/status").json()
+        assert st["recent_decisions"][0]["request_id"] == rid
+        assert st["recent_decisions"][0]["chosen"] == model
+        assert st["classifier"]["runtime"]
+        assert st["energy"]["kind"] == "estimated" and st["energy"]["source"] == "estimate"
+        assert st["knowledge"]["writes"] >= 1 and st["knowledge"]["degraded"] is None
+        assert any(h["model"] == model for h in st["health"])
+
+        m = c.get("/metrics")
+        assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
+        text = m.text
+        for name in ("calm_edge_requests_total", "calm_edge_completions_total",
+                     "calm_edge_decisions_total", "calm_edge_tokens_total",
+                     "calm_edge_energy_joules_total", "calm_edge_request_latency_seconds_bucket",
+                     "calm_edge_model_resident", "calm_edge_ram_budget_bytes",
+                     "calm_edge_power_milliwatts", "calm_edge_board_energy_joules_total"):
+            assert name in text, name
+        assert f'calm_edge_completions_total{{domain="{domain}",model="{model}"}} 1' in text

@@ -6,6 +6,7 @@ error is an OpenAI-style JSON body with a fitting status; nothing here can stop 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -14,10 +15,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from calm_edge import __version__
-from calm_edge.backends.base import ContextOverflowError
+from calm_edge.backends.base import ContextOverflowError, ModelState
 from calm_edge.config import Settings
 from calm_edge.execute import AllCandidatesFailed
-from calm_edge.orchestrator import Answer, Orchestrator
+from calm_edge.monitor import DeviceMonitor, DeviceObservation
+from calm_edge.orchestrator import Answer, FeedbackError, Orchestrator
 from calm_edge.plan import NoModelAvailable
 from calm_edge.server.api import (
     ApiError,
@@ -42,27 +44,42 @@ def _sse(payload: Any) -> bytes:
         + b"\n\n"
 
 
-def calm_info(rid: str, answer: Answer) -> dict[str, Any]:
-    s = answer.stats
-    return {
+def calm_info(rid: str, a: Answer) -> dict[str, Any]:
+    """The `calm` object of a response: what was chosen, why, and what it cost."""
+    s, q = a.stats, a.query
+    info: dict[str, Any] = {
         "request_id": rid,
-        "model": answer.model,
-        "reason": answer.reason,
-        "failed": [{"model": a.model, "error": a.error} for a in answer.failed_attempts],
-        "latency_ms": round(answer.latency_s * 1000, 1),
-        "wait_ms": round(answer.wait_s * 1000, 1),
-        "ttft_ms": round((answer.wait_s + s.ttft_s) * 1000, 1),
+        "model": a.model,
+        "reason": a.reason,
+        "mode": a.mode,
+        "domain": q.domain,
+        "domain_source": q.domain_source,
+        "difficulty": None if q.difficulty is None else round(q.difficulty, 3),
+        "explored": a.explored,
+        "candidates": list(a.candidates),
+        "failed": [{"model": f.model, "error": f.error} for f in a.failed_attempts],
+        "latency_ms": round(a.latency_s * 1000, 1),
+        "wait_ms": round(a.wait_s * 1000, 1),
+        "ttft_ms": round((a.wait_s + s.ttft_s) * 1000, 1),
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,
         "decode_tokens_per_s": round(s.decode_tokens_per_s, 2),
         "finish_reason": s.finish_reason,
+        "energy_j": None, "energy": None,
     }
+    if a.energy is not None:
+        info["energy_j"] = round(a.energy.energy_j, 4)
+        info["energy"] = "measured" if a.energy.measured else "estimated"
+        info["energy_source"] = a.energy.source
+    return info
 
 
 class App:
     def __init__(self, settings: Settings, orchestrator: Orchestrator,
+                 device_monitor: DeviceMonitor, in_flight: Callable[[], int] = lambda: 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings, self.orch, self._clock = settings, orchestrator, clock
+        self.device_monitor, self.in_flight = device_monitor, in_flight
         srv = settings.profile.server
         self.limits = ApiLimits(default_max_tokens=srv.default_max_tokens,
                                 max_tokens_limit=srv.max_tokens_limit)
@@ -74,21 +91,29 @@ class App:
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/v1/completions"): self.completions,
             ("GET", "/calm/status"): self.status,
+            ("GET", "/metrics"): self.metrics,
+            ("POST", "/calm/feedback"): self.feedback,
         }
 
     async def __call__(self, request: Request) -> Response:
-        route = self.routes.get((request.method, request.path.rstrip("/") or "/"))
+        path = request.path.rstrip("/") or "/"
+        route = self.routes.get((request.method, path))
         if route is None:
-            if any(path == request.path for _, path in self.routes):
-                return error_response(405, f"method {request.method} not allowed on "
-                                      f"{request.path}")
-            return error_response(404, f"no route {request.method} {request.path}",
-                                  code="not_found")
-        try:
-            return await route(request)
-        except ApiError as e:
-            return error_response(e.status, e.message, type_=e.type_, code=e.code,
-                                  param=e.param, headers=e.headers)
+            if any(p == path for _, p in self.routes):
+                response = error_response(405, f"method {request.method} not allowed on "
+                                          f"{request.path}")
+            else:
+                response = error_response(404, f"no route {request.method} {request.path}",
+                                          code="not_found")
+            path = "other"
+        else:
+            try:
+                response = await route(request)
+            except ApiError as e:
+                response = error_response(e.status, e.message, type_=e.type_, code=e.code,
+                                          param=e.param, headers=e.headers)
+        self.orch.metrics.requests.inc(1, route=path, status=str(response.status))
+        return response
 
     # -- routes ---------------------------------------------------------------------------
 
@@ -106,6 +131,63 @@ class App:
                                   "file": slot.file_status.value,
                                   "format": slot.spec.format, "tags": list(slot.spec.tags)}})
         return Response.json(200, {"object": "list", "data": data})
+
+    async def metrics(self, request: Request) -> Response:
+        self._refresh_gauges()
+        return Response(200, self.orch.metrics.render().encode(),
+                        content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def _refresh_gauges(self) -> None:
+        m, res, orch = self.orch.metrics, self.orch.residency, self.orch
+        m.budget.set(res.budget_bytes)
+        m.budget_used.set(res.used_bytes())
+        m.in_flight.set(self.in_flight())
+        for name, slot in res.slots.items():
+            m.resident.set(float(slot.state is ModelState.READY), model=name)
+            m.model_bytes.set(slot.charged_bytes, model=name)
+            m.degraded.set(float(orch.knowledge.health_of(name).degraded), model=name)
+            m.loads.set_total(slot.loads, model=name)
+            m.unloads.set_total(slot.unloads, model=name)
+        dev = self.device()
+        m.rss.set(dev.rss_bytes)
+        if dev.max_temp_c is not None:
+            m.temperature.set(dev.max_temp_c)
+        m.power.clear()
+        for rail, mw in dev.power_rails_mw.items():
+            m.power.set(mw, rail=rail)
+        if dev.power_mw is not None:
+            m.power.set(dev.power_mw, rail="total")
+        if orch.energy is not None:
+            total = orch.energy.total_energy()
+            m.board_energy.set_total(total.energy_mj / 1000.0,
+                                     kind="measured" if total.measured else "estimated")
+
+    def device(self) -> DeviceObservation:
+        res = self.orch.residency
+        return self.device_monitor.observe(
+            budget_bytes=res.budget_bytes, used_bytes=res.used_bytes(),
+            resident=tuple(res.resident()), in_flight=self.in_flight())
+
+    async def feedback(self, request: Request) -> Response:
+        body = parse_json_body(request.body)
+        rid = body.get("request_id")
+        if not isinstance(rid, str) or not rid:
+            raise ApiError(400, "'request_id' must be the id of an answered request",
+                           param="request_id")
+        if "score" in body:
+            score = body["score"]
+            if isinstance(score, bool) or not isinstance(score, (int, float)) \
+                    or not 0 <= score <= 1:
+                raise ApiError(400, "'score' must be a number in [0, 1]", param="score")
+        elif isinstance(body.get("pass"), bool):
+            score = 1.0 if body["pass"] else 0.0
+        else:
+            raise ApiError(400, "give 'score' (0..1) or 'pass' (true/false)", param="score")
+        try:
+            result = await self.orch.feedback(rid, float(score))
+        except FeedbackError as e:
+            raise ApiError(e.status, str(e), param="request_id") from None
+        return Response.json(200, result)
 
     async def status(self, request: Request) -> Response:
         res = self.orch.residency
@@ -131,7 +213,24 @@ class App:
                        "resident": res.resident()},
             "requests_total": self.requests_total,
             "models": models,
+            "classifier": {"runtime": self.orch.classifier.runtime},
+            "device": dataclasses.asdict(self.device()),
+            "energy": self.energy_status(),
+            "knowledge": self.orch.store.status() if self.orch.store else None,
+            "estimates": self.orch.estimates_table(),
+            "health": self.orch.health_table(),
+            "recent_decisions": self.orch.recent_decisions()[:10],
         })
+
+    def energy_status(self) -> dict[str, Any] | None:
+        integ = self.orch.energy
+        if integ is None:
+            return None
+        from calm_edge.energy import describe_reader
+
+        total = integ.total_energy()
+        return {**describe_reader(integ.reader), "total_j": round(total.energy_mj / 1000, 3),
+                "sample_hz": integ.sample_hz, "samples": integ.samples_taken}
 
     async def chat(self, request: Request) -> Response:
         return await self._complete(parse_chat(parse_json_body(request.body), self.limits),
@@ -144,6 +243,8 @@ class App:
     # -- generation -----------------------------------------------------------------------
 
     async def _complete(self, call: CompletionCall, prefix: str) -> Response:
+        if call.model == "default":
+            call = dataclasses.replace(call, model=self.orch.fleet.default_model)
         if call.model != "auto" and self.orch.fleet.get(call.model) is None:
             raise ApiError(404, f"model {call.model!r} does not exist (GET /v1/models lists "
                            "them)", param="model", code="model_not_found")
@@ -151,10 +252,12 @@ class App:
         rid = f"{prefix}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         try:
-            plan = self.orch.plan(call.model)
+            route = self.orch.route(call.model, call.request, call.calm.mode, call.calm.slo_ms,
+                                    call.calm.domain)
         except NoModelAvailable as e:
             raise ApiError(503, str(e), code="model_unavailable") from None
-        gen = self.orch.run(plan, call.request)
+        plan = route.plan
+        gen = self.orch.run(route, call.request, rid, call.kind)
         try:
             first = await _first(gen)
         except BaseException:

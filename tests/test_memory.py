@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import pytest
+
+from calm_edge.memory import ResidentModel, choose_evictions
+
+M = 1 << 20
+
+
+def rm(name: str, mb: int, last: float, in_use: bool = False, pinned: bool = False
+       ) -> ResidentModel:
+    return ResidentModel(name, mb * M, in_use, pinned, last)
+
+
+@pytest.mark.parametrize(("resident", "need_mb", "budget_mb", "expected"), [
+    ([], 100, 200, []),
+    ([rm("a", 100, 1)], 100, 200, []),                          # fits without eviction
+    ([rm("a", 100, 2), rm("b", 100, 1)], 100, 200, ["b"]),      # least recently used first
+    ([rm("a", 100, 1), rm("b", 100, 1)], 100, 200, ["a"]),      # tie: stable name order
+    ([rm("a", 100, 1, in_use=True), rm("b", 100, 2)], 100, 200, ["b"]),   # never in use
+    ([rm("a", 100, 1, pinned=True), rm("b", 100, 2)], 100, 200, ["b"]),   # never pinned
+    ([rm("a", 150, 1, in_use=True)], 100, 200, None),           # impossible
+    ([rm("a", 50, 1), rm("b", 50, 2), rm("c", 100, 3)], 150, 250, ["a", "b"]),  # stop early
+])
+def test_memory_choose_evictions(resident: list[ResidentModel], need_mb: int, budget_mb: int,
+                                 expected: list[str] | None) -> None:
+    assert choose_evictions(resident, need_mb * M, budget_mb * M) == expected

@@ -1,0 +1,145 @@
+"""Table tests of Plan (pure): weights, SLO, load cost, quality floor, exploration."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from calm_edge.analyze import Prediction
+from calm_edge.plan import (
+    CandidateInput,
+    NoModelAvailable,
+    PlanParams,
+    RequestInput,
+    Weights,
+    adjust_quality,
+    plan_request,
+)
+
+BALANCED = Weights(1.0, 0.5, 0.2)
+QUALITY = Weights(1.0, 0.05, 0.02)
+FAST = Weights(1.0, 1.5, 0.2)
+ECO = Weights(1.0, 0.2, 1.5)
+NO_EXPLORE = PlanParams(explore_epsilon=0.0, probe_degraded_every=0)
+
+
+def cand(name: str, q: float, latency_ms: float, energy_j: float, *, resident: bool = True,
+         load_ms: float = 0.0, fits: bool = True, available: bool = True, n: int = 50,
+         degraded: bool = False, since_used: int = 0) -> CandidateInput:
+    pred = Prediction(quality=q, quality_std=0.05, ttft_ms=latency_ms / 10,
+                      latency_ms=latency_ms, energy_mj=energy_j * 1000, completion_tokens=50,
+                      observations=n, model_observations=n, degraded=degraded)
+    return CandidateInput(name, available, None if available else "file missing", resident,
+                          0.0 if resident else load_ms, fits, pred, since_used)
+
+
+# A small fast model, a mid code model, a large accurate one (figures like the real fleet).
+FLEET = [cand("small", 0.53, 600, 6), cand("coder", 0.70, 2500, 25),
+         cand("large", 0.87, 6000, 60)]
+
+
+def req(mode: str = "balanced", w: Weights = BALANCED, *, slo_ms: float | None = 20000,
+        floor: float = 0.0, domain: str = "factual", difficulty: float | None = None,
+        energy_budget_j: float | None = None, model: str = "auto") -> RequestInput:
+    return RequestInput(model, domain, difficulty, mode, w, slo_ms, floor,
+                        None if energy_budget_j is None else energy_budget_j * 1000)
+
+
+@pytest.mark.parametrize(("mode", "weights", "expected"), [
+    ("fast", FAST, "small"),
+    ("balanced", BALANCED, "small"),
+    ("eco", ECO, "small"),
+    ("quality", QUALITY, "large"),
+])
+def test_plan_mode_weights_change_the_choice(mode: str, weights: Weights, expected: str) -> None:
+    plan = plan_request(req(mode, weights), FLEET, NO_EXPLORE, draw=0.5)
+    assert plan.model == expected
+    assert mode in plan.reason and plan.model in {s.model for s in plan.scores}
+    assert plan.scores[0].model == expected  # scores are sorted by utility
+    assert set(plan.fallbacks) == {"small", "coder", "large"} - {expected}
+
+
+def test_plan_code_domain_prefers_the_code_model() -> None:
+    fleet = [cand("small", 0.30, 600, 6), cand("coder", 0.90, 2500, 25),
+             cand("large", 0.97, 6000, 60)]
+    assert plan_request(req(domain="code"), fleet, NO_EXPLORE, 0.5).model == "coder"
+    assert plan_request(req("quality", QUALITY, domain="code"), fleet, NO_EXPLORE,
+                        0.5).model == "large"
+
+
+def test_plan_slo_excludes_a_slow_model() -> None:
+    plan = plan_request(req("quality", QUALITY, slo_ms=3000), FLEET, NO_EXPLORE, 0.5)
+    assert plan.model == "coder"
+    large = next(s for s in plan.scores if s.model == "large")
+    assert large.excluded is not None and "SLO" in large.excluded
+    # An SLO nothing meets: relaxed, and the reason says so.
+    plan = plan_request(req("quality", QUALITY, slo_ms=100), FLEET, NO_EXPLORE, 0.5)
+    assert plan.model == "large" and plan.reason.startswith("no model meets the SLO")
+
+
+def test_plan_load_cost_tips_toward_resident_model() -> None:
+    a = cand("a", 0.80, 3000, 30, resident=True)
+    b_warm = cand("b", 0.82, 3000, 30, resident=True)
+    b_cold = cand("b", 0.82, 3000, 30, resident=False, load_ms=4000)
+    assert plan_request(req(), [a, b_warm], NO_EXPLORE, 0.5).model == "b"
+    plan = plan_request(req(), [a, b_cold], NO_EXPLORE, 0.5)
+    assert plan.model == "a"
+    cold = next(s for s in plan.scores if s.model == "b")
+    assert cold.latency_ms == 7000 and not cold.resident
+
+
+def test_plan_quality_floor_excludes_weak_model() -> None:
+    plan = plan_request(req(floor=0.6), FLEET, NO_EXPLORE, 0.5)
+    assert plan.model == "coder"
+    small = next(s for s in plan.scores if s.model == "small")
+    assert small.excluded is not None and "floor" in small.excluded
+    plan = plan_request(req(floor=0.99), FLEET, NO_EXPLORE, 0.5)
+    assert plan.reason.startswith("no model meets the quality floor")
+
+
+def test_plan_energy_budget_and_ram_budget() -> None:
+    plan = plan_request(req("quality", QUALITY, energy_budget_j=30), FLEET, NO_EXPLORE, 0.5)
+    assert plan.model == "coder"
+    fleet = [dataclasses.replace(FLEET[0], fits_budget=False), *FLEET[1:]]
+    plan = plan_request(req(), fleet, NO_EXPLORE, 0.5)
+    assert plan.model != "small" and "small" not in plan.fallbacks
+
+
+def test_plan_difficulty_sends_hard_queries_up() -> None:
+    # With the factual floor, an easy question stays small; a hard one is predicted to fail
+    # on the small and mid models and goes to the large one.
+    params = PlanParams(0.0, 0, difficulty_slope=3.0)
+    easy = plan_request(req(difficulty=0.0, floor=0.5), FLEET, params, 0.5)
+    hard = plan_request(req(difficulty=1.0, floor=0.5), FLEET, params, 0.5)
+    assert easy.model == "small"
+    assert hard.model == "large"
+    assert next(s for s in hard.scores if s.model == "small").quality < 0.5
+    assert adjust_quality(0.5, 0.5, 2.0) == pytest.approx(0.5)
+    assert adjust_quality(0.5, 0.0, 2.0) > 0.5 > adjust_quality(0.5, 1.0, 2.0)
+
+
+def test_plan_exploration_epsilon_and_degraded_probe() -> None:
+    fleet = [cand("small", 0.53, 600, 6), cand("coder", 0.70, 2500, 25, n=2),
+             cand("large", 0.87, 6000, 60, n=9)]
+    params = PlanParams(explore_epsilon=0.1, probe_degraded_every=10)
+    assert not plan_request(req(), fleet, params, draw=0.5).explored
+    plan = plan_request(req(), fleet, params, draw=0.05)
+    assert plan.explored and plan.model == "coder" and "exploring" in plan.reason
+    # A degraded model unused for long enough is probed, deterministically.
+    fleet[2] = cand("large", 0.87, 18000, 60, degraded=True, since_used=10)
+    plan = plan_request(req(), fleet, params, draw=0.9)
+    assert plan.model == "large" and plan.explored and "probing degraded" in plan.reason
+    fleet[2] = cand("large", 0.87, 18000, 60, degraded=True, since_used=9)
+    assert plan_request(req(), fleet, params, draw=0.9).model != "large"
+
+
+def test_plan_pinned_and_unavailable() -> None:
+    plan = plan_request(req(model="large"), FLEET, NO_EXPLORE, 0.5)
+    assert (plan.model, plan.fallbacks, plan.reason) == ("large", (), "pinned by the request")
+    fleet = [dataclasses.replace(FLEET[0], available=False), *FLEET[1:]]
+    plan = plan_request(req(), fleet, NO_EXPLORE, 0.5)
+    assert "small" not in (plan.model, *plan.fallbacks)
+    gone = [cand(c.name, 0.5, 100, 1, available=False) for c in FLEET]
+    with pytest.raises(NoModelAvailable, match="small: file missing"):
+        plan_request(req(), gone, NO_EXPLORE, 0.5)
