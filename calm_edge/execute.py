@@ -78,8 +78,10 @@ def prepare_request(spec: ModelSpec, request: GenerationRequest) -> GenerationRe
 
 
 class Executor:
-    def __init__(self, residency: Residency, lanes: InferenceLanes) -> None:
+    def __init__(self, residency: Residency, lanes: InferenceLanes,
+                 flush_interval_s: float = 0.02) -> None:
         self._residency, self._lanes = residency, lanes
+        self._flush_interval_s = flush_interval_s
 
     async def run(self, plan: Plan, request: GenerationRequest,
                   ) -> AsyncGenerator[str | Outcome, None]:
@@ -122,17 +124,25 @@ class Executor:
                       ) -> AsyncIterator[str | GenerationStats]:
         """Run backend.generate on the lane's thread and relay its items to the loop.
 
-        Text deltas that pile up while the loop is busy are coalesced into one item.
+        The first delta and the end are signalled at once; later deltas wake the loop at
+        most every `flush_interval_s` (tokens arriving in between go out together), which
+        keeps the loop thread, and its GIL demands, off the decode path. Deltas that pile
+        up are coalesced into one item.
         """
         loop = asyncio.get_running_loop()
         pending: collections.deque[str | GenerationStats | _Done | _Failed] = \
             collections.deque()  # appended by the worker thread, popped by the loop
         ready = asyncio.Event()
         cancel = threading.Event()
+        interval_s = self._flush_interval_s
+        last_wake = [-1e9]  # worker-thread state
 
         def push(item: str | GenerationStats | _Done | _Failed) -> None:
             pending.append(item)
-            loop.call_soon_threadsafe(ready.set)
+            now = time.monotonic()
+            if not isinstance(item, str) or now - last_wake[0] >= interval_s:
+                last_wake[0] = now
+                loop.call_soon_threadsafe(ready.set)
 
         def work() -> None:
             try:
