@@ -122,11 +122,75 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{st['requests_total']}")
     print(f"{'model':<22} {'state':<10} {'file':<13} {'estimate':>10} {'measured':>10} "
           f"{'loads':>5}  note")
+    degraded = {h["model"] for h in st.get("health", []) if h["degraded"]}
     for m in st["models"]:
         measured = format_bytes(m["measured_bytes"]) if m["measured_bytes"] else "-"
         note = m["unavailable"] or m["last_error"] or ""
+        if m["name"] in degraded:
+            note = ("DEGRADED " + note).strip()
         print(f"{m['name']:<22} {m['state']:<10} {m['file']:<13} "
               f"{format_bytes(m['estimated_bytes']):>10} {measured:>10} {m['loads']:>5}  {note}")
+    _print_energy(st)
+    _print_estimates(st)
+    decisions = st.get("recent_decisions") or []
+    if decisions:
+        print("\nrecent decisions (newest first):")
+        for d in decisions[: args.decisions]:
+            print(f"  {d['request_id']}  {d['domain']:<8} {d['mode']:<8} -> {d['chosen']:<20}"
+                  f" {d['latency_ms']:>8.0f} ms  {d['reason']}")
+    return 0
+
+
+def _print_energy(st: dict[str, Any]) -> None:
+    e, dev = st.get("energy"), st.get("device") or {}
+    if not e:
+        return
+    rails = ", ".join(f"{r} {mw / 1000:.2f} W" for r, mw in
+                      (dev.get("power_rails_mw") or {}).items())
+    parts = [f"power: {e['source']} ({e['kind']})"]
+    if dev.get("power_mw") is not None:
+        parts.append(f"now {dev['power_mw'] / 1000:.2f} W")
+    if rails:
+        parts.append(rails)
+    parts.append(f"{e['total_j']:.1f} J since start")
+    if dev.get("max_temp_c") is not None:
+        parts.append(f"max temp {dev['max_temp_c']:.0f} C")
+    print(" · ".join(parts))
+    for note in e.get("selection_notes") or []:
+        print(f"  note: {note}")
+
+
+def _print_estimates(st: dict[str, Any]) -> None:
+    rows = [e for e in st.get("estimates") or [] if e["requests"] or e["domain"] == "*"]
+    if not rows:
+        return
+    print(f"\n{'estimates':<22} {'domain':<9} {'reqs':>5} {'quality':>8} {'decode':>9} "
+          f"{'prefill':>9} {'tokens':>7} {'mJ/tok':>8} {'SLO miss':>8}")
+    for e in rows:
+        def f(v: Any, fmt: str) -> str:
+            return "-" if v is None else format(v, fmt)
+        print(f"{e['model']:<22} {e['domain']:<9} {e['requests']:>5} "
+              f"{e['quality']:>8.2f} {f(e['decode_ms_per_token'], '.1f'):>6} ms "
+              f"{f(e['prefill_ms_per_token'], '.2f'):>6} ms {f(e['completion_tokens'], '.0f'):>7} "
+              f"{f(e['energy_mj_per_token'], '.0f'):>8} {e['slo_breaches']:>8}")
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from calm_edge.classifier import ClassifierError, load_classifier
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    try:
+        clf = load_classifier(prefer=args.runtime)
+    except ClassifierError as e:
+        print(f"calm-edge classify: {e}", file=sys.stderr)
+        return 1
+    c = clf.classify(text)
+    if args.json:
+        print(json.dumps(c.to_dict()))
+        return 0
+    print(f"domain {c.domain} · difficulty {c.difficulty:.2f} · runtime {clf.runtime}")
+    for dom, prob in sorted(c.probabilities.items(), key=lambda kv: -kv[1]):
+        print(f"  {dom:<9} {prob:6.3f} {'#' * round(prob * 40)}")
     return 0
 
 
@@ -291,10 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("status", help="show the daemon's state",
-                       description="Show the daemon's models, memory and counters.")
+                       description="Show the daemon's models, memory, power, the loop's "
+                       "estimates per model and domain, and recent routing decisions.")
     p.add_argument("--socket", help="daemon socket [env CALM_EDGE_SOCKET]")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--decisions", type=int, default=5, help="recent decisions to show")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("classify", help="classify a query (domain and difficulty)",
+                       description="Run the on-device query classifier locally (no daemon).")
+    p.add_argument("text", help="the query; '-' reads it from stdin")
+    p.add_argument("--json", action="store_true", help="print {domain, probabilities, "
+                   "difficulty} as JSON")
+    p.add_argument("--runtime", default="auto",
+                   choices=["auto", "litert", "tflite_runtime", "tensorflow", "onnx"])
+    p.set_defaults(func=cmd_classify)
 
     pm = sub.add_parser("models", help="list, pull or verify the fleet's model files",
                         description="Manage the model files of the fleet (no daemon needed).")

@@ -198,6 +198,8 @@ class LoopConfig:
                                "been timed.", ge=1, le=1e6)
     energy_budget_j: float = _f(0.0, "Per-query energy budget Plan respects (0 = none).",
                                 ge=0, le=1e6)
+    power_cap_w: float = _f(0.0, "Plan avoids models whose predicted mean power while "
+                            "answering exceeds this (0 = no cap).", ge=0, le=1e4)
     quality_floor: QualityFloors = _f(QualityFloors(), "Per-domain quality floors.")
     recent_decisions: int = _f(50, "Decisions kept in memory for status.", ge=1, le=10000)
 

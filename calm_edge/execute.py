@@ -82,6 +82,18 @@ class Executor:
                  flush_interval_s: float = 0.02) -> None:
         self._residency, self._lanes = residency, lanes
         self._flush_interval_s = flush_interval_s
+        # Generation windows (monotonic s), for sharing energy between overlapping ones:
+        # running ones by a private key, and recently finished ones.
+        self._running: dict[int, float] = {}
+        self._finished: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
+        self._next_key = 0
+
+    def overlapping(self, t0_s: float, t1_s: float) -> list[tuple[float, float]]:
+        """Other generation windows overlapping [t0_s, t1_s]; running ones end at t1_s."""
+        out = [(a, b) for a, b in self._finished if a < t1_s and b > t0_s
+               and (a, b) != (t0_s, t1_s)]
+        out += [(a, t1_s) for a in self._running.values() if a < t1_s and a != t0_s]
+        return out
 
     async def run(self, plan: Plan, request: GenerationRequest,
                   ) -> AsyncGenerator[str | Outcome, None]:
@@ -102,13 +114,21 @@ class Executor:
                     cold = slot.generations == 0
                     slot.generations += 1
                     req = prepare_request(slot.spec, request)
-                    async for item in self._stream(slot.backend, req, lane):
-                        if isinstance(item, GenerationStats):
-                            yield Outcome(name, item, tuple(attempts), gen_start - t0,
-                                          gen_start, time.monotonic(), cold)
-                            return
-                        produced = True
-                        yield item
+                    key = self._next_key = self._next_key + 1
+                    self._running[key] = gen_start
+                    try:
+                        async for item in self._stream(slot.backend, req, lane):
+                            if isinstance(item, GenerationStats):
+                                gen_end = time.monotonic()
+                                del self._running[key]
+                                self._finished.append((gen_start, gen_end))
+                                yield Outcome(name, item, tuple(attempts), gen_start - t0,
+                                              gen_start, gen_end, cold)
+                                return
+                            produced = True
+                            yield item
+                    finally:
+                        self._running.pop(key, None)
             except ContextOverflowError:
                 raise
             except ModelUnavailable as e:

@@ -39,6 +39,7 @@ from calm_edge.backends.base import GenerationRequest, GenerationStats, ModelSta
 from calm_edge.classifier import QueryClassifier
 from calm_edge.config import Settings
 from calm_edge.domains import DOMAINS
+from calm_edge.energy import RequestWindow, attribute_energy
 from calm_edge.execute import AllCandidatesFailed, Attempt, Executor, Outcome
 from calm_edge.fleet import Fleet
 from calm_edge.knowledge import DecisionRecord, KnowledgeStore, RequestRecord
@@ -187,7 +188,8 @@ class Orchestrator:
             weights=Weights(w.quality, w.latency, w.energy),
             slo_ms=slo_ms if slo_ms is not None else p.slo.latency_ms,
             quality_floor=p.loop.quality_floor.floor(query.domain),
-            energy_budget_mj=budget_j * 1000 if budget_j > 0 else None)
+            energy_budget_mj=budget_j * 1000 if budget_j > 0 else None,
+            power_cap_mw=p.loop.power_cap_w * 1000 if p.loop.power_cap_w > 0 else None)
         cands = self.candidates(query.domain, query.prompt_tokens_est,
                                 request.params.max_tokens)
         plan = plan_request(req, cands, self.plan_params, self._rng.random())
@@ -196,10 +198,20 @@ class Orchestrator:
     # -- Execute + Analyze + Knowledge --------------------------------------------------------
 
     def _energy(self, t0: float, t1: float) -> EnergyFigure | None:
+        """Board energy over this generation's window. Where other generations overlapped
+        it (max_parallel > 1), each stretch of time is split equally among the
+        generations running in it (calm_edge.energy.attribute_energy)."""
         if self.energy is None:
             return None
         reading = self.energy.energy_between(t0, t1)
-        return EnergyFigure(reading.energy_mj / 1000.0, reading.measured, reading.source)
+        energy_mj = reading.energy_mj
+        others = self.executor.overlapping(t0, t1)
+        if others:
+            windows = [RequestWindow(t0, t1, t1 - t0)] + [
+                RequestWindow(a, b, b - a) for a, b in others]
+            energy_mj = attribute_energy(
+                windows, lambda a, b: float(self.energy.energy_between(a, b).energy_mj))[0]
+        return EnergyFigure(energy_mj / 1000.0, reading.measured, reading.source)
 
     async def run(self, route: Route, request: GenerationRequest, rid: str, kind: str,
                   ) -> AsyncGenerator[str | Answer, None]:

@@ -11,9 +11,9 @@ the same on a Raspberry Pi and on an AGX Orin). Weights come from the request's 
 
 Hard constraints: predicted latency within the SLO, the model fits the RAM budget (after
 evicting models not in use), predicted quality at or above the domain's floor, predicted
-energy within the per-query budget when one is set. If no candidate meets them all they
-are relaxed in that order of importance (energy, SLO, then quality floor) and the reason
-says so. Exploration: a degraded model is probed every `probe_degraded_every` requests so
+energy within the per-query budget and mean power under the power cap when those are set.
+If no candidate meets them all they are relaxed in that order of importance (energy, SLO,
+then quality floor) and the reason says so. Exploration: a degraded model is probed every `probe_degraded_every` requests so
 recovery is noticed; otherwise with probability `explore_epsilon` the least-observed
 feasible candidate is tried. Every plan carries the scores and a readable reason.
 """
@@ -44,6 +44,7 @@ class RequestInput:
     slo_ms: float | None
     quality_floor: float
     energy_budget_mj: float | None = None
+    power_cap_mw: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,9 @@ def _exclusion(c: CandidateInput, q: float, lat: float, e: float, req: RequestIn
         return "does not fit the RAM budget"
     if level < 1 and req.energy_budget_mj is not None and e > req.energy_budget_mj:
         return f"predicted {e / 1000:.1f} J > energy budget {req.energy_budget_mj / 1000:.1f} J"
+    if level < 1 and req.power_cap_mw is not None and lat > 0 \
+            and e / lat * 1000 > req.power_cap_mw:
+        return f"predicted {e / lat:.1f} W > power cap {req.power_cap_mw / 1000:.1f} W"
     if level < 2 and req.slo_ms is not None and lat > req.slo_ms:
         return f"predicted {lat:.0f} ms > SLO {req.slo_ms:.0f} ms"
     if level < 3 and q < req.quality_floor:
@@ -118,7 +122,7 @@ def _exclusion(c: CandidateInput, q: float, lat: float, e: float, req: RequestIn
     return None
 
 
-_RELAXED = ("", "no model meets the energy budget; ", "no model meets the SLO; ",
+_RELAXED = ("", "no model meets the energy budget or power cap; ", "no model meets the SLO; ",
             "no model meets the quality floor; ")
 
 

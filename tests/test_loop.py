@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,14 +14,15 @@ from pathlib import Path
 from calm_edge.analyze import Estimate
 from calm_edge.backends.base import ChatMessage, GenerationRequest, SamplingParams
 from calm_edge.config import Settings
+from calm_edge.energy import EnergyIntegrator
 from calm_edge.execute import Executor
 from calm_edge.fleet import load_fleet, verify
 from calm_edge.knowledge import KnowledgeStore
 from calm_edge.lanes import InferenceLanes
 from calm_edge.orchestrator import Answer, Orchestrator
 from calm_edge.residency import Residency
+from calm_edge.testing.fakes import ConstantPowerReader, FakeFactory, FixedClassifier
 from tests.conftest import model_entry
-from tests.fakes import FakeFactory, FixedClassifier
 
 LOOP = """
 [loop]
@@ -158,3 +160,52 @@ def test_loop_knowledge_survives_restart(make_settings: Callable[..., Settings],
     assert after == before
     learned = after[("fast", "code")]
     assert learned.requests >= 1
+
+
+def test_loop_energy_of_overlapping_generations_is_shared(
+        make_settings: Callable[..., Settings], tmp_path: Path, tiny_gguf: Path) -> None:
+    """Two generations running at once on two lanes split the board energy between them:
+    each gets its share, and the shares add up to the energy of the whole window."""
+    fleet, models = two_model_fleet(tmp_path, tiny_gguf)
+    s = make_settings(LOOP, paths={"fleet": str(fleet), "models_dir": str(models)},
+                      runtime={"max_parallel": 2})
+    factory = FakeFactory(answer_tokens=15, token_delay_s=0.01)
+    integ = EnergyIntegrator(ConstantPowerReader(10_000.0), sample_hz=200)
+    integ.start()
+
+    async def main() -> list[Answer]:
+        loop = Loop(s, factory, None)
+        loop.lanes = InferenceLanes(2)
+        orch = await loop.start()
+        orch.energy = integ
+
+        async def pinned(name: str, i: int) -> Answer:
+            req = GenerationRequest(SamplingParams(max_tokens=32),
+                                    messages=(ChatMessage("user", "x"),))
+            route = orch.route(name, req, None, None, None)
+            async for item in orch.run(route, req, f"e{i}", "chat"):
+                if isinstance(item, Answer):
+                    return item
+            raise AssertionError("no answer")
+
+        await pinned("fast", 0)  # load both first, so the timed pair overlaps fully
+        await pinned("backup", 1)
+        t0 = time.monotonic()
+        out = await asyncio.gather(pinned("fast", 2), pinned("backup", 3))
+        wall_s.append(time.monotonic() - t0)
+        await loop.stop()
+        return list(out)
+
+    wall_s: list[float] = []
+    try:
+        a, b = asyncio.run(main())
+    finally:
+        integ.stop()
+    assert a.energy is not None and b.energy is not None
+    assert not a.energy.measured and a.energy.source == "constant"
+    # ~0.15 s of overlapping generation at 10 W: the board used ~1.5 J in all. Shared, the
+    # two answers add up to that (not twice it) and split it about evenly.
+    total = a.energy.energy_j + b.energy.energy_j
+    assert total <= 10.0 * wall_s[0] * 1.05
+    assert total > 10.0 * 0.15 * 0.8
+    assert abs(a.energy.energy_j - b.energy.energy_j) < 0.25 * total

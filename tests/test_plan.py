@@ -101,6 +101,12 @@ def test_plan_quality_floor_excludes_weak_model() -> None:
 def test_plan_energy_budget_and_ram_budget() -> None:
     plan = plan_request(req("quality", QUALITY, energy_budget_j=30), FLEET, NO_EXPLORE, 0.5)
     assert plan.model == "coder"
+    # Power cap: large draws 60 J / 6 s = 10 W, coder 10 W, small 10 W; give large more.
+    hungry = [*FLEET[:2], cand("large", 0.87, 6000, 120)]
+    capped = dataclasses.replace(req("quality", QUALITY), power_cap_mw=15_000)
+    plan = plan_request(capped, hungry, NO_EXPLORE, 0.5)
+    assert plan.model == "coder"
+    assert "power cap" in str(next(s for s in plan.scores if s.model == "large").excluded)
     fleet = [dataclasses.replace(FLEET[0], fits_budget=False), *FLEET[1:]]
     plan = plan_request(req(), fleet, NO_EXPLORE, 0.5)
     assert plan.model != "small" and "small" not in plan.fallbacks

@@ -13,7 +13,7 @@ from calm_edge.fleet import load_fleet
 from calm_edge.lanes import InferenceLanes
 from calm_edge.plan import Plan
 from calm_edge.residency import ModelUnavailable, Residency
-from tests.fakes import FakeFactory
+from calm_edge.testing.fakes import FakeFactory
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""Fakes implementing calm_edge's own Protocols (never mocks of our code)."""
+"""Fakes implementing calm_edge's own Protocols, for tests and loop benchmarks."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from calm_edge.backends.base import Backend, GenerationRequest, GenerationStats
 from calm_edge.classifier import Classification
 from calm_edge.config import RuntimeConfig
 from calm_edge.domains import DOMAINS
+from calm_edge.energy import PowerSample
 from calm_edge.fleet import ModelSpec
 
 
@@ -100,3 +101,20 @@ class FixedClassifier:
         d = head if head in DOMAINS else self.domain
         return Classification(d, {x: float(x == d) for x in DOMAINS},  # type: ignore[arg-type]
                                self.difficulty)
+
+
+@dataclass
+class ConstantPowerReader:
+    """A PowerReader at a fixed board power (measured=False, like the estimator)."""
+
+    power_mw: float = 10_000.0
+    source: str = "constant"
+    measured: bool = False
+    rails: tuple[str, ...] = ("total",)
+    clock: Callable[[], float] = time.monotonic
+
+    def read(self) -> PowerSample:
+        return PowerSample(self.clock(), self.power_mw, {"total": self.power_mw})
+
+    def close(self) -> None:
+        pass
