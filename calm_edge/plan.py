@@ -13,9 +13,10 @@ Hard constraints: predicted latency within the SLO, the model fits the RAM budge
 evicting models not in use), predicted quality at or above the domain's floor, predicted
 energy within the per-query budget and mean power under the power cap when those are set.
 If no candidate meets them all they are relaxed in that order of importance (energy, SLO,
-then quality floor) and the reason says so. Exploration: a degraded model is probed every `probe_degraded_every` requests so
-recovery is noticed; otherwise with probability `explore_epsilon` the least-observed
-feasible candidate is tried. Every plan carries the scores and a readable reason.
+then quality floor) and the reason says so. Exploration: a degraded model is probed every
+`probe_degraded_every` requests so recovery is noticed; otherwise with probability
+`explore_epsilon` the least-observed feasible candidate is tried. Every plan carries the
+scores and a readable reason.
 """
 
 from __future__ import annotations
