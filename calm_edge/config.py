@@ -215,6 +215,30 @@ class KnowledgeConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = _f(True, "Serve repeated queries from the response cache.")
+    max_entries: int = _f(1000, "Most answers kept.", ge=1, le=10_000_000)
+    max_bytes: int = _f(16 << 20, "Most bytes of answers kept.", ge=1024, le=1 << 40,
+                        size=True)
+    ttl_s: float = _f(3600.0, "Answers older than this are not served.", ge=1, le=3.2e7)
+    near_duplicate: bool = _f(True, "Also match near-duplicate single-turn questions (same "
+                              "numbers, character 3-gram cosine >= near_threshold).")
+    near_threshold: float = _f(0.95, "Cosine similarity for a near-duplicate hit.", ge=0.5,
+                               le=1.0)
+    sampled: bool = _f(False, "Also cache sampled answers (temperature > 0, no seed).")
+
+
+@dataclass(frozen=True)
+class ResidencyConfig:
+    prefetch: bool = _f(True, "Prefetch the model the domain forecast expects next when idle "
+                        "(load it if it fits the free budget, else warm its file pages).")
+    prefetch_min_share: float = _f(0.3, "Prefetch only a model expected to serve at least "
+                                   "this share of the coming requests.", ge=0, le=1)
+    mix_alpha: float = _f(0.1, "EWMA step of the recent domain mix (memory ~ 1/alpha "
+                          "requests).", ge=0.001, le=1)
+
+
+@dataclass(frozen=True)
 class ClassifierConfig:
     runtime: Literal["auto", "litert", "tflite_runtime", "tensorflow", "onnx"] = _f(
         "auto", "Classifier runtime: auto tries LiteRT, tflite_runtime, TensorFlow, ONNX.")
@@ -242,6 +266,8 @@ class Profile:
     loop: LoopConfig = _f(LoopConfig(), "")
     knowledge: KnowledgeConfig = _f(KnowledgeConfig(), "")
     classifier: ClassifierConfig = _f(ClassifierConfig(), "")
+    cache: CacheConfig = _f(CacheConfig(), "")
+    residency: ResidencyConfig = _f(ResidencyConfig(), "")
     paths: PathsConfig = _f(PathsConfig(), "")
 
 

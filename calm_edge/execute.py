@@ -47,6 +47,7 @@ class Outcome:
     gen_start_s: float   # time.monotonic() when generation started on its lane
     gen_end_s: float     # ... and when it finished
     cold: bool = False   # the model's first generation since it was loaded
+    text: str = ""       # the whole answer (the deltas joined)
 
 
 class AllCandidatesFailed(RuntimeError):
@@ -116,16 +117,20 @@ class Executor:
                     req = prepare_request(slot.spec, request)
                     key = self._next_key = self._next_key + 1
                     self._running[key] = gen_start
+                    parts: list[str] = []
                     try:
                         async for item in self._stream(slot.backend, req, lane):
                             if isinstance(item, GenerationStats):
                                 gen_end = time.monotonic()
                                 del self._running[key]
                                 self._finished.append((gen_start, gen_end))
+                                if cold:
+                                    self._residency.measure_after_generation(slot)
                                 yield Outcome(name, item, tuple(attempts), gen_start - t0,
-                                              gen_start, gen_end, cold)
+                                              gen_start, gen_end, cold, "".join(parts))
                                 return
                             produced = True
+                            parts.append(item)
                             yield item
                     finally:
                         self._running.pop(key, None)

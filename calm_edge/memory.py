@@ -61,21 +61,29 @@ class ResidentModel:
     charged_bytes: int
     in_use: bool
     pinned: bool
-    last_used_s: float  # monotonic time of the last request that used it
+    last_used_s: float        # monotonic time of the last request that used it
+    expected_use: float = 0.0  # forecast share of the coming requests it will serve, 0..1
+    reload_s: float = 1.0      # what it costs to bring it back (measured load time)
+
+    @property
+    def keep_value(self) -> float:
+        """Expected reload time saved per GiB kept: use x reload cost / size."""
+        return self.expected_use * self.reload_s / max(self.charged_bytes / (1 << 30), 1e-3)
 
 
 def choose_evictions(resident: Sequence[ResidentModel], need_bytes: int,
                      budget_bytes: int) -> list[str] | None:
     """Names to evict so that `need_bytes` more fits in `budget_bytes`; None if impossible.
 
-    Pure. Never picks a model in use or pinned. Evicts least recently used first, ties
-    broken by name, and stops as soon as the new model fits.
+    Pure. Never picks a model in use or pinned. Evicts the lowest keep value first (unlikely
+    to be needed soon, cheap to reload, large), then least recently used, then by name, and
+    stops as soon as the new model fits.
     """
     used = sum(m.charged_bytes for m in resident)
     if used + need_bytes <= budget_bytes:
         return []
     candidates = sorted((m for m in resident if not m.in_use and not m.pinned),
-                        key=lambda m: (m.last_used_s, m.name))
+                        key=lambda m: (m.keep_value, m.last_used_s, m.name))
     chosen: list[str] = []
     for m in candidates:
         chosen.append(m.name)

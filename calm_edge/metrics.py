@@ -150,6 +150,14 @@ class Metrics:
         self.rss = r.gauge("process_resident_bytes", "Resident set of the daemon.")
         self.loads = r.counter("model_loads_total", "Model loads.")
         self.unloads = r.counter("model_unloads_total", "Model unloads.")
+        self.evictions = r.counter("model_evictions_total",
+                                   "Unloads forced by the RAM budget (to make room or fit).")
+        self.load_seconds = r.counter("model_load_seconds_total", "Time spent loading (swap "
+                                      "time), by model.")
+        self.prefetches = r.counter("prefetches_total", "Prefetches by model and kind "
+                                    "(load ahead / warm file pages).")
+        self.cache_hits = r.counter("cache_hits_total", "Response cache hits (exact/near).")
+        self.cache_entries = r.gauge("cache_entries", "Answers in the response cache.")
         self.power = r.gauge("power_milliwatts", "Latest power sample by rail.")
         self.board_energy = r.counter("board_energy_joules_total",
                                       "Energy integrated since start, whole board.")

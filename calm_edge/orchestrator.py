@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ from calm_edge.analyze import (
     seed_priors,
 )
 from calm_edge.backends.base import GenerationRequest, GenerationStats, ModelState
+from calm_edge.cache import CachedAnswer, ResponseCache
 from calm_edge.classifier import QueryClassifier
 from calm_edge.config import Settings
 from calm_edge.domains import DOMAINS
@@ -51,6 +53,8 @@ from calm_edge.plan import (
     PlanParams,
     RequestInput,
     Weights,
+    forecast_use,
+    plan_prefetch,
     plan_request,
 )
 from calm_edge.residency import Residency
@@ -81,6 +85,8 @@ class Answer:
     explored: bool
     candidates: tuple[dict[str, object], ...]
     energy: EnergyFigure | None
+    cache: str = "miss"   # "hit" (exact), "near" (near-duplicate), "miss", "bypass", "off"
+    text: str = ""        # set for cache hits (the answer is not streamed from a model)
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class Route:
     query: QueryObservation
     request: RequestInput
     plan: Plan
+    cache: str = "off"   # "miss" when the answer may be cached, "bypass", or "off"
 
 
 class FeedbackError(ValueError):
@@ -104,6 +111,13 @@ class _Recent:
         default_factory=lambda: collections.deque(maxlen=50))
     answered_by: collections.OrderedDict[str, tuple[str, str]] = field(
         default_factory=collections.OrderedDict)
+
+
+def fleet_fingerprint(fleet: Fleet) -> str:
+    """Changes whenever a model's file or prompt handling changes (invalidates the cache)."""
+    parts = [f"{m.name}:{m.sha256}:{m.format}:{m.prompt_template}:{m.system_prompt}:"
+             f"{','.join(m.stop)}" for m in fleet.models]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 class Orchestrator:
@@ -135,6 +149,18 @@ class Orchestrator:
         self.served = 0                       # requests answered since start
         self._last_used: dict[str, int] = {}  # model -> value of `served` when it last answered
         self._recent = _Recent(collections.deque(maxlen=loop.recent_decisions))
+        c = settings.profile.cache
+        self.cache = ResponseCache(
+            max_entries=c.max_entries, max_bytes=c.max_bytes, ttl_s=c.ttl_s,
+            near_duplicate=c.near_duplicate, near_threshold=c.near_threshold,
+            sampled=c.sampled, clock=clock) if c.enabled else None
+        if self.cache is not None:
+            self.cache.set_fingerprint(fleet_fingerprint(fleet))
+        self.domain_mix: dict[str, float] = {}     # EWMA of recent domain frequencies
+        self._choice_by_domain: dict[str, str] = {}
+        self.prefetches: dict[str, int] = {"load": 0, "warm": 0}
+        self._prefetch_pending = False
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- Monitor + Plan ---------------------------------------------------------------------
 
@@ -175,8 +201,97 @@ class Orchestrator:
                 since_used=self.served - self._last_used.get(name, -10**9)))
         return out
 
+    # -- the response cache ---------------------------------------------------------------
+
+    def cached(self, model: str, request: GenerationRequest, mode: str | None, kind: str,
+               rid: str) -> Answer | None:
+        """A cache hit as a finished Answer (recorded in Knowledge in the background), or
+        None. No classification or planning happens on a hit."""
+        if self.cache is None:
+            return None
+        t0 = self._clock()
+        mode = mode or self.settings.profile.qos.default_mode
+        hit = self.cache.get(kind, model, mode, request)
+        if hit is None:
+            return None
+        c, how = hit
+        query = QueryObservation(c.domain, "cache", {}, None, c.stats.prompt_tokens, 0)
+        answer = Answer(c.model, f"cache {'hit' if how == 'exact' else 'near-duplicate hit'}"
+                        f" (answered by {c.model})", c.stats, (), 0.0, self._clock() - t0,
+                        query, mode, False, (), None, cache="hit" if how == "exact" else "near",
+                        text=c.text)
+        self.metrics.cache_hits.inc(1, kind=how)
+        self._remember(rid, answer)
+        if self.store is not None:
+            self._background(self.store.record(RequestRecord(
+                id=rid, ts=self._wall(), kind=kind, model=c.model, domain=c.domain,
+                domain_source="cache", difficulty=None, mode=mode,
+                prompt_tokens=c.stats.prompt_tokens, completion_tokens=c.stats.completion_tokens,
+                ttft_ms=answer.latency_s * 1000, latency_ms=answer.latency_s * 1000,
+                wait_ms=0.0, energy_j=None, energy_measured=None, finish=c.stats.finish_reason,
+                status=200, cache_hit=True), None, [], []))
+        return answer
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Wait for background work (cache-hit records, prefetches)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- residency: forecast and prefetch ----------------------------------------------------
+
+    def _update_forecast(self, domain: str, model: str, chosen_by_plan: bool) -> None:
+        alpha = self.settings.profile.residency.mix_alpha
+        for d in list(self.domain_mix):
+            self.domain_mix[d] *= 1 - alpha
+        self.domain_mix[domain] = self.domain_mix.get(domain, 0.0) + alpha
+        if chosen_by_plan:
+            self._choice_by_domain[domain] = model
+        self.residency.forecast = forecast_use(self.domain_mix, self._choice_by_domain)
+
+    def _schedule_prefetch(self) -> None:
+        """At most one pending prefetch; it decides from the state when it wakes."""
+        if not self.settings.profile.residency.prefetch or self._prefetch_pending:
+            return
+        self._prefetch_pending = True
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(0.05)  # let the answering request release its model
+                await prefetch()
+            finally:
+                self._prefetch_pending = False
+
+        async def prefetch() -> None:
+            res = self.residency
+            if any(s.in_use or s.state is ModelState.LOADING for s in res.slots.values()):
+                return  # not idle: a prefetch now would compete with a request
+            now = self._clock()
+            action = plan_prefetch(
+                res.forecast, res.resident(),
+                [n for n, s in res.slots.items() if s.unavailable_reason(now) is None],
+                self.settings.profile.residency.prefetch_min_share)
+            if action is None:
+                return
+            try:
+                done = await res.prefetch(action.model)
+            except Exception as e:  # a prefetch is best effort
+                log.info("prefetch of %s skipped: %s", action.model, e)
+                return
+            if done:
+                self.prefetches[done] += 1
+                self.metrics.prefetches.inc(1, model=action.model, kind=done)
+                log.info("prefetched %s (%s; forecast share %.2f)", action.model, done,
+                         action.share)
+
+        self._background(later())
+
     def route(self, model: str, request: GenerationRequest, mode: str | None,
-              slo_ms: float | None, domain: str | None) -> Route:
+              slo_ms: float | None, domain: str | None, use_cache: bool = True) -> Route:
         """Monitor the query and plan it. Raises NoModelAvailable."""
         p = self.settings.profile
         query = observe_query(self.classifier, request.messages, request.prompt, domain)
@@ -193,7 +308,9 @@ class Orchestrator:
         cands = self.candidates(query.domain, query.prompt_tokens_est,
                                 request.params.max_tokens)
         plan = plan_request(req, cands, self.plan_params, self._rng.random())
-        return Route(query, req, plan)
+        cache = "off" if self.cache is None else (
+            "miss" if use_cache and self.cache.cacheable(request) else "bypass")
+        return Route(query, req, plan, cache)
 
     # -- Execute + Analyze + Knowledge --------------------------------------------------------
 
@@ -270,9 +387,15 @@ class Orchestrator:
             f"({plan.reason})"
         answer = Answer(out.model, reason, s, out.failed_attempts, out.wait_s, latency_s, q,
                         route.request.mode, plan.explored and out.model == plan.model,
-                        candidates, energy)
+                        candidates, energy, cache=route.cache)
         self._remember(rid, answer)
         self._count(answer)
+        self._update_forecast(q.domain, out.model, plan.reason != "pinned by the request"
+                              and not answer.explored and out.model == plan.model)
+        if self.cache is not None and route.cache == "miss" and s.finish_reason != "cancelled":
+            self.cache.put(kind, route.request.requested_model, route.request.mode, request,
+                           CachedAnswer(out.text, out.model, q.domain, s, self._clock()))
+        self._schedule_prefetch()
         if self.store is not None:
             models = {out.model, *(a.model for a in out.failed_attempts)}
             est = [self.knowledge.estimate(m, d) for m in models for d in (ALL, q.domain)]

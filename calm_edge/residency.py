@@ -57,9 +57,15 @@ class ModelSlot:
     in_use: int = 0
     pinned: bool = False
     last_used_s: float = 0.0
-    measured_bytes: int | None = None
+    measured_bytes: int | None = None  # RSS growth attributed to this model (load + warm-up)
+    rss_before_load: int = 0
+    load_epoch: int = 0                # Residency.load_epoch when this model was loaded
     loads: int = 0
     unloads: int = 0
+    evictions: int = 0                 # unloads forced to make room or fit a new budget
+    prefetch_loads: int = 0
+    prefetch_warms: int = 0
+    load_seconds_total: float = 0.0
     generations: int = 0  # since the last load; the first one pays for faulting weights in
     last_load_s: float | None = None
     last_error: str | None = None
@@ -67,6 +73,13 @@ class ModelSlot:
     retry_at_s: float = 0.0
     transition: asyncio.Future[None] | None = None
     gen_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reserved: bool = False  # holds budget: from room made for its load until it is unloaded
+
+    @property
+    def holds_budget(self) -> bool:
+        """Counted against the budget: loaded, or loading with room already made."""
+        return self.reserved and self.state in (ModelState.LOADING, ModelState.READY,
+                                                ModelState.UNLOADING)
 
     @property
     def estimated_bytes(self) -> int:
@@ -76,8 +89,10 @@ class ModelSlot:
 
     @property
     def charged_bytes(self) -> int:
-        """What this model counts against the budget while resident."""
-        return self.estimated_bytes
+        """What this model counts against the budget while resident: the GGUF estimate (an
+        upper bound by construction), corrected upward when measurement saw more."""
+        measured = int(self.measured_bytes * 1.05) if self.measured_bytes else 0
+        return max(self.estimated_bytes, measured)
 
     def unavailable_reason(self, now_s: float) -> str | None:
         """Why this model cannot be loaded now, or None if it can."""
@@ -115,6 +130,9 @@ class Residency:
         self.slots: dict[str, ModelSlot] = {
             m.name: ModelSlot(spec=m, path=model_path(models_dir, m)) for m in fleet.models}
         self._load_lock = asyncio.Lock()
+        self.load_epoch = 0
+        # The planner's forecast: share of the coming requests each model should serve.
+        self.forecast: dict[str, float] = {}
 
     # -- inspection ---------------------------------------------------------------------
 
@@ -152,8 +170,7 @@ class Residency:
                 slot.file_status, slot.footprint, slot.header_error = status, fp, err
 
     def used_bytes(self) -> int:
-        return sum(s.charged_bytes for s in self.slots.values()
-                   if s.state in (ModelState.READY, ModelState.LOADING, ModelState.UNLOADING))
+        return sum(s.charged_bytes for s in self.slots.values() if s.holds_budget)
 
     def resident(self) -> list[str]:
         return [n for n, s in self.slots.items() if s.state is ModelState.READY]
@@ -172,6 +189,16 @@ class Residency:
         finally:
             slot.in_use -= 1
             slot.last_used_s = self._clock()
+            if slot.in_use == 0 and self.used_bytes() > self.budget_bytes:
+                # The budget was lowered while this model was busy: fit it now.
+                asyncio.get_running_loop().create_task(self.enforce_budget())
+
+    def measure_after_generation(self, slot: ModelSlot) -> None:
+        """Call after a model's first generation since load: page faults and buffers are
+        in RSS now. Attributes the growth since its load if no other load happened since."""
+        if slot.load_epoch == self.load_epoch and slot.state is ModelState.READY:
+            grown = max(self._probe() - slot.rss_before_load, 0)
+            slot.measured_bytes = max(slot.measured_bytes or 0, grown)
 
     async def ensure_ready(self, name: str) -> ModelSlot:
         slot = self.slots[name]
@@ -215,18 +242,24 @@ class Residency:
                     if slot.file_status is not FileStatus.VERIFIED:
                         raise _FileRejected(f"model file {slot.file_status.value}: {slot.path}")
                 await self._make_room(slot)
+                slot.reserved = True
                 async with self._lanes.lane() as lane:
                     rss0 = self._probe()
                     t0 = self._clock()
                     backend = await loop.run_in_executor(
                         lane, self._factory, slot.spec, slot.path, self.runtime)
                 slot.last_load_s = self._clock() - t0
+                slot.load_seconds_total += slot.last_load_s
+                slot.rss_before_load = rss0
                 slot.measured_bytes = max(self._probe() - rss0, 0)
+                self.load_epoch += 1
+                slot.load_epoch = self.load_epoch
         except _NoRoom as e:
             slot.state = ModelState.UNLOADED
             slot.last_error = str(e)
             raise ModelUnavailable(name, str(e), retry_after_s=1.0) from None
         except Exception as e:  # a load error must not take the daemon down
+            slot.reserved = False
             slot.failures += 1
             slot.state = ModelState.FAILED
             slot.last_error = f"{type(e).__name__}: {e}" if not isinstance(e, _FileRejected) \
@@ -251,9 +284,7 @@ class Residency:
         if need > self.budget_bytes:
             raise _NoRoom(f"needs {format_bytes(need)} but the RAM budget is "
                           f"{format_bytes(self.budget_bytes)}")
-        others = [ResidentModel(s.spec.name, s.charged_bytes, s.in_use > 0, s.pinned,
-                                s.last_used_s)
-                  for s in self.slots.values() if s is not slot and s.state is ModelState.READY]
+        others = self._resident_view(exclude=slot)
         victims = choose_evictions(others, need, self.budget_bytes)
         if victims is None:
             busy = ", ".join(m.name for m in others if m.in_use or m.pinned)
@@ -261,9 +292,61 @@ class Residency:
                           f"use or pinned ({busy})")
         for victim in victims:
             log.info("evicting %s to make room for %s", victim, slot.spec.name)
-            await self._unload(self.slots[victim])
+            await self._unload(self.slots[victim], evicted=True)
 
-    async def _unload(self, slot: ModelSlot) -> None:
+    def _resident_view(self, exclude: ModelSlot | None = None) -> list[ResidentModel]:
+        return [ResidentModel(s.spec.name, s.charged_bytes, s.in_use > 0, s.pinned,
+                              s.last_used_s, self.forecast.get(s.spec.name, 0.0),
+                              s.last_load_s if s.last_load_s is not None else 1.0)
+                for s in self.slots.values() if s is not exclude and s.holds_budget]
+
+    async def enforce_budget(self) -> list[str]:
+        """Evict idle models until the resident set fits the budget (after it shrank).
+        Models in use or pinned stay; returns the names evicted."""
+        if self.used_bytes() <= self.budget_bytes:
+            return []
+        resident = [m for m in self._resident_view() if m.name in self.resident()]
+        over = self.used_bytes() - self.budget_bytes
+        victims = choose_evictions(resident, over, sum(m.charged_bytes for m in resident)) \
+            or []
+        if not victims:  # cannot fit now: take every idle, unpinned model out
+            victims = [m.name for m in resident if not m.in_use and not m.pinned]
+        for name in victims:
+            if self.slots[name].state is ModelState.READY and not self.slots[name].in_use:
+                log.info("evicting %s to fit the RAM budget of %s", name,
+                         format_bytes(self.budget_bytes))
+                await self._unload(self.slots[name], evicted=True)
+        return victims
+
+    async def set_budget(self, budget_bytes: int) -> list[str]:
+        """Change the RAM budget at run time; evicts idle models if the new one is smaller."""
+        self.budget_bytes = budget_bytes
+        log.info("RAM budget set to %s", format_bytes(budget_bytes))
+        return await self.enforce_budget()
+
+    def pin(self, name: str, pinned: bool = True) -> None:
+        """A pinned model is never evicted (it may still be unloaded explicitly)."""
+        self.slots[name].pinned = pinned
+
+    def free_bytes(self) -> int:
+        return self.budget_bytes - self.used_bytes()
+
+    async def prefetch(self, name: str) -> str | None:
+        """Get `name` ready ahead of need without ever exceeding the budget: load it if it
+        fits in the free budget as things stand (no eviction), else warm its file pages
+        (readahead into the page cache). Returns "load", "warm" or None (nothing done)."""
+        slot = self.slots[name]
+        if slot.state is not ModelState.UNLOADED or slot.unavailable_reason(self._clock()):
+            return None
+        if slot.charged_bytes <= self.free_bytes() and not self._load_lock.locked():
+            slot.prefetch_loads += 1
+            await self._transition(slot, ModelState.LOADING, self._load(slot))
+            return "load" if self.slots[name].state is ModelState.READY else None
+        slot.prefetch_warms += 1
+        await asyncio.get_running_loop().run_in_executor(self._pool, _willneed, slot.path)
+        return "warm"
+
+    async def _unload(self, slot: ModelSlot, evicted: bool = False) -> None:
         backend, slot.backend = slot.backend, None
 
         async def work() -> None:
@@ -271,7 +354,9 @@ class Residency:
                 await asyncio.get_running_loop().run_in_executor(self._pool, self._close, slot,
                                                                  backend)
             slot.state = ModelState.UNLOADED
+            slot.reserved = False
             slot.unloads += 1
+            slot.evictions += int(evicted)
 
         await self._transition(slot, ModelState.UNLOADING, work())
 
@@ -295,6 +380,12 @@ class Residency:
                 await asyncio.shield(slot.transition)
             if slot.state is ModelState.READY:
                 await self._unload(slot)
+
+
+def _willneed(path: Path) -> None:
+    """Ask the kernel to read the file into the page cache (blocking, returns quickly)."""
+    with contextlib.suppress(OSError), path.open("rb") as fh:
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
 
 
 class _NoRoom(Exception):

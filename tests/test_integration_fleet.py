@@ -7,7 +7,10 @@ CALM_TEST_REQUIRE_MODELS=smollm2-135m, so there a missing SmolLM2 is a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import pytest
 
 from calm_edge.config import Settings, load_settings
 from calm_edge.fleet import FileStatus, load_fleet, verify
+from calm_edge.memory import process_rss_bytes
 from calm_edge.paths import bundled_dir
 from tests.conftest import run_daemon, uds_client
 
@@ -108,3 +112,44 @@ def test_integration_routing_on_the_real_fleet(short_tmp: Path) -> None:
         best = ask(c, "What is the capital of France?", "quality")
         assert best["model"] == "qwen2.5-coder-1.5b", best
         assert "quality" in best["reason"]
+
+
+def test_integration_budget_for_one_of_two_real_models(short_tmp: Path) -> None:
+    """A budget that holds SmolLM2 or Gemma but not both: alternating requests swap them,
+    every answer is right, and the process never grows past its baseline plus the budget
+    (plus 64 MiB for the allocator and Python objects)."""
+    s = _require(["smollm2-135m", "gemma3-270m"])(short_tmp)
+    s = dataclasses.replace(s, profile=dataclasses.replace(
+        s.profile, memory=dataclasses.replace(s.profile.memory, ram_budget_bytes=600 << 20),
+        cache=dataclasses.replace(s.profile.cache, enabled=False),
+        residency=dataclasses.replace(s.profile.residency, prefetch=False)))
+    margin = 64 << 20
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], process_rss_bytes())
+            time.sleep(0.01)
+
+    with run_daemon(s), uds_client(s, timeout_s=300) as c:
+        baseline = process_rss_bytes()
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            for i in range(6):
+                model = ("smollm2-135m", "gemma3-270m")[i % 2]
+                r = c.post("/v1/chat/completions", json={
+                    "model": model, "temperature": 0, "max_tokens": 16,
+                    "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+                assert r.status_code == 200, r.text
+                assert "Paris" in r.json()["choices"][0]["message"]["content"]
+                st = c.get("/calm/status").json()
+                assert st["memory"]["resident"] == [model]
+                assert st["memory"]["used_bytes"] <= st["memory"]["budget_bytes"]
+        finally:
+            stop.set()
+            sampler.join()
+        loads = {m["name"]: m["loads"] for m in st["models"]}
+        assert loads["smollm2-135m"] == 3 and loads["gemma3-270m"] == 3
+    assert peak[0] - baseline <= (600 << 20) + margin, (peak[0] - baseline) >> 20

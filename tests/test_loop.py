@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from calm_edge.analyze import Estimate
-from calm_edge.backends.base import ChatMessage, GenerationRequest, SamplingParams
+from calm_edge.backends.base import ChatMessage, GenerationRequest, ModelState, SamplingParams
 from calm_edge.config import Settings
 from calm_edge.energy import EnergyIntegrator
 from calm_edge.execute import Executor
@@ -209,3 +209,44 @@ def test_loop_energy_of_overlapping_generations_is_shared(
     assert total <= 10.0 * wall_s[0] * 1.05
     assert total > 10.0 * 0.15 * 0.8
     assert abs(a.energy.energy_j - b.energy.energy_j) < 0.25 * total
+
+
+def test_loop_prefetches_the_forecast_model_when_idle(
+        make_settings: Callable[..., Settings], tmp_path: Path, tiny_gguf: Path) -> None:
+    """The recent domain mix says math (answered by 'backup') is coming: once idle, the
+    loop loads 'backup' ahead of need if it fits the free budget, else only warms its file
+    pages; it never goes over the budget."""
+    models = tmp_path / "pf"
+    models.mkdir()
+    for name in ("fast", "backup"):
+        shutil.copy(tiny_gguf, models / f"{name}.gguf")
+    fleet = tmp_path / "pf.toml"
+    fleet.write_text(
+        model_entry("fast", "fast.gguf", models / "fast.gguf", quality="{ code = 0.8 }")
+        + model_entry("backup", "backup.gguf", models / "backup.gguf",
+                      quality="{ code = 0.5, math = 0.9 }"))
+    for spec in load_fleet(fleet).models:
+        verify(models, spec)
+    s = make_settings(LOOP, paths={"fleet": str(fleet), "models_dir": str(models)})
+
+    async def scenario(budget_models: float) -> tuple[str, int, int]:
+        loop = Loop(s, FakeFactory(answer_tokens=4), None)
+        orch = await loop.start()
+        one = max(sl.charged_bytes for sl in loop.residency.slots.values())
+        loop.residency.budget_bytes = int(one * budget_models)
+        assert (await loop.ask("code: sort", 99)).model == "fast"
+        for i in range(5):
+            assert (await loop.ask("math: what is 2+2", i)).model == "backup"
+        if loop.residency.slots["backup"].state is ModelState.READY:
+            assert await loop.residency.unload("backup")
+        assert (await loop.ask("code: sort", 10)).model == "fast"
+        await asyncio.sleep(0.3)  # the prefetch runs once the loop is idle
+        await orch.aclose()
+        slot = loop.residency.slots["backup"]
+        assert loop.residency.used_bytes() <= loop.residency.budget_bytes
+        out = (slot.state.value, slot.prefetch_loads, slot.prefetch_warms)
+        await loop.stop()
+        return out
+
+    assert asyncio.run(scenario(3.0)) == ("ready", 1, 0)      # room: loaded ahead
+    assert asyncio.run(scenario(1.5)) == ("unloaded", 0, 1)   # no room: pages warmed only

@@ -25,3 +25,20 @@ def rm(name: str, mb: int, last: float, in_use: bool = False, pinned: bool = Fal
 def test_memory_choose_evictions(resident: list[ResidentModel], need_mb: int, budget_mb: int,
                                  expected: list[str] | None) -> None:
     assert choose_evictions(resident, need_mb * M, budget_mb * M) == expected
+
+
+def test_memory_cost_aware_eviction_keeps_valuable_models() -> None:
+    # Same recency: the model expected to be used soon and slow to reload is kept.
+    likely = ResidentModel("likely", 500 * M, False, False, 1.0, expected_use=0.6,
+                           reload_s=2.0)
+    unlikely = ResidentModel("unlikely", 500 * M, False, False, 5.0, expected_use=0.05,
+                             reload_s=2.0)
+    assert choose_evictions([likely, unlikely], 400 * M, 1000 * M) == ["unlikely"]
+    # Per byte: a big model with the same use and reload cost is the cheaper one to keep out.
+    big = ResidentModel("big", 800 * M, False, False, 1.0, expected_use=0.3, reload_s=1.0)
+    small = ResidentModel("small", 200 * M, False, False, 1.0, expected_use=0.3,
+                          reload_s=1.0)
+    assert choose_evictions([big, small], 100 * M, 1000 * M) == ["big"]
+    # Without a forecast it is least recently used, then name.
+    a, b = rm("a", 100, 5), rm("b", 100, 3)
+    assert choose_evictions([a, b], 100, 200 * M) == ["b"]

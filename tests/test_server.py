@@ -6,12 +6,14 @@ import json
 import socket
 import stat
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from calm_edge.config import Settings
-from tests.conftest import run_daemon, uds_client
+from calm_edge.testing.fakes import FakeFactory
+from tests.conftest import model_entry, run_daemon, uds_client
 
 
 def sse_events(resp: httpx.Response) -> list[Any]:
@@ -218,3 +220,41 @@ def test_server_feedback_metrics_and_status(make_settings: Callable[..., Setting
                      "calm_edge_power_milliwatts", "calm_edge_board_energy_joules_total"):
             assert name in text, name
         assert f'calm_edge_completions_total{{domain="{domain}",model="{model}"}} 1' in text
+
+
+def test_server_model_admin_routes_and_runtime_budget(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    # 16k contexts: each model is charged ~25 MiB (the budget's floor is 16 MiB).
+    s0 = make_settings()
+    fleet = tmp_path / "big.toml"
+    fleet.write_text("".join(
+        model_entry(n, f"{n}.gguf", s0.models_dir / f"{n}.gguf", n_ctx=16384)
+        for n in ("tiny-chat", "tiny-base")))
+    s = make_settings(paths={"fleet": str(fleet)})
+    factory = FakeFactory(answer_tokens=3)
+    with run_daemon(s, factory), uds_client(s) as c:
+        r = c.post("/calm/models/tiny-chat/pin")
+        assert r.status_code == 200 and r.json()["pinned"] and r.json()["state"] == "ready"
+        assert c.post("/calm/models/tiny-base/load").json()["state"] == "ready"
+        st = c.get("/calm/status").json()
+        assert sorted(st["memory"]["resident"]) == ["tiny-base", "tiny-chat"]
+        one = max(m["charged_bytes"] for m in st["models"])
+        # Shrink the budget to one model: the idle, unpinned one goes; the pinned one stays.
+        r = c.post("/calm/budget", json={"ram_budget": one + 1024})
+        assert r.status_code == 200, r.text
+        assert r.json()["evicted"] == ["tiny-base"] and r.json()["resident"] == ["tiny-chat"]
+        assert r.json()["used_bytes"] <= r.json()["budget_bytes"]
+        # A load that needs the pinned model's room is refused, not squeezed in.
+        r = c.post("/calm/models/tiny-base/load")
+        assert r.status_code == 503 and "pinned" in r.json()["error"]["message"]
+        assert c.post("/calm/models/tiny-chat/unpin").json()["pinned"] is False
+        assert c.post("/calm/models/tiny-base/load").json()["state"] == "ready"
+        assert c.post("/calm/models/tiny-base/unload").json()["state"] == "unloaded"
+        for path, status in (("/calm/models/nope/load", 404), ("/calm/models/tiny-chat/x", 404),
+                             ("/calm/models/../../etc/passwd/load", 404)):
+            assert c.post(path).status_code == status, path
+        assert c.get("/calm/models/tiny-chat/load").status_code == 405
+        for bad in ({"ram_budget": "lots"}, {"ram_budget": 5}, {}, {"ram_budget": True}):
+            assert c.post("/calm/budget", json=bad).status_code == 400
+        metrics = c.get("/metrics").text
+        assert 'calm_edge_model_evictions_total{model="tiny-base"} 1' in metrics

@@ -21,6 +21,7 @@ from calm_edge.execute import AllCandidatesFailed
 from calm_edge.monitor import DeviceMonitor, DeviceObservation
 from calm_edge.orchestrator import Answer, FeedbackError, Orchestrator
 from calm_edge.plan import NoModelAvailable
+from calm_edge.residency import ModelUnavailable
 from calm_edge.server.api import (
     ApiError,
     ApiLimits,
@@ -33,6 +34,7 @@ from calm_edge.server.api import (
     usage,
 )
 from calm_edge.server.http import Request, Response, error_response
+from calm_edge.units import parse_size_bytes
 
 log = logging.getLogger("calm_edge.app")
 
@@ -65,6 +67,7 @@ def calm_info(rid: str, a: Answer) -> dict[str, Any]:
         "completion_tokens": s.completion_tokens,
         "decode_tokens_per_s": round(s.decode_tokens_per_s, 2),
         "finish_reason": s.finish_reason,
+        "cache": a.cache,
         "energy_j": None, "energy": None,
     }
     if a.energy is not None:
@@ -93,11 +96,14 @@ class App:
             ("GET", "/calm/status"): self.status,
             ("GET", "/metrics"): self.metrics,
             ("POST", "/calm/feedback"): self.feedback,
+            ("POST", "/calm/budget"): self.budget,
         }
 
     async def __call__(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
         route = self.routes.get((request.method, path))
+        if route is None and path.startswith("/calm/models/"):
+            route, path = self.model_action, "/calm/models/{name}/{action}"
         if route is None:
             if any(p == path for _, p in self.routes):
                 response = error_response(405, f"method {request.method} not allowed on "
@@ -148,6 +154,10 @@ class App:
             m.degraded.set(float(orch.knowledge.health_of(name).degraded), model=name)
             m.loads.set_total(slot.loads, model=name)
             m.unloads.set_total(slot.unloads, model=name)
+            m.evictions.set_total(slot.evictions, model=name)
+            m.load_seconds.set_total(slot.load_seconds_total, model=name)
+        if orch.cache is not None:
+            m.cache_entries.set(orch.cache.status()["entries"])  # type: ignore[arg-type]
         dev = self.device()
         m.rss.set(dev.rss_bytes)
         if dev.max_temp_c is not None:
@@ -167,6 +177,58 @@ class App:
         return self.device_monitor.observe(
             budget_bytes=res.budget_bytes, used_bytes=res.used_bytes(),
             resident=tuple(res.resident()), in_flight=self.in_flight())
+
+    async def model_action(self, request: Request) -> Response:
+        """POST /calm/models/{name}/{load|unload|pin|unpin}."""
+        parts = request.path.strip("/").split("/")
+        if len(parts) != 4 or parts[3] not in ("load", "unload", "pin", "unpin"):
+            raise ApiError(404, f"no route {request.method} {request.path} (actions: load, "
+                           "unload, pin, unpin)", code="not_found")
+        if request.method != "POST":
+            raise ApiError(405, f"method {request.method} not allowed on {request.path}")
+        name, action = parts[2], parts[3]
+        res = self.orch.residency
+        if name not in res.slots:  # only fleet names: a request never names a file
+            raise ApiError(404, f"model {name!r} does not exist", param="name",
+                           code="model_not_found")
+        try:
+            if action in ("load", "pin"):
+                await res.ensure_ready(name)
+            if action == "pin":
+                res.pin(name, True)
+            elif action == "unpin":
+                res.pin(name, False)
+            elif action == "unload" and not await res.unload(name):
+                slot = res.slots[name]
+                if slot.state is ModelState.READY:
+                    raise ApiError(409, f"model {name!r} is in use; retry when it is idle",
+                                   code="model_busy", headers={"Retry-After": "1"})
+        except ModelUnavailable as e:
+            raise ApiError(503, str(e), code="model_unavailable",
+                           headers={"Retry-After": str(max(1, round(e.retry_after_s or 5)))}
+                           ) from None
+        slot = res.slots[name]
+        return Response.json(200, {"model": name, "action": action, "state": slot.state.value,
+                                   "pinned": slot.pinned, "used_bytes": res.used_bytes(),
+                                   "budget_bytes": res.budget_bytes})
+
+    async def budget(self, request: Request) -> Response:
+        """POST /calm/budget {"ram_budget": "1G" | bytes}: change the RAM budget now."""
+        body = parse_json_body(request.body)
+        raw = body.get("ram_budget")
+        try:
+            if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+                raise ValueError("give a size like '1G' or a number of bytes")
+            value = raw if isinstance(raw, int) else parse_size_bytes(raw)
+            if value < 16 << 20:
+                raise ValueError("must be at least 16 MiB")
+        except ValueError as e:
+            raise ApiError(400, f"'ram_budget': {e}", param="ram_budget") from None
+        evicted = await self.orch.residency.set_budget(value)
+        res = self.orch.residency
+        return Response.json(200, {"budget_bytes": res.budget_bytes,
+                                   "used_bytes": res.used_bytes(), "evicted": evicted,
+                                   "resident": res.resident()})
 
     async def feedback(self, request: Request) -> Response:
         body = parse_json_body(request.body)
@@ -198,8 +260,13 @@ class App:
                 "name": name, "state": slot.state.value, "file": slot.file_status.value,
                 "unavailable": slot.unavailable_reason(now),
                 "estimated_bytes": slot.estimated_bytes, "measured_bytes": slot.measured_bytes,
+                "charged_bytes": slot.charged_bytes, "pinned": slot.pinned,
                 "in_use": slot.in_use, "loads": slot.loads, "unloads": slot.unloads,
-                "last_load_s": slot.last_load_s, "last_error": slot.last_error,
+                "evictions": slot.evictions, "prefetch_loads": slot.prefetch_loads,
+                "prefetch_warms": slot.prefetch_warms, "last_load_s": slot.last_load_s,
+                "load_seconds_total": round(slot.load_seconds_total, 3),
+                "forecast_share": round(res.forecast.get(name, 0.0), 3),
+                "last_error": slot.last_error,
             })
         p = self.settings.profile
         return Response.json(200, {
@@ -214,6 +281,8 @@ class App:
             "requests_total": self.requests_total,
             "models": models,
             "classifier": {"runtime": self.orch.classifier.runtime},
+            "cache": self.orch.cache.status() if self.orch.cache else None,
+            "domain_mix": {d: round(v, 3) for d, v in self.orch.domain_mix.items()},
             "device": dataclasses.asdict(self.device()),
             "energy": self.energy_status(),
             "knowledge": self.orch.store.status() if self.orch.store else None,
@@ -251,13 +320,18 @@ class App:
         self.requests_total += 1
         rid = f"{prefix}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
-        try:
-            route = self.orch.route(call.model, call.request, call.calm.mode, call.calm.slo_ms,
-                                    call.calm.domain)
-        except NoModelAvailable as e:
-            raise ApiError(503, str(e), code="model_unavailable") from None
-        plan = route.plan
-        gen = self.orch.run(route, call.request, rid, call.kind)
+        hit = self.orch.cached(call.model, call.request, call.calm.mode, call.kind, rid) \
+            if call.calm.cache else None
+        gen: AsyncGenerator[str | Answer, None]
+        if hit is not None:
+            planned, gen = hit.model, _replay(hit)
+        else:
+            try:
+                route = self.orch.route(call.model, call.request, call.calm.mode,
+                                        call.calm.slo_ms, call.calm.domain, call.calm.cache)
+            except NoModelAvailable as e:
+                raise ApiError(503, str(e), code="model_unavailable") from None
+            planned, gen = route.plan.model, self.orch.run(route, call.request, rid, call.kind)
         try:
             first = await _first(gen)
         except BaseException:
@@ -277,7 +351,7 @@ class App:
                                                     "".join(parts), item.stats,
                                                     calm_info(rid, item)))
         return Response(200, content_type="text/event-stream",
-                        stream=self._sse_stream(call, rid, created, plan.model, first, gen))
+                        stream=self._sse_stream(call, rid, created, planned, first, gen))
 
     async def _sse_stream(self, call: CompletionCall, rid: str, created: int, planned: str,
                           first: str | Answer, gen: AsyncGenerator[str | Answer, None],
@@ -312,6 +386,13 @@ class App:
                  "finish=%s", rid, a.model, s.prompt_tokens, s.completion_tokens,
                  a.latency_s * 1000, (a.wait_s + s.ttft_s) * 1000, s.decode_tokens_per_s,
                  s.finish_reason)
+
+
+async def _replay(answer: Answer) -> AsyncGenerator[str | Answer, None]:
+    """A cache hit, shaped like a generation: the whole text, then the Answer."""
+    if answer.text:
+        yield answer.text
+    yield answer
 
 
 async def _first(gen: AsyncGenerator[str | Answer, None]) -> str | Answer:
