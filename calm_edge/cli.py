@@ -84,7 +84,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
         calm["domain"] = args.domain
     if calm:
         body["calm"] = calm
-    client = _client(args)
+    with _client(args) as client:
+        return _ask(client, body, args)
+
+
+def _ask(client: Any, body: dict[str, Any], args: argparse.Namespace) -> int:
     info: dict[str, Any] = {}
     if args.no_stream:
         resp = client.post("/v1/chat/completions", body)
@@ -110,7 +114,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    st = _client(args).get("/calm/status")
+    with _client(args) as client:
+        st = client.get("/calm/status")
     if args.json:
         print(json.dumps(st, indent=2))
         return 0

@@ -40,14 +40,32 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class Client:
+    """Blocking client. `get`/`post` reuse one keep-alive connection (not thread-safe: one
+    Client per thread); `stream` uses its own connection."""
+
     def __init__(self, socket_path: Path, timeout_s: float = 900.0) -> None:
         self.socket_path, self.timeout_s = socket_path, timeout_s
+        self._idle: _UnixConnection | None = None
 
-    def _request(self, method: str, path: str, body: Any = None,
+    def close(self) -> None:
+        if self._idle is not None:
+            self._idle.close()
+            self._idle = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, body: Any = None, *, reuse: bool = False,
                  ) -> tuple[_UnixConnection, http.client.HTTPResponse]:
-        conn = _UnixConnection(self.socket_path, self.timeout_s)
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        conn, self._idle = (self._idle, None) if reuse and self._idle else (None, None)
+        fresh = conn is None
+        if conn is None:
+            conn = _UnixConnection(self.socket_path, self.timeout_s)
         try:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
@@ -55,6 +73,8 @@ class Client:
             conn.close()
             if isinstance(e, ClientError):
                 raise
+            if not fresh:  # the daemon closed the idle connection: one retry on a new one
+                return self._request(method, path, body)
             raise ClientError(f"request to the daemon failed: {e}") from None
         if resp.status >= 400:
             raw = resp.read()
@@ -66,19 +86,26 @@ class Client:
             raise ClientError(f"{resp.status} {resp.reason}: {msg}", resp.status)
         return conn, resp
 
-    def get(self, path: str) -> Any:
-        conn, resp = self._request("GET", path)
+    def _finish(self, conn: _UnixConnection, resp: http.client.HTTPResponse) -> Any:
         try:
-            return json.loads(resp.read())
-        finally:
+            data = resp.read()
+        except (http.client.HTTPException, OSError) as e:
             conn.close()
+            raise ClientError(f"reading the daemon's answer failed: {e}") from None
+        if resp.will_close:
+            conn.close()
+        else:
+            self.close()
+            self._idle = conn
+        return json.loads(data)
+
+    def get(self, path: str) -> Any:
+        conn, resp = self._request("GET", path, reuse=True)
+        return self._finish(conn, resp)
 
     def post(self, path: str, body: Any) -> Any:
-        conn, resp = self._request("POST", path, body)
-        try:
-            return json.loads(resp.read())
-        finally:
-            conn.close()
+        conn, resp = self._request("POST", path, body, reuse=True)
+        return self._finish(conn, resp)
 
     def stream(self, path: str, body: Any) -> Iterator[dict[str, Any]]:
         """POST with stream=true; yield each server-sent event's JSON object."""

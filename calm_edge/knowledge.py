@@ -104,6 +104,13 @@ class DecisionRecord:
     candidates: Sequence[Mapping[str, object]]
 
 
+def _request_row(r: RequestRecord) -> tuple[object, ...]:
+    return (r.id, r.ts, r.kind, r.model, r.domain, r.domain_source, r.difficulty, r.mode,
+            r.prompt_tokens, r.completion_tokens, r.ttft_ms, r.latency_ms, r.wait_ms,
+            r.energy_j, None if r.energy_measured is None else int(r.energy_measured),
+            r.finish, r.status, r.error, int(r.cache_hit))
+
+
 # -- (de)serialising the analyze values -----------------------------------------------------
 
 def _stat(d: Any) -> Stat:
@@ -169,6 +176,7 @@ class KnowledgeStore:
         self.degraded: str | None = None  # why writes stopped, if they did
         self.moved_aside: Path | None = None
         self.writes = 0
+        self._noted: list[RequestRecord] = []  # owned by the event loop
 
     # All _x methods run on the writer thread.
     def _connect(self) -> sqlite3.Connection:
@@ -277,14 +285,9 @@ class KnowledgeStore:
         now = self._clock()
 
         def tx(conn: sqlite3.Connection) -> None:
-            r = request
             conn.execute(
                 "INSERT OR REPLACE INTO requests VALUES "
-                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
-                (r.id, r.ts, r.kind, r.model, r.domain, r.domain_source, r.difficulty, r.mode,
-                 r.prompt_tokens, r.completion_tokens, r.ttft_ms, r.latency_ms, r.wait_ms,
-                 r.energy_j, None if r.energy_measured is None else int(r.energy_measured),
-                 r.finish, r.status, r.error, int(r.cache_hit)))
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)", _request_row(request))
             if decision is not None:
                 d = decision
                 conn.execute("INSERT OR REPLACE INTO decisions VALUES (?,?,?,?,?,?,?,?,?)",
@@ -297,6 +300,29 @@ class KnowledgeStore:
             for h in health:
                 conn.execute("INSERT OR REPLACE INTO health VALUES (?,?,?)",
                              (h.model, health_to_json(h), now))
+
+        await self._run(lambda: self._write(tx))
+
+    def note(self, request: RequestRecord) -> bool:
+        """Queue a request row that teaches the loop nothing (a cache hit) for the next
+        `flush()`; True when the queue was empty (the caller should schedule a flush).
+        Such rows are written in batches, at most ~1 s late: a crash can lose the last ones.
+        """
+        was_empty = not self._noted
+        self._noted.append(request)
+        return was_empty
+
+    async def flush(self) -> None:
+        """Write the queued rows in one transaction."""
+        rows, self._noted = self._noted, []
+        if not rows:
+            return
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO requests VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
+                [_request_row(r) for r in rows])
 
         await self._run(lambda: self._write(tx))
 

@@ -222,15 +222,21 @@ class Orchestrator:
                         text=c.text)
         self.metrics.cache_hits.inc(1, kind=how)
         self._remember(rid, answer)
-        if self.store is not None:
-            self._background(self.store.record(RequestRecord(
+        if self.store is not None and self.store.note(RequestRecord(
                 id=rid, ts=self._wall(), kind=kind, model=c.model, domain=c.domain,
                 domain_source="cache", difficulty=None, mode=mode,
                 prompt_tokens=c.stats.prompt_tokens, completion_tokens=c.stats.completion_tokens,
                 ttft_ms=answer.latency_s * 1000, latency_ms=answer.latency_s * 1000,
                 wait_ms=0.0, energy_j=None, energy_measured=None, finish=c.stats.finish_reason,
-                status=200, cache_hit=True), None, [], []))
+                status=200, cache_hit=True)):
+            self._background(self._flush_soon())
         return answer
+
+    async def _flush_soon(self) -> None:
+        """Write queued cache-hit rows in one batch, a moment after the first one."""
+        await asyncio.sleep(0.5)
+        if self.store is not None:
+            await self.store.flush()
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -238,9 +244,11 @@ class Orchestrator:
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
-        """Wait for background work (cache-hit records, prefetches)."""
+        """Wait for background work (cache-hit records, prefetches); write what is queued."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store is not None:
+            await self.store.flush()
 
     # -- residency: forecast and prefetch ----------------------------------------------------
 

@@ -113,6 +113,7 @@ def main() -> int:
             print(f"run {i + 1}: raw {r:7.1f} tok/s ({rn} tokens)   daemon {d:7.1f} tok/s "
                   f"({dn} tokens)", flush=True)
         llm.close()
+        client.close()
         r_med, d_med = statistics.median(raw), statistics.median(via)
         result = {"model": args.model, "runs": args.runs, "max_tokens": args.max_tokens,
                   "n_threads": n_threads, "raw_decode_tok_s": round(r_med, 2),

@@ -130,15 +130,15 @@ def test_knowledge_survives_kill_9_during_a_burst(make_settings: Callable[..., S
     stop = threading.Event()
 
     def client() -> None:
-        c = Client(s.socket_path, timeout_s=30)
-        while not stop.is_set():
-            try:
-                r = c.post("/v1/chat/completions", {
-                    "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-            except ClientError:
-                return
-            with lock:
-                done.append(r["id"])
+        with Client(s.socket_path, timeout_s=30) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post("/v1/chat/completions", {
+                        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+                except ClientError:
+                    return
+                with lock:
+                    done.append(r["id"])
 
     try:
         deadline = time.monotonic() + 30
@@ -175,7 +175,8 @@ def test_knowledge_survives_kill_9_during_a_burst(make_settings: Callable[..., S
         while True:  # the killed daemon's socket file is still there: wait for a live one
             assert proc.poll() is None and time.monotonic() < deadline
             try:
-                st = Client(s.socket_path).get("/calm/status")
+                with Client(s.socket_path) as probe:
+                    st = probe.get("/calm/status")
                 break
             except ClientError:
                 time.sleep(0.05)

@@ -91,6 +91,7 @@ class LlamaCppBackend:
                 verbose=True,
             )
         self._stack.callback(self._llm.close)
+        self._llm.verbose = False  # no per-request prints ("Llama.generate: prefix-match hit")
         self.n_ctx = self._llm.n_ctx()
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._is_eog: Callable[[Any, int], bool] = llama_cpp.llama_vocab_is_eog
