@@ -51,7 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        daemon = Daemon(settings, llama_cpp_factory)
+        daemon = Daemon(settings, llama_cpp_factory, settings_loader=lambda: _settings(args))
         return asyncio.run(daemon.run())
     except DaemonError as e:
         print(f"calm-edge serve: {e}", file=sys.stderr)
@@ -314,6 +314,12 @@ def _asdict(obj: Any) -> Any:
     return dataclasses.asdict(obj)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from calm_edge import bench
+
+    return bench.main(args)
+
+
 # -- parser -------------------------------------------------------------------------------
 
 def _add_settings_args(p: argparse.ArgumentParser, *, serve: bool = False) -> None:
@@ -400,6 +406,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_args(p, serve=True)
     p.add_argument("--fields", action="store_true", help="list every profile field")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("bench", help="benchmark CALM against single-model baselines",
+                       description="Replay a workload with checkable answers (code, math, "
+                       "factual, instructions) through a fresh daemon per policy, grade every "
+                       "answer, and report quality, latency, energy, swaps and memory against "
+                       "always-largest. `bench report DIR` re-renders a results directory.")
+    p.add_argument("action", nargs="?", choices=["run", "report"], default="run")
+    p.add_argument("dir", nargs="?", help="results directory (for `report`)")
+    p.add_argument("--out", help="results directory; rerunning with it resumes "
+                   "(default bench-results/<timestamp>)")
+    p.add_argument("--limit", type=int, help="the first N queries of each domain")
+    p.add_argument("--domains", help="comma-separated domains (default: all)")
+    p.add_argument("--policies", help="comma-separated: calm, static, random, largest, "
+                   "smallest, oracle, model:<name> (default: all six)")
+    p.add_argument("--budget", help="RAM budget passed to the daemon, e.g. 1.5G "
+                   "(default: the profile's)")
+    p.add_argument("--pattern", choices=["steady", "shifting"], default="steady",
+                   help="arrival order: domains interleaved, or bursts of one domain")
+    p.add_argument("--mode", choices=MODES, default="balanced", help="CALM's QoS mode")
+    p.add_argument("--seed", type=int, default=0, help="arrival order and random policy")
+    p.add_argument("--state", help="start every daemon from a copy of this state directory")
+    p.add_argument("--no-feedback", action="store_true",
+                   help="do not send CALM the grades as /calm/feedback")
+    p.add_argument("--no-cache", action="store_true", help="disable the response cache for "
+                   "CALM too (baselines never use it)")
+    p.add_argument("--no-png", action="store_true", help="skip report.png")
+    p.add_argument("--profile", default="x86-dev", help="device profile for the daemon")
+    p.add_argument("--fleet", help="fleet manifest (default: the bundled one)")
+    p.add_argument("--models-dir", help="model files directory")
+    p.add_argument("--workload", help="a workload JSONL file (default: the bundled one)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -62,7 +62,9 @@ class Client:
                  ) -> tuple[_UnixConnection, http.client.HTTPResponse]:
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn, self._idle = (self._idle, None) if reuse and self._idle else (None, None)
+        conn: _UnixConnection | None = None
+        if reuse and self._idle is not None:
+            conn, self._idle = self._idle, None
         fresh = conn is None
         if conn is None:
             conn = _UnixConnection(self.socket_path, self.timeout_s)

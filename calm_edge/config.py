@@ -94,6 +94,16 @@ class ServerConfig:
     socket_mode: int = _f(0o660, "Permission bits of the socket file (octal string).",
                           ge=0, le=0o777, octal=True)
     socket_group: str = _f("calm-edge", "Group owning the socket, if that group exists.")
+    allow_users: list[str] = _f([], "Users (names or uids) allowed to use the socket, besides "
+                                "root and the daemon's user; empty with allow_groups empty = "
+                                "anyone who can open the socket.")
+    allow_groups: list[str] = _f([], "Groups whose members may use the socket.")
+    admin_groups: list[str] = _f(["calm-edge-admin"], "Groups allowed the admin routes "
+                                 "(model load/unload/pin, budget, feedback, reload).")
+    tcp: str = _f("", "Also listen on TCP host:port (empty = no TCP). Only loopback addresses "
+                  "unless tcp_allow_remote.")
+    tcp_allow_remote: bool = _f(False, "Allow a non-loopback TCP address (the API has no "
+                                "authentication over TCP: you are exposing it).")
     max_body_bytes: int = _f(1 << 20, "Largest accepted request body.", ge=1024,
                              le=256 << 20, size=True)
     max_header_bytes: int = _f(16 << 10, "Largest accepted request head.", ge=1024,
@@ -106,6 +116,10 @@ class ServerConfig:
                                     ge=0.1, le=3600)
     drain_timeout_s: float = _f(30.0, "On SIGTERM, wait this long for in-flight requests.",
                                 ge=0, le=3600)
+    max_queue: int = _f(64, "Requests that may wait for a generation place; beyond, 429.",
+                        ge=0, le=100_000)
+    request_timeout_s: float = _f(600.0, "Deadline of a request without calm.slo_ms; then it "
+                                  "is stopped with 504.", ge=1, le=86400)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ import stat
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from calm_edge.backends.base import BackendFactory
 from calm_edge.classifier import ClassifierError, QueryClassifier, load_classifier
-from calm_edge.config import Settings
+from calm_edge.config import ConfigError, Settings, load_settings
 from calm_edge.energy import EnergyIntegrator, PowerReader, select_reader
 from calm_edge.execute import Executor
 from calm_edge.fleet import Fleet, load_fleet
@@ -37,6 +38,14 @@ from calm_edge.orchestrator import Orchestrator
 from calm_edge.residency import Residency
 from calm_edge.server.app import App
 from calm_edge.server.http import HttpServer
+from calm_edge.service import (
+    ActivationError,
+    Notifier,
+    format_status,
+    heartbeat,
+    listen_fds,
+    watchdog_interval_s,
+)
 from calm_edge.units import format_bytes
 
 log = logging.getLogger("calm_edge.daemon")
@@ -92,31 +101,28 @@ def bind_unix_socket(path: Path, mode: int, group: str) -> socket.socket:
     return sock
 
 
-def listen_fds(env: Mapping[str, str], pid: int) -> list[socket.socket]:
-    """Sockets passed by systemd socket activation (LISTEN_FDS from fd 3), if for us."""
-    if env.get("LISTEN_PID") != str(pid):
-        return []
-    try:
-        n = int(env.get("LISTEN_FDS", "0"))
-    except ValueError:
-        return []
-    return [socket.socket(fileno=3 + i) for i in range(n)]
-
-
 @contextlib.contextmanager
 def capture_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[int], None],
-                    ) -> Iterator[None]:
+                    on_hup: Callable[[], object] | None = None) -> Iterator[None]:
+    """SIGTERM/SIGINT call `handler`, SIGHUP calls `on_hup`; restored on exit."""
     sigs = (signal.SIGTERM, signal.SIGINT)
     for sig in sigs:
         loop.add_signal_handler(sig, handler, sig)
+    if on_hup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         yield
     finally:
         for sig in sigs:
             loop.remove_signal_handler(sig)
+        if on_hup is not None:
+            loop.remove_signal_handler(signal.SIGHUP)
 
 
 class Daemon:
+    # sd_notify client of the current run(); None outside run(). Owned by the loop thread.
+    _notifier: Notifier | None = None
+
     def __init__(self, settings: Settings, factory: BackendFactory, *,
                  fleet: Fleet | None = None, memory_probe: MemoryProbe = process_rss_bytes,
                  classifier: QueryClassifier | None = None,
@@ -124,11 +130,15 @@ class Daemon:
                  rng: random.Random | None = None,
                  env: Mapping[str, str] | None = None, handle_signals: bool = True,
                  on_ready: Callable[[], None] | None = None,
-                 housekeeping_interval_s: float = 10.0) -> None:
+                 housekeeping_interval_s: float = 10.0,
+                 settings_loader: Callable[[], Settings] | None = None) -> None:
         """Environment seams are injectable: the backend factory, the classifier, the power
         reader, the memory probe, the sysfs root and the random source. `handle_signals`
-        and `on_ready` serve tests that run the daemon on a thread."""
+        and `on_ready` serve tests that run the daemon on a thread. `settings_loader`
+        re-resolves the settings (profile file, environment, flags) on reload; without it
+        a reload re-reads the same profile file."""
         self.settings = settings
+        self._settings_loader = settings_loader
         self._handle_signals, self._on_ready = handle_signals, on_ready
         self._tick_s = housekeeping_interval_s
         self.fleet = fleet if fleet is not None else load_fleet(settings.fleet_path)
@@ -147,6 +157,9 @@ class Daemon:
         self._signals += 1
         if self._signals == 1:
             log.info("received %s: draining", signal.Signals(sig).name)
+            if self._notifier is not None:
+                in_flight = self.http.in_flight if self.http is not None else 0
+                self._notifier.stopping(f"draining {in_flight} in flight")
             if self._stop is not None:
                 self._stop.set()
         elif self.http is not None:
@@ -173,6 +186,10 @@ class Daemon:
         loop = self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
+            notifier = self._notifier = Notifier(self._env)
+            stack.callback(setattr, self, "_notifier", None)
+            stack.callback(notifier.close)
+            notifier.status("starting: loading the classifier, checking model files")
             pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="calm-io")
             stack.callback(pool.shutdown, wait=True, cancel_futures=True)
             classifier = await loop.run_in_executor(pool, self._load_classifier)
@@ -204,31 +221,68 @@ class Daemon:
             self.orchestrator = orchestrator = Orchestrator(
                 s, self.fleet, residency, Executor(residency, lanes), classifier, store=store,
                 knowledge=knowledge, energy=integrator, metrics=Metrics(), rng=self._rng)
+            reload_lock = asyncio.Lock()
+
+            async def reload() -> dict[str, Any]:
+                """SIGHUP / POST /calm/reload: re-read the profile and the fleet and apply
+                them without dropping requests; a bad file keeps the running config."""
+                async with reload_lock:
+                    notifier.reloading()
+                    try:
+                        result = await self._reload(residency, orchestrator, app, http)
+                    finally:
+                        notifier.ready(describe())
+                    return result
+
             app = App(s, orchestrator, DeviceMonitor(self._probe, self._sysfs_root, integrator),
-                      in_flight=lambda: self.http.in_flight if self.http else 0)
+                      in_flight=lambda: self.http.in_flight if self.http else 0,
+                      reload=reload)
             self.http = http = HttpServer(app, max_header_bytes=p.server.max_header_bytes,
                                           max_body_bytes=p.server.max_body_bytes,
                                           keepalive_timeout_s=p.server.keepalive_timeout_s)
-            passed = listen_fds(self._env, os.getpid())
+            try:
+                # os.environ: LISTEN_* must not reach child processes (sd_listen_fds(1)).
+                passed = listen_fds(self._env, os.getpid(), unset_env=os.environ)
+            except ActivationError as e:
+                raise DaemonError(str(e)) from None
             if passed:
-                sock = passed[0]
-                log.info("using the socket passed by systemd (fd %d)", sock.fileno())
+                sock = passed[0].sock
+                log.info("using the socket passed by systemd (fd %d, %s)", sock.fileno(),
+                         passed[0].name)
+                if len(passed) > 1:
+                    log.warning("systemd passed %d sockets; serving on the first only",
+                                len(passed))
             else:
                 sock = bind_unix_socket(s.socket_path, p.server.socket_mode,
                                         p.server.socket_group)
                 stack.callback(_unlink_quietly, s.socket_path)
             await residency.scan()
-            server = await asyncio.start_unix_server(http.handle_connection, sock=sock,
-                                                     limit=p.server.max_header_bytes)
+            server = await http.start(sock)
             ok = [n for n, sl in residency.slots.items() if sl.unavailable_reason(0) is None]
             log.info("calm-edge serving on %s (profile %s, budget %s, models available: %s)",
                      s.socket_path if not passed else "the passed socket", p.device.name,
                      format_bytes(p.memory.ram_budget_bytes), ", ".join(ok) or "none")
+
+            def describe() -> str:
+                recent = orchestrator.recent_decisions()
+                return format_status(residency.resident(), recent[0] if recent else None,
+                                     in_flight=http.in_flight, stopping=self._signals > 0)
+
+            # READY=1: the socket is listening and the fleet has been checked.
+            notifier.ready(describe())
             if self._on_ready is not None:
                 self._on_ready()
-            signals = capture_signals(loop, self.request_stop) if self._handle_signals \
-                else contextlib.nullcontext()
+            signals = capture_signals(loop, self.request_stop,
+                                      on_hup=lambda: loop.create_task(reload())) \
+                if self._handle_signals else contextlib.nullcontext()
             housekeeping = asyncio.create_task(self._housekeeping(residency, store))
+            # Watchdog pings and STATUS= refreshes run on this loop until after the drain and
+            # the unloads: a stalled loop stops them. (A SIGHUP reload hook, when added,
+            # brackets its work with notifier.reloading() ... notifier.ready().)
+            beat = asyncio.create_task(heartbeat(
+                notifier, describe, watchdog_s=watchdog_interval_s(self._env, os.getpid()),
+                status_every_s=self._tick_s))
+            stack.callback(beat.cancel)
             with signals:
                 await self._stop.wait()
                 housekeeping.cancel()
@@ -238,9 +292,56 @@ class Daemon:
                     log.warning("drain timed out after %.0fs with %d requests in flight",
                                 p.server.drain_timeout_s, http.in_flight)
                     http.close_all()
+            await orchestrator.aclose()
             await residency.close_all()
         log.info("stopped")
         return 0
+
+    async def _reload(self, residency: Residency, orchestrator: Orchestrator, app: App,
+                      http: HttpServer) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        old = self.settings
+        try:
+            new = await loop.run_in_executor(None, self._load_settings)
+            fleet = await loop.run_in_executor(None, load_fleet, new.fleet_path)
+        except (ConfigError, OSError) as e:
+            log.error("reload failed; keeping the running configuration: %s", e)
+            return {"ok": False, "error": str(e)}
+        restart = [what for what, a, b in (
+            ("socket", old.socket_path, new.socket_path),
+            ("state_dir", old.state_dir, new.state_dir),
+            ("power", old.profile.power, new.profile.power),
+            ("classifier", old.profile.classifier, new.profile.classifier),
+            ("knowledge", old.profile.knowledge, new.profile.knowledge),
+            ("runtime.max_parallel", old.profile.runtime.max_parallel,
+             new.profile.runtime.max_parallel),
+            ("server socket/TCP", (old.profile.server.socket_mode, old.profile.server.tcp),
+             (new.profile.server.socket_mode, new.profile.server.tcp))) if a != b]
+        if restart:
+            log.warning("reload: changes to %s take effect after a restart", ", ".join(restart))
+        fleet_changes = await residency.apply_fleet(fleet, new.models_dir, new.profile.runtime)
+        evicted = await residency.set_budget(new.profile.memory.ram_budget_bytes)
+        orchestrator.apply(new, fleet)
+        app.apply(new)
+        srv = new.profile.server
+        http.max_body_bytes, http.keepalive_timeout_s = srv.max_body_bytes, srv.keepalive_timeout_s
+        self.settings, self.fleet = new, fleet
+        log.info("reloaded %s and %s: models added %s, removed %s, changed %s; budget %s",
+                 new.profile_source, new.fleet_path, fleet_changes["added"] or "none",
+                 fleet_changes["removed"] or "none", fleet_changes["changed"] or "none",
+                 format_bytes(new.profile.memory.ram_budget_bytes))
+        return {"ok": True, "profile": new.profile_source, "fleet": str(new.fleet_path),
+                **fleet_changes, "evicted": evicted, "needs_restart": restart,
+                "budget_bytes": new.profile.memory.ram_budget_bytes}
+
+    def _load_settings(self) -> Settings:
+        if self._settings_loader is not None:
+            return self._settings_loader()
+        s = self.settings
+        return load_settings(s.profile_source, env=self._env, cli={
+            "server": {"socket": str(s.socket_path)},
+            "paths": {"state_dir": str(s.state_dir), "models_dir": str(s.models_dir),
+                      "fleet": str(s.fleet_path)}})
 
     async def _housekeeping(self, residency: Residency, store: KnowledgeStore) -> None:
         """Periodic upkeep on the loop: pick up model files installed after start; apply the

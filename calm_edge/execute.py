@@ -69,6 +69,23 @@ class _Failed:
 _DONE = _Done()
 
 
+class Abort:
+    """Asks a generation to stop at its next token. `set` from the event loop; read by the
+    worker thread (threading.Event)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason: str | None = None  # "disconnected", "deadline", ...
+
+    def set(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
 def prepare_request(spec: ModelSpec, request: GenerationRequest) -> GenerationRequest:
     """Apply per-model defaults: the manifest's system prompt when the chat has none."""
     if (request.messages is not None and spec.system_prompt
@@ -88,6 +105,7 @@ class Executor:
         self._running: dict[int, float] = {}
         self._finished: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
         self._next_key = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def overlapping(self, t0_s: float, t1_s: float) -> list[tuple[float, float]]:
         """Other generation windows overlapping [t0_s, t1_s]; running ones end at t1_s."""
@@ -96,7 +114,7 @@ class Executor:
         out += [(a, t1_s) for a in self._running.values() if a < t1_s and a != t0_s]
         return out
 
-    async def run(self, plan: Plan, request: GenerationRequest,
+    async def run(self, plan: Plan, request: GenerationRequest, abort: Abort | None = None,
                   ) -> AsyncGenerator[str | Outcome, None]:
         """Yield text deltas, then one Outcome. Closing the iterator cancels generation.
 
@@ -119,13 +137,14 @@ class Executor:
                     self._running[key] = gen_start
                     parts: list[str] = []
                     try:
-                        async for item in self._stream(slot.backend, req, lane):
+                        async for item in self._stream(slot.backend, req, lane, abort):
                             if isinstance(item, GenerationStats):
                                 gen_end = time.monotonic()
                                 del self._running[key]
                                 self._finished.append((gen_start, gen_end))
                                 if cold:
                                     self._residency.measure_after_generation(slot)
+                                slot.failures = 0
                                 yield Outcome(name, item, tuple(attempts), gen_start - t0,
                                               gen_start, gen_end, cold, "".join(parts))
                                 return
@@ -139,14 +158,19 @@ class Executor:
             except ModelUnavailable as e:
                 attempts.append(Attempt(name, e.reason))
             except Exception as e:
+                error = f"{type(e).__name__}: {e}"
+                task = asyncio.get_running_loop().create_task(
+                    self._residency.mark_unhealthy(name, error))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
                 if produced:
                     raise
                 log.exception("model %s failed before answering", name)
-                attempts.append(Attempt(name, f"{type(e).__name__}: {e}"))
+                attempts.append(Attempt(name, error))
         raise AllCandidatesFailed(attempts)
 
     async def _stream(self, backend: Backend, request: GenerationRequest, lane: ThreadPool,
-                      ) -> AsyncIterator[str | GenerationStats]:
+                      abort: Abort | None = None) -> AsyncIterator[str | GenerationStats]:
         """Run backend.generate on the lane's thread and relay its items to the loop.
 
         The first delta and the end are signalled at once; later deltas wake the loop at
@@ -169,9 +193,12 @@ class Executor:
                 last_wake[0] = now
                 loop.call_soon_threadsafe(ready.set)
 
+        def should_stop() -> bool:
+            return cancel.is_set() or (abort is not None and abort.is_set())
+
         def work() -> None:
             try:
-                for item in backend.generate(request, cancel.is_set):
+                for item in backend.generate(request, should_stop):
                     push(item)
             except BaseException as e:  # delivered to the loop, re-raised there
                 push(_Failed(e))

@@ -42,7 +42,7 @@ from calm_edge.classifier import QueryClassifier
 from calm_edge.config import Settings
 from calm_edge.domains import DOMAINS
 from calm_edge.energy import RequestWindow, attribute_energy
-from calm_edge.execute import AllCandidatesFailed, Attempt, Executor, Outcome
+from calm_edge.execute import Abort, AllCandidatesFailed, Attempt, Executor, Outcome
 from calm_edge.fleet import Fleet
 from calm_edge.knowledge import DecisionRecord, KnowledgeStore, RequestRecord
 from calm_edge.metrics import Metrics
@@ -113,6 +113,13 @@ class _Recent:
         default_factory=collections.OrderedDict)
 
 
+def _status(finish: str, abort: Abort | None) -> int:
+    """The HTTP status a finished generation is logged with."""
+    if finish == "cancelled" and abort is not None:
+        return {"deadline": 504, "disconnected": 499}.get(abort.reason or "", 499)
+    return 200
+
+
 def fleet_fingerprint(fleet: Fleet) -> str:
     """Changes whenever a model's file or prompt handling changes (invalidates the cache)."""
     parts = [f"{m.name}:{m.sha256}:{m.format}:{m.prompt_template}:{m.system_prompt}:"
@@ -128,34 +135,17 @@ class Orchestrator:
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None) -> None:
-        self.settings, self.fleet, self.residency, self.executor = (
-            settings, fleet, residency, executor)
+        self.residency, self.executor = residency, executor
         self.classifier, self.store, self.energy = classifier, store, energy
         self.metrics = metrics or Metrics()
         self._clock, self._wall, self._rng = clock, wall_clock, rng or random.Random()
-        loop = settings.profile.loop
-        self.analyze_params = AnalyzeParams(
-            alpha_min=loop.ewma_alpha_min, ph_delta=loop.drift_delta,
-            ph_lambda=loop.drift_lambda, recover_ratio=loop.recover_ratio,
-            quality_prior_strength=loop.quality_prior_strength)
-        self.plan_params = PlanParams(explore_epsilon=loop.explore_epsilon,
-                                      probe_degraded_every=loop.probe_degraded_every,
-                                      difficulty_slope=loop.difficulty_slope)
-        priors: dict[str, dict[str, float]] = {}
-        for m in fleet.models:  # per domain, and the model-level prior: the mean
-            priors[m.name] = {d: m.prior_quality(d) for d in DOMAINS}
-            priors[m.name][ALL] = sum(m.prior_quality(d) for d in DOMAINS) / len(DOMAINS)
-        self.knowledge = seed_priors(knowledge or Knowledge(), priors, self.analyze_params)
+        self.knowledge = knowledge or Knowledge()
         self.served = 0                       # requests answered since start
         self._last_used: dict[str, int] = {}  # model -> value of `served` when it last answered
-        self._recent = _Recent(collections.deque(maxlen=loop.recent_decisions))
-        c = settings.profile.cache
-        self.cache = ResponseCache(
-            max_entries=c.max_entries, max_bytes=c.max_bytes, ttl_s=c.ttl_s,
-            near_duplicate=c.near_duplicate, near_threshold=c.near_threshold,
-            sampled=c.sampled, clock=clock) if c.enabled else None
-        if self.cache is not None:
-            self.cache.set_fingerprint(fleet_fingerprint(fleet))
+        self._recent = _Recent(collections.deque(
+            maxlen=settings.profile.loop.recent_decisions))
+        self.cache: ResponseCache | None = None
+        self.apply(settings, fleet)
         self.domain_mix: dict[str, float] = {}     # EWMA of recent domain frequencies
         self._choice_by_domain: dict[str, str] = {}
         self.prefetches: dict[str, int] = {"load": 0, "warm": 0}
@@ -200,6 +190,39 @@ class Orchestrator:
                 prediction=pred,
                 since_used=self.served - self._last_used.get(name, -10**9)))
         return out
+
+    def apply(self, settings: Settings, fleet: Fleet) -> None:
+        """(Re)configure from settings and a fleet: at start and on reload. What was learned
+        is kept; new models start from their manifest priors; the cache is emptied when
+        the fleet or the cache settings changed."""
+        self.settings, self.fleet = settings, fleet
+        loop = settings.profile.loop
+        self.analyze_params = AnalyzeParams(
+            alpha_min=loop.ewma_alpha_min, ph_delta=loop.drift_delta,
+            ph_lambda=loop.drift_lambda, recover_ratio=loop.recover_ratio,
+            quality_prior_strength=loop.quality_prior_strength)
+        self.plan_params = PlanParams(explore_epsilon=loop.explore_epsilon,
+                                      probe_degraded_every=loop.probe_degraded_every,
+                                      difficulty_slope=loop.difficulty_slope)
+        priors: dict[str, dict[str, float]] = {}
+        for m in fleet.models:  # per domain, and the model-level prior: the mean
+            priors[m.name] = {d: m.prior_quality(d) for d in DOMAINS}
+            priors[m.name][ALL] = sum(m.prior_quality(d) for d in DOMAINS) / len(DOMAINS)
+        self.knowledge = seed_priors(self.knowledge, priors, self.analyze_params)
+        c = settings.profile.cache
+        if not c.enabled:
+            self.cache = None
+        elif self.cache is None or (self.cache.max_entries, self.cache.max_bytes,
+                                    self.cache.ttl_s, self.cache.near_duplicate,
+                                    self.cache.near_threshold, self.cache.sampled) != (
+                c.max_entries, c.max_bytes, c.ttl_s, c.near_duplicate, c.near_threshold,
+                c.sampled):
+            self.cache = ResponseCache(
+                max_entries=c.max_entries, max_bytes=c.max_bytes, ttl_s=c.ttl_s,
+                near_duplicate=c.near_duplicate, near_threshold=c.near_threshold,
+                sampled=c.sampled, clock=self._clock)
+        if self.cache is not None:
+            self.cache.set_fingerprint(fleet_fingerprint(fleet))
 
     # -- the response cache ---------------------------------------------------------------
 
@@ -339,17 +362,18 @@ class Orchestrator:
         return EnergyFigure(energy_mj / 1000.0, reading.measured, reading.source)
 
     async def run(self, route: Route, request: GenerationRequest, rid: str, kind: str,
-                  ) -> AsyncGenerator[str | Answer, None]:
-        """Execute the plan: yield text deltas, then one Answer (after it is recorded)."""
+                  abort: Abort | None = None) -> AsyncGenerator[str | Answer, None]:
+        """Execute the plan: yield text deltas, then one Answer (after it is recorded).
+        `abort` stops the generation at its next token (finish_reason "cancelled")."""
         t0 = self._clock()
-        gen = self.executor.run(route.plan, request)
+        gen = self.executor.run(route.plan, request, abort)
         recorded = False
         try:
             async for item in gen:
                 if not isinstance(item, Outcome):
                     yield item
                     continue
-                answer = await self._complete(route, request, rid, kind, item, t0)
+                answer = await self._complete(route, request, rid, kind, item, t0, abort)
                 recorded = True
                 yield answer
         except Exception as e:
@@ -363,7 +387,7 @@ class Orchestrator:
                 await self._record_failure(route, rid, kind, t0, 499, "client closed request")
 
     async def _complete(self, route: Route, request: GenerationRequest, rid: str, kind: str,
-                        out: Outcome, t0: float) -> Answer:
+                        out: Outcome, t0: float, abort: Abort | None) -> Answer:
         s, q, plan = out.stats, route.query, route.plan
         energy = self._energy(out.gen_start_s, out.gen_end_s)
         now_wall = self._wall()
@@ -416,7 +440,7 @@ class Orchestrator:
                               wait_ms=out.wait_s * 1000,
                               energy_j=energy.energy_j if energy else None,
                               energy_measured=energy.measured if energy else None,
-                              finish=s.finish_reason, status=200),
+                              finish=s.finish_reason, status=_status(s.finish_reason, abort)),
                 self._decision_record(rid, now_wall, route, answer),
                 est, [self.knowledge.health_of(m) for m in models])
         return answer

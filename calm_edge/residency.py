@@ -74,6 +74,7 @@ class ModelSlot:
     transition: asyncio.Future[None] | None = None
     gen_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     reserved: bool = False  # holds budget: from room made for its load until it is unloaded
+    retired: bool = False   # removed or replaced by a reload: unloaded once nobody uses it
 
     @property
     def holds_budget(self) -> bool:
@@ -99,6 +100,8 @@ class ModelSlot:
         if self.file_status in (FileStatus.MISSING, FileStatus.WRONG_SIZE,
                                 FileStatus.HASH_MISMATCH):
             return f"model file {self.file_status.value}: {self.path}"
+        if self.retired:
+            return "removed from the fleet by a reload"
         if self.header_error:
             return self.header_error
         if self.state is ModelState.FAILED and now_s < self.retry_at_s:
@@ -130,6 +133,7 @@ class Residency:
         self.slots: dict[str, ModelSlot] = {
             m.name: ModelSlot(spec=m, path=model_path(models_dir, m)) for m in fleet.models}
         self._load_lock = asyncio.Lock()
+        self._retired: list[ModelSlot] = []  # replaced by a reload, still loaded and in use
         self.load_epoch = 0
         # The planner's forecast: share of the coming requests each model should serve.
         self.forecast: dict[str, float] = {}
@@ -170,7 +174,43 @@ class Residency:
                 slot.file_status, slot.footprint, slot.header_error = status, fp, err
 
     def used_bytes(self) -> int:
-        return sum(s.charged_bytes for s in self.slots.values() if s.holds_budget)
+        return sum(s.charged_bytes for s in (*self.slots.values(), *self._retired)
+                   if s.holds_budget)
+
+    async def apply_fleet(self, fleet: Fleet, models_dir: Path, runtime: RuntimeConfig,
+                          ) -> dict[str, list[str]]:
+        """Switch to a reloaded fleet without dropping requests: new models get slots,
+        removed or changed ones are retired (unloaded now if idle, else when released).
+        Runtime settings apply to loads from now on."""
+        self.runtime = runtime
+        old, self.fleet, self.models_dir = self.slots, fleet, models_dir
+        slots: dict[str, ModelSlot] = {}
+        added: list[str] = []
+        changed: list[str] = []
+        for spec in fleet.models:
+            prev = old.get(spec.name)
+            path = model_path(models_dir, spec)
+            if prev is not None and prev.spec == spec and prev.path == path:
+                slots[spec.name] = prev
+                continue
+            (changed if prev is not None else added).append(spec.name)
+            slots[spec.name] = ModelSlot(spec=spec, path=path)
+        removed = [n for n in old if n not in slots]
+        self.slots = slots
+        for name, prev in old.items():
+            if slots.get(name) is not prev:
+                prev.retired = True
+                if prev.state is ModelState.READY and not prev.in_use:
+                    await self._unload(prev)
+                elif prev.state is not ModelState.UNLOADED:
+                    self._retired.append(prev)
+        self._retired = [s for s in self._retired if s.state is not ModelState.UNLOADED]
+        loop = asyncio.get_running_loop()
+        for name in (*added, *changed):
+            slot = slots[name]
+            slot.file_status, slot.footprint, slot.header_error = await loop.run_in_executor(
+                self._pool, self._scan_one, slot)
+        return {"added": added, "removed": removed, "changed": changed}
 
     def resident(self) -> list[str]:
         return [n for n, s in self.slots.items() if s.state is ModelState.READY]
@@ -189,7 +229,9 @@ class Residency:
         finally:
             slot.in_use -= 1
             slot.last_used_s = self._clock()
-            if slot.in_use == 0 and self.used_bytes() > self.budget_bytes:
+            if slot.retired and slot.in_use == 0 and slot.state is ModelState.READY:
+                asyncio.get_running_loop().create_task(self._unload(slot))
+            elif slot.in_use == 0 and self.used_bytes() > self.budget_bytes:
                 # The budget was lowered while this model was busy: fit it now.
                 asyncio.get_running_loop().create_task(self.enforce_budget())
 
@@ -272,7 +314,6 @@ class Residency:
         slot.state = ModelState.READY
         slot.loads += 1
         slot.generations = 0
-        slot.failures = 0
         slot.last_error = None
         log.info("loaded %s in %.2fs (estimated %s, measured RSS +%s; %s of %s budget used)",
                  name, slot.last_load_s, format_bytes(slot.estimated_bytes),
@@ -365,6 +406,25 @@ class Residency:
         if self._drop_pages:
             with contextlib.suppress(OSError), slot.path.open("rb") as fh:
                 os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+    async def mark_unhealthy(self, name: str, error: str) -> None:
+        """A generation failed inside the backend: take the model out (its state may be
+        broken) and keep it out for a growing back-off; the others keep serving."""
+        slot = self.slots[name]
+        slot.failures += 1
+        slot.last_error = error
+        backoff = min(_BACKOFF_BASE_S * 2 ** (slot.failures - 1), _BACKOFF_MAX_S)
+        log.error("model %s failed while generating (%s); unhealthy for %.0fs", name, error,
+                  backoff)
+        while slot.in_use > 0 or slot.transition is not None:  # let the failing lease end
+            if slot.transition is not None:
+                await asyncio.shield(slot.transition)
+            else:
+                await asyncio.sleep(0.01)
+        if slot.state is ModelState.READY:
+            await self._unload(slot)
+        slot.state = ModelState.FAILED
+        slot.retry_at_s = self._clock() + backoff
 
     async def unload(self, name: str) -> bool:
         """Unload an idle model; False if it was not loaded or is in use."""

@@ -182,10 +182,10 @@ def main() -> int:
         total_swaps += max(loads - 1, 0)
         mean = m["load_seconds_total"] / loads if loads else None
         rd = reads[m["name"]]
-        cold = f"{rd['cold_s']:.2f}s" if rd["cold_s"] is not None else "n/a"
+        cold_text = f"{rd['cold_s']:.2f}s" if rd["cold_s"] is not None else "n/a"
         print(f"{m['name']:<22} {loads:>5} {m['evictions']:>7} "
               f"{m['prefetch_loads'] + m['prefetch_warms']:>8} "
-              f"{f'{mean:.2f}s' if mean is not None else '-':>10} {cold:>10} "
+              f"{f'{mean:.2f}s' if mean is not None else '-':>10} {cold_text:>10} "
               f"{rd['cached_s']:.2f}s{'':>5} {format_bytes(m['charged_bytes']):>10}")
     print(f"swaps (loads after a model's first): {total_swaps}")
     if hit_ms:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from calm_edge.client import Client, ClientError
 from calm_edge.config import Settings
 from tests.conftest import uds_client
 
@@ -36,10 +37,15 @@ def served(make_settings: Callable[..., Settings], tmp_path: Path,
         env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not s.socket_path.exists():
+        while True:  # serving (signal handlers installed), not just bound
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < deadline, "daemon did not start"
-            time.sleep(0.05)
+            try:
+                with Client(s.socket_path) as c:
+                    c.get("/health")
+                break
+            except ClientError:
+                time.sleep(0.05)
         yield s, proc
     finally:
         if proc.poll() is None:
@@ -118,3 +124,46 @@ def test_daemon_refuses_second_instance(served: tuple[Settings, subprocess.Popen
     r = cli("serve", "--profile", s.profile_source, "--socket", str(s.socket_path),
             env={"CALM_EDGE_FLEET": str(s.fleet_path), "CALM_EDGE_MODELS_DIR": str(s.models_dir)})
     assert r.returncode == 1 and "already listening" in r.stderr
+
+
+def test_daemon_sighup_reloads_profile_and_fleet(
+        served: tuple[Settings, subprocess.Popen[str]], tmp_path: Path) -> None:
+    s, proc = served
+    profile = Path(s.profile_source)
+    profile.write_text(profile.read_text().replace('ram_budget = "256M"',
+                                                   'ram_budget = "300M"'))
+    fleet = s.fleet_path
+    original_fleet = fleet.read_text()
+    first = original_fleet.split("[[model]]")[1]
+    fleet.write_text(original_fleet + "[[model]]" + first.replace('name = "tiny-chat"',
+                                                                  'name = "tiny-copy"'))
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while True:
+        with uds_client(s) as c:
+            ids = [m["id"] for m in c.get("/v1/models").json()["data"]]
+            st = c.get("/calm/status").json()
+        if "tiny-copy" in ids:
+            break
+        assert time.monotonic() < deadline, ids
+        time.sleep(0.1)
+    assert st["memory"]["budget_bytes"] == 300 << 20
+    assert proc.poll() is None
+    # A broken manifest is refused; the daemon keeps serving the previous fleet.
+    fleet.write_text("[[model]]\nname = 'x'\n")
+    with uds_client(s) as c:
+        r = c.post("/calm/reload")
+        assert r.status_code == 400 and "file" in r.json()["error"]
+        assert "tiny-copy" in [m["id"] for m in c.get("/v1/models").json()["data"]]
+        assert c.post("/v1/chat/completions", json={
+            "model": "tiny-copy", "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": 2}).status_code == 200
+        # Removing a model: it is retired (and unloaded), requests for it are 404.
+        fleet.write_text(original_fleet)
+        r = c.post("/calm/reload")
+        assert r.status_code == 200 and r.json()["removed"] == ["tiny-copy"]
+        assert c.post("/v1/chat/completions", json={
+            "model": "tiny-copy", "messages": [{"role": "user", "content": "x"}]}
+                      ).status_code == 404
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0

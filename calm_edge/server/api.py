@@ -42,6 +42,7 @@ class CalmOptions:
     slo_ms: float | None = None
     domain: Domain | None = None
     cache: bool = True
+    priority: int = 0         # admission order: higher first (-10..10)
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,8 @@ def _calm(value: Any) -> CalmOptions:
     cache = value.get("cache", True)
     if not isinstance(cache, bool):
         raise ApiError(400, "'calm.cache' must be true or false", param="calm.cache")
-    return CalmOptions(mode=mode, slo_ms=slo, domain=domain, cache=cache)
+    priority = _number(value, "priority", -10, 10, 0, integer=True, param="calm.priority")
+    return CalmOptions(mode=mode, slo_ms=slo, domain=domain, cache=cache, priority=priority)
 
 
 def _common(body: dict[str, Any], limits: ApiLimits) -> tuple[str, SamplingParams, bool, bool,

@@ -6,22 +6,27 @@ error is an OpenAI-style JSON body with a fitting status; nothing here can stop 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from calm_edge import __version__
+from calm_edge.admission import Admission, Overloaded
 from calm_edge.backends.base import ContextOverflowError, ModelState
 from calm_edge.config import Settings
-from calm_edge.execute import AllCandidatesFailed
+from calm_edge.execute import Abort, AllCandidatesFailed
 from calm_edge.monitor import DeviceMonitor, DeviceObservation
 from calm_edge.orchestrator import Answer, FeedbackError, Orchestrator
 from calm_edge.plan import NoModelAvailable
 from calm_edge.residency import ModelUnavailable
+from calm_edge.server.access import AccessPolicy
 from calm_edge.server.api import (
     ApiError,
     ApiLimits,
@@ -39,6 +44,9 @@ from calm_edge.units import parse_size_bytes
 log = logging.getLogger("calm_edge.app")
 
 Route = Callable[[Request], Awaitable[Response]]
+# Routes that change the daemon or what it learns: restricted to admins (server.access).
+_ADMIN_ROUTES = frozenset({"/calm/models/{name}/{action}", "/calm/budget", "/calm/feedback",
+                           "/calm/reload"})
 
 
 def _sse(payload: Any) -> bytes:
@@ -80,14 +88,16 @@ def calm_info(rid: str, a: Answer) -> dict[str, Any]:
 class App:
     def __init__(self, settings: Settings, orchestrator: Orchestrator,
                  device_monitor: DeviceMonitor, in_flight: Callable[[], int] = lambda: 0,
+                 reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings, self.orch, self._clock = settings, orchestrator, clock
-        self.device_monitor, self.in_flight = device_monitor, in_flight
-        srv = settings.profile.server
-        self.limits = ApiLimits(default_max_tokens=srv.default_max_tokens,
-                                max_tokens_limit=srv.max_tokens_limit)
+        self.orch, self._clock = orchestrator, clock
+        self.device_monitor, self.in_flight, self._reload = device_monitor, in_flight, reload
+        self.admission = Admission(settings.profile.runtime.max_parallel,
+                                   settings.profile.server.max_queue)
+        self.apply(settings)
         self.started_s = clock()
         self.requests_total = 0
+        self.reloads = 0
         self.routes: dict[tuple[str, str], Route] = {
             ("GET", "/health"): self.health,
             ("GET", "/v1/models"): self.models,
@@ -97,7 +107,18 @@ class App:
             ("GET", "/metrics"): self.metrics,
             ("POST", "/calm/feedback"): self.feedback,
             ("POST", "/calm/budget"): self.budget,
+            ("POST", "/calm/reload"): self.reload,
         }
+
+    def apply(self, settings: Settings) -> None:
+        """(Re)configure from settings: at start and on reload."""
+        self.settings = settings
+        srv = settings.profile.server
+        self.access = AccessPolicy.from_names(srv.allow_users, srv.allow_groups,
+                                              srv.admin_groups)
+        self.limits = ApiLimits(default_max_tokens=srv.default_max_tokens,
+                                max_tokens_limit=srv.max_tokens_limit)
+        self.admission.capacity = srv.max_queue
 
     async def __call__(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
@@ -114,6 +135,9 @@ class App:
             path = "other"
         else:
             try:
+                refused = self.access.refuse(request.peer, admin=path in _ADMIN_ROUTES)
+                if refused is not None:
+                    raise ApiError(403, refused, code="forbidden", type_="permission_error")
                 response = await route(request)
             except ApiError as e:
                 response = error_response(e.status, e.message, type_=e.type_, code=e.code,
@@ -212,6 +236,13 @@ class App:
                                    "pinned": slot.pinned, "used_bytes": res.used_bytes(),
                                    "budget_bytes": res.budget_bytes})
 
+    async def reload(self, request: Request) -> Response:
+        """POST /calm/reload: what SIGHUP does (re-read the profile and the fleet)."""
+        if self._reload is None:
+            raise ApiError(501, "reload is not available in this daemon", code="unsupported")
+        result = await self._reload()
+        return Response.json(200 if result.get("ok") else 400, result)
+
     async def budget(self, request: Request) -> Response:
         """POST /calm/budget {"ram_budget": "1G" | bytes}: change the RAM budget now."""
         body = parse_json_body(request.body)
@@ -303,15 +334,16 @@ class App:
 
     async def chat(self, request: Request) -> Response:
         return await self._complete(parse_chat(parse_json_body(request.body), self.limits),
-                                    "chatcmpl")
+                                    "chatcmpl", request)
 
     async def completions(self, request: Request) -> Response:
         return await self._complete(
-            parse_completion(parse_json_body(request.body), self.limits), "cmpl")
+            parse_completion(parse_json_body(request.body), self.limits), "cmpl", request)
 
     # -- generation -----------------------------------------------------------------------
 
-    async def _complete(self, call: CompletionCall, prefix: str) -> Response:
+    async def _complete(self, call: CompletionCall, prefix: str, request: Request,
+                        ) -> Response:
         if call.model == "default":
             call = dataclasses.replace(call, model=self.orch.fleet.default_model)
         if call.model != "auto" and self.orch.fleet.get(call.model) is None:
@@ -322,40 +354,85 @@ class App:
         created = int(time.time())
         hit = self.orch.cached(call.model, call.request, call.calm.mode, call.kind, rid) \
             if call.calm.cache else None
-        gen: AsyncGenerator[str | Answer, None]
-        if hit is not None:
-            planned, gen = hit.model, _replay(hit)
-        else:
+        if hit is not None:  # answered from memory: no queue, no deadline
+            return await self._respond(call, rid, created, hit.model, _replay(hit), None)
+        # Admission: wait for a place (bounded queue, by priority) within the deadline.
+        deadline_s = (call.calm.slo_ms / 1000.0 if call.calm.slo_ms is not None
+                      else self.settings.profile.server.request_timeout_s)
+        work = _Work(Abort(), contextlib.AsyncExitStack(), time.monotonic() + deadline_s)
+        try:
+            await self._admit(work, call.calm.priority, request.peer_gone)
             try:
                 route = self.orch.route(call.model, call.request, call.calm.mode,
                                         call.calm.slo_ms, call.calm.domain, call.calm.cache)
             except NoModelAvailable as e:
                 raise ApiError(503, str(e), code="model_unavailable") from None
-            planned, gen = route.plan.model, self.orch.run(route, call.request, rid, call.kind)
+            work.watcher = asyncio.get_running_loop().create_task(
+                _watch(request.peer_gone, work.abort, work.deadline_s - time.monotonic()))
+            gen = self.orch.run(route, call.request, rid, call.kind, work.abort)
+            return await self._respond(call, rid, created, route.plan.model, gen, work)
+        except BaseException:
+            await work.close()
+            raise
+
+    async def _admit(self, work: _Work, priority: int, peer_gone: asyncio.Event) -> None:
+        """Take a place in the admission queue, or fail with 429 (full), 504 (deadline)."""
+        enter = asyncio.ensure_future(work.stack.enter_async_context(
+            self.admission.admit(priority)))
+        gone = asyncio.ensure_future(peer_gone.wait())
+        try:
+            done, _ = await asyncio.wait({enter, gone}, timeout=max(
+                work.deadline_s - time.monotonic(), 0), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if enter in done:
+            failure = enter.exception()
+            if isinstance(failure, Overloaded):
+                raise ApiError(429, str(failure), code="overloaded",
+                               headers={"Retry-After": str(round(failure.retry_after_s))})
+            if failure is not None:
+                raise failure
+            return
+        enter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await enter
+        if peer_gone.is_set():
+            raise ApiError(499, "client closed the request while it was queued",
+                           code="client_closed")
+        raise ApiError(504, "deadline exceeded while waiting in the request queue",
+                       code="deadline_exceeded")
+
+    async def _respond(self, call: CompletionCall, rid: str, created: int, planned: str,
+                       gen: AsyncGenerator[str | Answer, None], work: _Work | None,
+                       ) -> Response:
         try:
             first = await _first(gen)
         except BaseException:
             await gen.aclose()
             raise
-        if not call.stream:
-            try:
-                parts: list[str] = []
-                item = first
-                while not isinstance(item, Answer):
-                    parts.append(item)
-                    item = await _first(gen)
-            finally:
-                await gen.aclose()
-            self._log(rid, item)
-            return Response.json(200, full_response(call, rid, created, item.model,
-                                                    "".join(parts), item.stats,
-                                                    calm_info(rid, item)))
-        return Response(200, content_type="text/event-stream",
-                        stream=self._sse_stream(call, rid, created, planned, first, gen))
+        if call.stream:
+            return Response(200, content_type="text/event-stream", stream=self._sse_stream(
+                call, rid, created, planned, first, gen, work))
+        try:
+            parts: list[str] = []
+            item = first
+            while not isinstance(item, Answer):
+                parts.append(item)
+                item = await _first(gen)
+        finally:
+            await gen.aclose()
+            if work is not None:
+                await work.close()
+        if work is not None and work.abort.reason == "deadline":
+            raise ApiError(504, f"deadline exceeded: generation stopped after "
+                           f"{item.stats.completion_tokens} tokens", code="deadline_exceeded")
+        self._log(rid, item)
+        return Response.json(200, full_response(call, rid, created, item.model, "".join(parts),
+                                                item.stats, calm_info(rid, item)))
 
     async def _sse_stream(self, call: CompletionCall, rid: str, created: int, planned: str,
                           first: str | Answer, gen: AsyncGenerator[str | Answer, None],
-                          ) -> AsyncIterator[bytes]:
+                          work: _Work | None) -> AsyncIterator[bytes]:
         model = first.model if isinstance(first, Answer) else planned
         try:
             if call.kind == "chat":
@@ -364,6 +441,11 @@ class App:
             while not isinstance(item, Answer):
                 yield _sse(stream_chunk(call, rid, created, model, text=item))
                 item = await _first(gen)
+            if work is not None and work.abort.reason == "deadline":
+                yield _sse({"error": {"message": "deadline exceeded: generation stopped "
+                                      f"after {item.stats.completion_tokens} tokens",
+                                      "type": "server_error", "code": "deadline_exceeded"}})
+                return
             self._log(rid, item)
             final = stream_chunk(call, rid, created, item.model, stats=item.stats)
             final["calm"] = calm_info(rid, item)
@@ -379,6 +461,8 @@ class App:
                                   "code": err.code}})
         finally:
             await gen.aclose()
+            if work is not None:
+                await work.close()
 
     def _log(self, rid: str, a: Answer) -> None:
         s = a.stats
@@ -386,6 +470,30 @@ class App:
                  "finish=%s", rid, a.model, s.prompt_tokens, s.completion_tokens,
                  a.latency_s * 1000, (a.wait_s + s.ttft_s) * 1000, s.decode_tokens_per_s,
                  s.finish_reason)
+
+
+@dataclass
+class _Work:
+    """One admitted generation: its stop signal, its admission place, its deadline."""
+
+    abort: Abort
+    stack: contextlib.AsyncExitStack
+    deadline_s: float  # time.monotonic()
+    watcher: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+        await self.stack.aclose()
+
+
+async def _watch(peer_gone: asyncio.Event, abort: Abort, timeout_s: float) -> None:
+    """Stop the generation when the client goes away or the deadline passes."""
+    try:
+        await asyncio.wait_for(peer_gone.wait(), max(timeout_s, 0.0))
+        abort.set("disconnected")
+    except (asyncio.TimeoutError, TimeoutError):
+        abort.set("deadline")
 
 
 async def _replay(answer: Answer) -> AsyncGenerator[str | Answer, None]:

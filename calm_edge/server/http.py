@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -31,7 +33,9 @@ class Request:
     headers: dict[str, str]
     body: bytes
     peer: Any = None  # (pid, uid, gid) from SO_PEERCRED on Unix sockets, when available
-    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set as soon as the client closes its end (EOF or connection lost): long work for it
+    # should stop. Clients that half-close after sending (shutdown(SHUT_WR)) look gone too.
+    peer_gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -86,13 +90,28 @@ class HttpServer:
         self._idle.set()
         self._connections: dict[asyncio.StreamWriter, bool] = {}  # writer -> busy
 
+    async def start(self, sock: Any) -> asyncio.Server:
+        """Serve on a listening socket (Unix, or TCP). Each connection's protocol reports
+        the peer going away at once, so generation for it can stop within a token."""
+        loop = asyncio.get_running_loop()
+
+        def factory() -> _Protocol:
+            reader = asyncio.StreamReader(limit=self.max_header_bytes)
+            return _Protocol(reader, self)
+
+        if sock.family == socket.AF_UNIX:
+            return await loop.create_unix_server(factory, sock=sock)
+        return await loop.create_server(factory, sock=sock)
+
     async def handle_connection(self, reader: asyncio.StreamReader,
-                                writer: asyncio.StreamWriter) -> None:
+                                writer: asyncio.StreamWriter,
+                                peer_gone: asyncio.Event | None = None) -> None:
         peer = _peer_credentials(writer)
+        gone = peer_gone if peer_gone is not None else asyncio.Event()
         self._connections[writer] = False
         try:
             while not self.draining:
-                keep = await self._one_request(reader, writer, peer)
+                keep = await self._one_request(reader, writer, peer, gone)
                 if not keep:
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -120,7 +139,7 @@ class HttpServer:
             return None
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           peer: Any) -> bool:
+                           peer: Any, peer_gone: asyncio.Event) -> bool:
         """Serve one request; True to keep the connection open."""
         try:
             head = await self._read_head(reader)
@@ -134,6 +153,7 @@ class HttpServer:
         try:
             try:
                 request, keep_alive = await self._parse(head, reader, writer, peer)
+                request.peer_gone = peer_gone
             except _BadRequest as e:
                 await self._send(writer, error_response(e.status, e.message), keep_alive=False)
                 return False
@@ -223,7 +243,7 @@ class HttpServer:
             await writer.drain()
         except ConnectionError:
             if request is not None:
-                request.disconnected.set()
+                request.peer_gone.set()
             raise ConnectionResetError("client went away during a stream") from None
         finally:
             aclose = getattr(stream, "aclose", None)
@@ -259,6 +279,22 @@ class HttpServer:
             writer.close()
 
 
+class _Protocol(asyncio.StreamReaderProtocol):
+    """StreamReaderProtocol that also signals the peer's EOF or disconnect at once."""
+
+    def __init__(self, reader: asyncio.StreamReader, server: HttpServer) -> None:
+        self.peer_gone = asyncio.Event()
+        super().__init__(reader, lambda r, w: server.handle_connection(r, w, self.peer_gone))
+
+    def eof_received(self) -> bool:
+        self.peer_gone.set()
+        return bool(super().eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.peer_gone.set()
+        super().connection_lost(exc)
+
+
 def _reason(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -267,9 +303,6 @@ def _reason(status: int) -> str:
 
 
 def _peer_credentials(writer: asyncio.StreamWriter) -> Any:
-    import socket
-    import struct
-
     sock = writer.get_extra_info("socket")
     if sock is None or getattr(sock, "family", None) != socket.AF_UNIX:
         return None

@@ -29,6 +29,7 @@ class FakeBackend:
     factory: FakeFactory
     closed: bool = False
     calls: list[GenerationRequest] = field(default_factory=list)
+    produced: list[int] = field(default_factory=list)  # tokens yielded, per finished call
 
     def generate(self, request: GenerationRequest,
                  should_stop: Callable[[], bool]) -> Iterator[str | GenerationStats]:
@@ -39,16 +40,19 @@ class FakeBackend:
         sim_ms = f.sim_token_ms.get(self.spec.name, 1.0)
         n = 0
         finish = "stop" if n_out < request.params.max_tokens else "length"
-        for i in range(n_out):
-            if fail_after is not None and i >= fail_after:
-                raise RuntimeError(f"{self.spec.name} exploded")
-            if f.token_delay_s:
-                time.sleep(f.token_delay_s)
-            n += 1
-            yield f"{self.spec.name}-{i} "
-            if should_stop():
-                finish = "cancelled"
-                break
+        try:
+            for i in range(n_out):
+                if fail_after is not None and i >= fail_after:
+                    raise RuntimeError(f"{self.spec.name} exploded")
+                if f.token_delay_s:
+                    time.sleep(f.token_delay_s)
+                n += 1
+                yield f"{self.spec.name}-{i} "
+                if should_stop():
+                    finish = "cancelled"
+                    break
+        finally:
+            self.produced.append(n)
         ttft_s = 20 * sim_ms / 1000.0  # prefill of a short prompt
         yield GenerationStats(20, n, finish, ttft_s,  # type: ignore[arg-type]
                               ttft_s + max(n - 1, 0) * sim_ms / 1000.0)
