@@ -32,6 +32,10 @@ def _settings(args: argparse.Namespace) -> Settings:
                   "fleet": opt("fleet")},
         "memory": {"ram_budget": opt("ram_budget")},
     }
+    if getattr(args, "tcp", None):
+        cli["server"]["tcp"] = args.tcp
+    if getattr(args, "tcp_allow_remote", None):
+        cli["server"]["tcp_allow_remote"] = "true"
     return load_settings(getattr(args, "profile", None), cli=cli)
 
 
@@ -332,6 +336,10 @@ def _add_settings_args(p: argparse.ArgumentParser, *, serve: bool = False) -> No
         p.add_argument("--state-dir", type=Path, help="state directory [env CALM_EDGE_STATE_DIR]")
         p.add_argument("--ram-budget", help="RAM budget for resident models, e.g. 800M, 4G, "
                        "60%% [env CALM_EDGE_RAM_BUDGET]")
+        p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (loopback only "
+                       "unless --tcp-allow-remote; there is no authentication over TCP)")
+        p.add_argument("--tcp-allow-remote", action="store_true", default=None,
+                       help="allow a non-loopback --tcp address (you are exposing the API)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
+import ipaddress
 import logging
 import os
 import random
@@ -117,6 +118,34 @@ def capture_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[int], No
             loop.remove_signal_handler(sig)
         if on_hup is not None:
             loop.remove_signal_handler(signal.SIGHUP)
+
+
+def bind_tcp(spec: str, allow_remote: bool) -> socket.socket:
+    """A listening TCP socket for "host:port". Only loopback addresses unless allow_remote
+    (the API has no authentication of its own)."""
+    host, sep, port_text = spec.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536 or not host:
+        raise DaemonError(f"server.tcp: expected host:port, got {spec!r}")
+    try:
+        infos = socket.getaddrinfo(host, int(port_text), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        raise DaemonError(f"server.tcp: {host!r} is not a numeric IP address") from None
+    family, _, _, _, addr = infos[0]
+    if not ipaddress.ip_address(addr[0]).is_loopback and not allow_remote:
+        raise DaemonError(f"server.tcp: {host} is not a loopback address; the API has no "
+                          "authentication over TCP. Set server.tcp_allow_remote = true "
+                          "(or --tcp-allow-remote) if you really mean to expose it")
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise DaemonError(f"cannot bind TCP {spec}: {e.strerror}") from None
+    sock.listen(128)
+    return sock
 
 
 class Daemon:
@@ -256,8 +285,16 @@ class Daemon:
                 sock = bind_unix_socket(s.socket_path, p.server.socket_mode,
                                         p.server.socket_group)
                 stack.callback(_unlink_quietly, s.socket_path)
+            stack.callback(sock.close)  # the server owns it once started; harmless twice
             await residency.scan()
             server = await http.start(sock)
+            tcp_server = None
+            if p.server.tcp:
+                tcp_sock = bind_tcp(p.server.tcp, p.server.tcp_allow_remote)
+                stack.callback(tcp_sock.close)
+                tcp_server = await http.start(tcp_sock)
+                log.warning("also listening on TCP %s (no peer credentials over TCP: admin "
+                            "routes are refused there)", p.server.tcp)
             ok = [n for n, sl in residency.slots.items() if sl.unavailable_reason(0) is None]
             log.info("calm-edge serving on %s (profile %s, budget %s, models available: %s)",
                      s.socket_path if not passed else "the passed socket", p.device.name,
@@ -287,6 +324,8 @@ class Daemon:
                 await self._stop.wait()
                 housekeeping.cancel()
                 server.close()
+                if tcp_server is not None:
+                    tcp_server.close()
                 drained = await http.drain(p.server.drain_timeout_s)
                 if not drained:
                     log.warning("drain timed out after %.0fs with %d requests in flight",

@@ -295,3 +295,29 @@ def test_hardening_fuzz_http_surface(make_settings: Callable[..., Settings]) -> 
             assert c.get("/health").status_code == 200
     assert cases[0] >= 1500
     assert {200, 400, 404}.issubset(statuses)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_hardening_tcp_only_loopback_and_never_admin(make_settings: Callable[..., Settings],
+                                                     ) -> None:
+    from calm_edge.daemon import DaemonError
+
+    remote = make_settings(server={"tcp": f"0.0.0.0:{_free_port()}"})
+    with pytest.raises(DaemonError, match="not a loopback address"), \
+            run_daemon(remote, FakeFactory()):
+        pass
+    port = _free_port()
+    s = make_settings(server={"tcp": f"127.0.0.1:{port}"})
+    with run_daemon(s, FakeFactory(answer_tokens=2)):
+        import httpx
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            assert c.get("/health").status_code == 200
+            r = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2})
+            assert r.status_code == 200
+            assert c.post("/calm/models/tiny-chat/load").status_code == 403

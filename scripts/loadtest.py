@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""Load and soak test: N concurrent clients over the Unix socket for T seconds.
+
+Each client loops over a realistic mix: chat completions (plain and streamed), text
+completions, streams the client abandons after the first tokens, invalid requests (bad
+JSON, bad parameters, unknown routes) and, with --tiny, "injected" requests for a model
+whose file is truncated (expected 503). It reports requests by kind and status, latency
+percentiles of the answered ones, the daemon's RSS over time, and every unexpected
+outcome (a 5xx that was not injected, a connection error, a malformed response). Exit
+status 1 if there was any.
+
+    python scripts/loadtest.py --tiny --clients 32 --seconds 20          # CI's short run
+    python scripts/loadtest.py --clients 64 --seconds 60 --profile x86-dev --max-tokens 48
+    python scripts/loadtest.py --socket /run/calm-edge/calm.sock ...     # a running daemon
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+QUESTIONS = [
+    "What is the capital of France?", "Write a Python function that reverses a string.",
+    "What is 17 times 23?", "Summarize the plot of Hamlet in two sentences.",
+    "List three uses of copper.", "Explain what a hash table is.",
+    "Translate 'good morning' into Spanish.", "Give me a haiku about rain.",
+]
+KINDS = {"chat": 40, "stream": 25, "completion": 10, "abandon": 10, "invalid": 10,
+         "injected": 5}
+
+
+@dataclass
+class Outcome:
+    kind: str
+    status: int            # HTTP status, or 0 for a connection-level failure
+    latency_s: float
+    error: str = ""
+
+
+@dataclass
+class Stats:
+    outcomes: list[Outcome] = field(default_factory=list)
+    rss: list[tuple[float, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, o: Outcome) -> None:
+        with self.lock:
+            self.outcomes.append(o)
+
+
+def http_request(sock_path: Path, method: str, target: str, body: bytes, *,
+                 abandon_after: int = 0, timeout_s: float = 120.0) -> tuple[int, bytes]:
+    """One request on its own connection. With abandon_after > 0, read that many SSE
+    events and hang up. Returns (status, body); the body is checked by the caller."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sk:
+        sk.settimeout(timeout_s)
+        sk.connect(str(sock_path))
+        head = (f"{method} {target} HTTP/1.1\r\nHost: calm\r\nConnection: close\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        sk.sendall(head.encode() + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sk.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed before the response head")
+            data += chunk
+        status = int(data.split(b" ", 2)[1])
+        if abandon_after and status == 200:
+            while data.count(b"data: ") < abandon_after:
+                chunk = sk.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return status, data  # closing the socket abandons the stream
+        while chunk := sk.recv(65536):
+            data += chunk
+        return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+def check_body(status: int, body: bytes, stream: bool) -> str:
+    """'' if the response is well formed, else what is wrong with it."""
+    if stream and status == 200:
+        text = body.decode(errors="replace")
+        if "data: [DONE]" not in text and '"error"' not in text:
+            return "stream ended without [DONE]"
+        return ""
+    if b"\r\n" in body[:8] and stream:  # chunked error body: strip the chunk framing
+        body = body.split(b"\r\n", 1)[1]
+    try:
+        payload = json.loads(body.split(b"\r\n0\r\n")[0] if stream else body)
+    except ValueError:
+        return f"not JSON: {body[:80]!r}"
+    if status >= 400 and "error" not in payload:
+        return "error status without an error object"
+    return ""
+
+
+def client(sock_path: Path, stats: Stats, until: float, budget: list[int], seed: int,
+           model: str, max_tokens: int, broken: str | None) -> None:
+    rng = random.Random(seed)
+    kinds = [k for k in KINDS if k != "injected" or broken]
+    weights = [KINDS[k] for k in kinds]
+    while time.monotonic() < until:
+        with stats.lock:
+            if budget[0] <= 0:
+                return
+            budget[0] -= 1
+        kind = rng.choices(kinds, weights)[0]
+        q = rng.choice(QUESTIONS)
+        chat = {"model": model, "messages": [{"role": "user", "content": q}],
+                "max_tokens": max_tokens}
+        target, body, stream, abandon = "/v1/chat/completions", chat, False, 0
+        if kind in ("stream", "abandon"):
+            body, stream = {**chat, "stream": True}, True
+            abandon = 2 if kind == "abandon" else 0
+        elif kind == "completion":
+            target = "/v1/completions"
+            body = {"model": model, "prompt": q, "max_tokens": max_tokens}
+        elif kind == "injected":
+            body = {**chat, "model": broken}
+        raw = json.dumps(body).encode()
+        if kind == "invalid":
+            target, raw = rng.choice([
+                ("/v1/chat/completions", b"{not json"),
+                ("/v1/chat/completions", json.dumps({**chat, "max_tokens": -3}).encode()),
+                ("/v1/chat/completions", json.dumps({"messages": "hi"}).encode()),
+                ("/v1/nothing", b"{}"),
+            ])
+        t0 = time.monotonic()
+        try:
+            status, payload = http_request(sock_path, "POST", target, raw,
+                                           abandon_after=abandon)
+        except (OSError, ConnectionError, ValueError, IndexError) as e:
+            stats.add(Outcome(kind, 0, time.monotonic() - t0, f"{type(e).__name__}: {e}"))
+            continue
+        latency = time.monotonic() - t0
+        problem = "" if abandon else check_body(status, payload, stream)
+        stats.add(Outcome(kind, status, latency, problem))
+
+
+def unexpected(o: Outcome) -> str | None:
+    if o.error:
+        return o.error
+    if o.status == 0:
+        return "no response"
+    if o.kind == "invalid":
+        return None if 400 <= o.status < 500 else f"invalid request answered {o.status}"
+    if o.kind == "injected":
+        return None if o.status == 503 else f"broken model answered {o.status}"
+    if o.status == 429:
+        return None  # backpressure is a correct answer under overload
+    if o.status != 200:
+        return f"status {o.status}"
+    return None
+
+
+def tiny_setup(tmp: Path) -> tuple[list[str], str]:
+    """A fleet of two tiny random models and one truncated one; returns the serve args."""
+    from calm_edge.testing.tiny_gguf import write_tiny_gguf
+
+    models = tmp / "models"
+    models.mkdir()
+    gguf = write_tiny_gguf(models / "tiny.gguf")
+    entries = []
+    for name in ("tiny-a", "tiny-b", "broken"):
+        path = models / f"{name}.gguf"
+        shutil.copy(gguf, path)
+        data = path.read_bytes()
+        entries.append(f'[[model]]\nname = "{name}"\nfile = "{name}.gguf"\n'
+                       f'sha256 = "{hashlib.sha256(data).hexdigest()}"\n'
+                       f"size_bytes = {len(data)}\nn_ctx = 512\n"
+                       'quality = { code = 0.5, math = 0.5, factual = 0.5, instruct = 0.5, '
+                       "writing = 0.5 }\n")
+    (models / "broken.gguf").write_bytes(gguf.read_bytes()[:50_000])  # truncated
+    (tmp / "fleet.toml").write_text("\n".join(entries))
+    (tmp / "profile.toml").write_text(
+        '[device]\nname = "loadtest-tiny"\n[memory]\nram_budget = "256M"\n'
+        "[runtime]\nn_threads = 1\nn_batch = 64\nmax_parallel = 2\n"
+        '[server]\nsocket_group = ""\nmax_queue = 256\n')
+    return ["--profile", str(tmp / "profile.toml"), "--models-dir", str(models), "--fleet",
+            str(tmp / "fleet.toml")], "broken"
+
+
+def rss_of(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--max-requests", type=int, default=100_000, help="stop after this many")
+    ap.add_argument("--socket", type=Path, help="use a running daemon")
+    ap.add_argument("--tiny", action="store_true", help="spawn a daemon on tiny test models")
+    ap.add_argument("--profile", default="x86-dev", help="profile for a spawned daemon")
+    ap.add_argument("--model", default="auto")
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--rss-limit", default="", help="fail if the daemon's RSS exceeds this")
+    ap.add_argument("--json", type=Path, help="also write the report as JSON")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    if not 1 <= args.clients <= 1024 or not 0 < args.seconds <= 24 * 3600:
+        sys.exit("--clients must be in [1, 1024] and --seconds in (0, 86400]")
+
+    tmp = Path(tempfile.mkdtemp(prefix="ce-load-"))
+    proc: subprocess.Popen[bytes] | None = None
+    broken: str | None = None
+    sock = args.socket
+    if sock is None:
+        sock = tmp / "calm.sock"
+        serve = ["--profile", args.profile]
+        if args.tiny:
+            serve, broken = tiny_setup(tmp)
+        proc = subprocess.Popen([sys.executable, "-m", "calm_edge.cli", "serve", *serve,
+                                 "--socket", str(sock), "--state-dir", str(tmp / "state"),
+                                 "--log-level", "warning"])
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http_request(sock, "GET", "/health", b"")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit("the daemon did not start")
+            time.sleep(0.1)
+    stats = Stats()
+    stop = threading.Event()
+
+    def sample_rss() -> None:
+        t0 = time.monotonic()
+        while not stop.is_set() and proc is not None:
+            stats.rss.append((time.monotonic() - t0, rss_of(proc.pid)))
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    until = time.monotonic() + args.seconds
+    budget = [args.max_requests]
+    model = "tiny-a" if args.tiny and args.model == "auto" else args.model
+    threads = [threading.Thread(target=client, args=(sock, stats, until, budget,
+                                                     args.seed + i, model, args.max_tokens,
+                                                     broken), daemon=True)
+               for i in range(args.clients)]
+    t_start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(args.seconds + 300)
+    hung = sum(t.is_alive() for t in threads)
+    elapsed = time.monotonic() - t_start
+    stop.set()
+    sampler.join(2)
+    if proc is not None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = -9
+    else:
+        rc = 0
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    outs = stats.outcomes
+    by = Counter((o.kind, o.status) for o in outs)
+    kinds = sorted({k for k, _ in by})
+    statuses = sorted({s for _, s in by})
+    print(f"\n{len(outs)} requests from {args.clients} clients in {elapsed:.1f}s "
+          f"({len(outs) / elapsed:.1f}/s)")
+    print(f"{'kind':<11}" + "".join(f"{s:>7}" for s in statuses))
+    for k in kinds:
+        print(f"{k:<11}" + "".join(f"{by.get((k, s), 0):>7}" for s in statuses))
+    ok = [o.latency_s for o in outs if o.status == 200 and o.kind in
+          ("chat", "stream", "completion")]
+    p50, p95, p99 = (percentile(ok, q) for q in (50, 95, 99))
+    print(f"latency of answered requests: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+          f"p99 {p99 * 1000:.0f} ms ({len(ok)} answers)")
+    max_rss = max((r for _, r in stats.rss), default=0)
+    if stats.rss:
+        first, last = stats.rss[0][1], stats.rss[-1][1]
+        print(f"daemon RSS: start {first >> 20} MiB, end {last >> 20} MiB, max "
+              f"{max_rss >> 20} MiB ({len(stats.rss)} samples)")
+    problems = [(o, why) for o in outs if (why := unexpected(o))]
+    five_xx = sum(1 for o in outs if o.status >= 500 and o.kind != "injected")
+    print(f"5xx other than injected: {five_xx}; unexpected outcomes: {len(problems)}; "
+          f"clients still running: {hung}; daemon exit status {rc}")
+    for o, why in problems[:20]:
+        print(f"  {o.kind}: {why}")
+    failed = bool(problems) or hung > 0 or rc != 0
+    if args.rss_limit:
+        from calm_edge.units import parse_size_bytes
+
+        if max_rss > parse_size_bytes(args.rss_limit):
+            print(f"RSS {max_rss >> 20} MiB over the limit {args.rss_limit}")
+            failed = True
+    report: dict[str, Any] = {
+        "clients": args.clients, "seconds": elapsed, "requests": len(outs),
+        "by_kind_status": {f"{k}:{s}": n for (k, s), n in by.items()},
+        "latency_ms": {"p50": p50 * 1000, "p95": p95 * 1000, "p99": p99 * 1000},
+        "max_rss_bytes": max_rss, "unexpected": [why for _, why in problems],
+        "five_xx_not_injected": five_xx, "hung_clients": hung, "daemon_exit": rc}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
