@@ -16,16 +16,16 @@ from typing import Any
 MemoryProbe = Callable[[], int]
 
 
-def process_rss_bytes(proc_root: Path = Path("/proc")) -> int:
-    """Resident set of this process (anonymous + mapped file pages), in bytes."""
+def process_rss_bytes(proc_root: Path = Path("/proc"), pid: int | str = "self") -> int:
+    """Resident set of a process (anonymous + mapped file pages), in bytes; 0 if unknown."""
     try:
-        for line in (proc_root / "self" / "smaps_rollup").read_text().splitlines():
+        for line in (proc_root / str(pid) / "smaps_rollup").read_text().splitlines():
             if line.startswith("Rss:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     try:
-        pages = int((proc_root / "self" / "statm").read_text().split()[1])
+        pages = int((proc_root / str(pid) / "statm").read_text().split()[1])
         import resource
 
         return pages * resource.getpagesize()

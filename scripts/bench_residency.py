@@ -33,18 +33,9 @@ from pathlib import Path
 from calm_edge.client import Client, ClientError
 from calm_edge.config import load_settings
 from calm_edge.fleet import load_fleet, model_path
+from calm_edge.memory import process_rss_bytes
 from calm_edge.paths import bundled_dir
 from calm_edge.units import format_bytes
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def drop_caches() -> bool:
@@ -121,13 +112,13 @@ def main() -> int:
                     sys.exit("daemon did not start")
                 time.sleep(0.1)
         time.sleep(0.5)
-        baseline = rss_bytes(proc.pid)
+        baseline = process_rss_bytes(pid=proc.pid)
         peak = [baseline]
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.is_set():
-                peak[0] = max(peak[0], rss_bytes(proc.pid))
+                peak[0] = max(peak[0], process_rss_bytes(pid=proc.pid))
                 time.sleep(0.02)
 
         sampler = threading.Thread(target=sample, daemon=True)

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calm_edge.memory import process_rss_bytes
+
 QUESTIONS = [
     "What is the capital of France?", "Write a Python function that reverses a string.",
     "What is 17 times 23?", "Summarize the plot of Hamlet in two sentences.",
@@ -196,16 +198,6 @@ def tiny_setup(tmp: Path) -> tuple[list[str], str]:
             str(tmp / "fleet.toml")], "broken"
 
 
-def rss_of(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -259,7 +251,7 @@ def main() -> int:
     def sample_rss() -> None:
         t0 = time.monotonic()
         while not stop.is_set() and proc is not None:
-            stats.rss.append((time.monotonic() - t0, rss_of(proc.pid)))
+            stats.rss.append((time.monotonic() - t0, process_rss_bytes(pid=proc.pid)))
             stop.wait(0.5)
 
     sampler = threading.Thread(target=sample_rss, daemon=True)
