@@ -125,6 +125,7 @@ class Executor:
         attempts: list[Attempt] = []
         for name in (plan.model, *plan.fallbacks):
             produced = False
+            outcome: Outcome | None = None
             try:
                 async with self._residency.use(name) as slot, slot.gen_lock, \
                         self._lanes.lane() as lane:
@@ -140,14 +141,13 @@ class Executor:
                         async for item in self._stream(slot.backend, req, lane, abort):
                             if isinstance(item, GenerationStats):
                                 gen_end = time.monotonic()
-                                del self._running[key]
                                 self._finished.append((gen_start, gen_end))
                                 if cold:
                                     self._residency.measure_after_generation(slot)
                                 slot.failures = 0
-                                yield Outcome(name, item, tuple(attempts), gen_start - t0,
-                                              gen_start, gen_end, cold, "".join(parts))
-                                return
+                                outcome = Outcome(name, item, tuple(attempts), gen_start - t0,
+                                                  gen_start, gen_end, cold, "".join(parts))
+                                break
                             produced = True
                             parts.append(item)
                             yield item
@@ -157,6 +157,7 @@ class Executor:
                 raise
             except ModelUnavailable as e:
                 attempts.append(Attempt(name, e.reason))
+                continue
             except Exception as e:
                 error = f"{type(e).__name__}: {e}"
                 task = asyncio.get_running_loop().create_task(
@@ -167,6 +168,13 @@ class Executor:
                     raise
                 log.exception("model %s failed before answering", name)
                 attempts.append(Attempt(name, error))
+                continue
+            if outcome is None:  # a backend must end with its stats; this one did not
+                raise RuntimeError(f"{name}: generation ended without its statistics")
+            # Yielded after the model and its lane are released: recording the outcome (a
+            # database commit) must not hold up the next request.
+            yield outcome
+            return
         raise AllCandidatesFailed(attempts)
 
     async def _stream(self, backend: Backend, request: GenerationRequest, lane: ThreadPool,

@@ -39,7 +39,9 @@ _log_callback: Any = None
 
 
 def _route_native_logs() -> None:
-    """Send llama.cpp's own log lines to Python logging (DEBUG; errors as WARNING)."""
+    """Send llama.cpp's own log lines to Python logging: its errors as WARNING, the rest
+    (including its load-time warnings about model quirks) as DEBUG. ggml levels: 1 debug,
+    2 info, 3 warn, 4 error, 5 continuation."""
     global _log_callback
     if _log_callback is not None:
         return
@@ -49,7 +51,7 @@ def _route_native_logs() -> None:
     def _cb(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
         msg = text.decode("utf-8", errors="replace").rstrip()
         if msg:
-            _native_log.log(logging.WARNING if level == 3 else logging.DEBUG, "%s", msg)
+            _native_log.log(logging.WARNING if level == 4 else logging.DEBUG, "%s", msg)
 
     _log_callback = _cb
     llama_cpp.llama_log_set(_cb, ctypes.c_void_p(0))

@@ -97,7 +97,6 @@ class App:
         self.apply(settings)
         self.started_s = clock()
         self.requests_total = 0
-        self.reloads = 0
         self.routes: dict[tuple[str, str], Route] = {
             ("GET", "/health"): self.health,
             ("GET", "/v1/models"): self.models,
