@@ -36,6 +36,7 @@ from calm_edge.memory import MemoryProbe, process_rss_bytes
 from calm_edge.metrics import Metrics
 from calm_edge.monitor import DeviceMonitor
 from calm_edge.orchestrator import Orchestrator
+from calm_edge.outcome import OutcomeModel
 from calm_edge.residency import Residency
 from calm_edge.server.app import App
 from calm_edge.server.http import HttpServer
@@ -148,6 +149,9 @@ def bind_tcp(spec: str, allow_remote: bool) -> socket.socket:
     return sock
 
 
+_UNSET = object()  # "load the outcome model the profile names"
+
+
 class Daemon:
     # sd_notify client of the current run(); None outside run(). Owned by the loop thread.
     _notifier: Notifier | None = None
@@ -160,7 +164,8 @@ class Daemon:
                  env: Mapping[str, str] | None = None, handle_signals: bool = True,
                  on_ready: Callable[[], None] | None = None,
                  housekeeping_interval_s: float = 10.0,
-                 settings_loader: Callable[[], Settings] | None = None) -> None:
+                 settings_loader: Callable[[], Settings] | None = None,
+                 outcome_model: OutcomeModel | object | None = _UNSET) -> None:
         """Environment seams are injectable: the backend factory, the classifier, the power
         reader, the memory probe, the sysfs root and the random source. `handle_signals`
         and `on_ready` serve tests that run the daemon on a thread. `settings_loader`
@@ -174,6 +179,7 @@ class Daemon:
         self._factory, self._probe = factory, memory_probe
         self._classifier, self._power_reader = classifier, power_reader
         self._sysfs_root, self._rng = sysfs_root, rng
+        self._outcome_model = outcome_model
         self._env = dict(os.environ if env is None else env)
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -209,6 +215,22 @@ class Daemon:
                                    prefer=cfg.runtime)
         except ClassifierError as e:
             raise DaemonError(f"query classifier: {e}") from None
+
+    def _load_outcome_model(self) -> OutcomeModel | None:
+        if self._outcome_model is not _UNSET:
+            return self._outcome_model  # type: ignore[return-value]
+        cfg = self.settings.profile.loop
+        if not cfg.per_query_quality:
+            return None
+        try:
+            model = OutcomeModel.load(Path(cfg.outcome_model_dir) if cfg.outcome_model_dir
+                                      else None)
+        except ValueError as e:
+            raise DaemonError(f"outcome model: {e}") from None
+        if model is not None:
+            log.info("per-query quality from the outcome model (%s)",
+                     ", ".join(model.models))
+        return model
 
     async def run(self) -> int:
         s, p = self.settings, self.settings.profile
@@ -247,9 +269,11 @@ class Daemon:
                                   p.memory.ram_budget_bytes, self._factory, pool, lanes,
                                   memory_probe=self._probe,
                                   drop_page_cache_on_evict=p.memory.drop_page_cache_on_evict)
+            outcome = await loop.run_in_executor(pool, self._load_outcome_model)
             self.orchestrator = orchestrator = Orchestrator(
                 s, self.fleet, residency, Executor(residency, lanes), classifier, store=store,
-                knowledge=knowledge, energy=integrator, metrics=Metrics(), rng=self._rng)
+                knowledge=knowledge, energy=integrator, metrics=Metrics(), rng=self._rng,
+                outcome=outcome)
             reload_lock = asyncio.Lock()
 
             async def reload() -> dict[str, Any]:
@@ -266,6 +290,7 @@ class Daemon:
             app = App(s, orchestrator, DeviceMonitor(self._probe, self._sysfs_root, integrator),
                       in_flight=lambda: self.http.in_flight if self.http else 0,
                       reload=reload)
+            orchestrator.busy = lambda: app.admission.active + app.admission.waiting > 0
             self.http = http = HttpServer(app, max_header_bytes=p.server.max_header_bytes,
                                           max_body_bytes=p.server.max_body_bytes,
                                           keepalive_timeout_s=p.server.keepalive_timeout_s)

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import hashlib
 import logging
+import math
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from calm_edge.analyze import (
     ALL,
@@ -46,7 +48,7 @@ from calm_edge.execute import Abort, AllCandidatesFailed, Attempt, Executor, Out
 from calm_edge.fleet import Fleet
 from calm_edge.knowledge import DecisionRecord, KnowledgeStore, RequestRecord
 from calm_edge.metrics import Metrics
-from calm_edge.monitor import QueryObservation, observe_query
+from calm_edge.monitor import QueryObservation, observe_query, query_text
 from calm_edge.plan import (
     CandidateInput,
     Plan,
@@ -61,6 +63,12 @@ from calm_edge.residency import Residency
 
 log = logging.getLogger("calm_edge.loop")
 MiB = 1 << 20
+
+
+class OutcomePredictor(Protocol):
+    """P(correct) per model for one query (calm_edge.outcome.OutcomeModel)."""
+
+    def predict_text(self, text: str, domain: str) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,15 @@ class _Recent:
         default_factory=collections.OrderedDict)
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
 def _status(finish: str, abort: Abort | None) -> int:
     """The HTTP status a finished generation is logged with."""
     if finish == "cancelled" and abort is not None:
@@ -132,10 +149,12 @@ class Orchestrator:
                  executor: Executor, classifier: QueryClassifier, *,
                  store: KnowledgeStore | None = None, knowledge: Knowledge | None = None,
                  energy: Any = None, metrics: Metrics | None = None,
+                 outcome: OutcomePredictor | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None) -> None:
         self.residency, self.executor = residency, executor
+        self.outcome = outcome
         self.classifier, self.store, self.energy = classifier, store, energy
         self.metrics = metrics or Metrics()
         self._clock, self._wall, self._rng = clock, wall_clock, rng or random.Random()
@@ -151,6 +170,9 @@ class Orchestrator:
         self.prefetches: dict[str, int] = {"load": 0, "warm": 0}
         self._prefetch_pending = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Whether requests are admitted or queued (set by the daemon from its admission
+        # queue); a prefetch must not take the load lock and a lane from them.
+        self.busy: Callable[[], bool] = lambda: False
 
     # -- Monitor + Plan ---------------------------------------------------------------------
 
@@ -170,8 +192,19 @@ class Orchestrator:
         return slot.spec.size_bytes / MiB / self.settings.profile.loop.load_mib_per_s * 1000 \
             + 100.0
 
+    def per_query_quality(self, model: str, domain: str, p_correct: float) -> float:
+        """The outcome model's P(correct) for this query, shifted by what feedback taught
+        about the model in this domain since the manifest's prior (in logit space): the
+        outcome model knows which queries are hard; the loop knows if the model drifted."""
+        est = self.knowledge.estimate(model, domain)
+        spec = self.fleet.get(model)
+        prior = spec.prior_quality(domain) if spec and domain in DOMAINS else None
+        if prior is None or est.quality.n <= self.analyze_params.quality_prior_strength + 0.5:
+            return p_correct  # no feedback yet for this (model, domain)
+        return _sigmoid(_logit(p_correct) + _logit(est.quality.mean) - _logit(prior))
+
     def candidates(self, domain: str, prompt_tokens: int, max_tokens: int,
-                   ) -> list[CandidateInput]:
+                   p_correct: Mapping[str, float] | None = None) -> list[CandidateInput]:
         now = self._clock()
         res = self.residency
         held = {n: s.charged_bytes for n, s in res.slots.items()
@@ -180,6 +213,11 @@ class Orchestrator:
         for name, slot in res.slots.items():
             pred = predict(self.knowledge, name, domain, prompt_tokens, max_tokens,
                            self._speed_prior(name), self.analyze_params)
+            per_query = p_correct is not None and name in p_correct
+            if per_query:
+                assert p_correct is not None
+                pred = dataclasses.replace(pred, quality=self.per_query_quality(
+                    name, domain, p_correct[name]))
             reason = slot.unavailable_reason(now)
             resident = slot.state is ModelState.READY
             others_held = sum(b for n, b in held.items() if n != name)
@@ -188,7 +226,8 @@ class Orchestrator:
                 resident=resident, load_ms=0.0 if resident else self._load_ms(name),
                 fits_budget=resident or slot.charged_bytes + others_held <= res.budget_bytes,
                 prediction=pred,
-                since_used=self.served - self._last_used.get(name, -10**9)))
+                since_used=self.served - self._last_used.get(name, -10**9),
+                per_query_quality=per_query))
         return out
 
     def apply(self, settings: Settings, fleet: Fleet) -> None:
@@ -299,7 +338,8 @@ class Orchestrator:
 
         async def prefetch() -> None:
             res = self.residency
-            if any(s.in_use or s.state is ModelState.LOADING for s in res.slots.values()):
+            if self.busy() or any(s.in_use or s.state is ModelState.LOADING
+                                  for s in res.slots.values()):
                 return  # not idle: a prefetch now would compete with a request
             now = self._clock()
             action = plan_prefetch(
@@ -336,8 +376,12 @@ class Orchestrator:
             quality_floor=p.loop.quality_floor.floor(query.domain),
             energy_budget_mj=budget_j * 1000 if budget_j > 0 else None,
             power_cap_mw=p.loop.power_cap_w * 1000 if p.loop.power_cap_w > 0 else None)
+        p_correct = None
+        if self.outcome is not None and model == "auto":
+            p_correct = self.outcome.predict_text(
+                query_text(request.messages, request.prompt), query.domain)
         cands = self.candidates(query.domain, query.prompt_tokens_est,
-                                request.params.max_tokens)
+                                request.params.max_tokens, p_correct)
         plan = plan_request(req, cands, self.plan_params, self._rng.random())
         cache = "off" if self.cache is None else (
             "miss" if use_cache and self.cache.cacheable(request) else "bypass")
