@@ -216,6 +216,11 @@ class LoopConfig:
                             "answering exceeds this (0 = no cap).", ge=0, le=1e4)
     quality_floor: QualityFloors = _f(QualityFloors(), "Per-domain quality floors.")
     recent_decisions: int = _f(50, "Decisions kept in memory for status.", ge=1, le=10000)
+    per_query_quality: bool = _f(True, "Predict each model's chance of answering each query "
+                                 "correctly with the outcome model (models/router), when "
+                                 "present; else quality comes per domain.")
+    outcome_model_dir: str = _f("", "Outcome model artifacts; empty = the bundled "
+                                "models/router.")
 
 
 @dataclass(frozen=True)

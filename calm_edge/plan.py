@@ -58,6 +58,8 @@ class CandidateInput:
     fits_budget: bool             # loadable without evicting models in use or pinned
     prediction: Prediction
     since_used: int               # requests served since this model last answered one
+    per_query_quality: bool = False  # quality already judged for this query (no difficulty
+                                     # adjustment on top)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,8 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
     w = req.weights
     rows = []
     for c in usable:
-        q = adjust_quality(c.prediction.quality, req.difficulty, params.difficulty_slope)
+        q = c.prediction.quality if c.per_query_quality else adjust_quality(
+            c.prediction.quality, req.difficulty, params.difficulty_slope)
         lat = c.prediction.latency_ms + (0.0 if c.resident else c.load_ms)
         rows.append((c, q, lat, c.prediction.energy_mj))
     lat_max = max(r[2] for r in rows) or 1.0

@@ -250,3 +250,49 @@ def test_loop_prefetches_the_forecast_model_when_idle(
 
     assert asyncio.run(scenario(3.0)) == ("ready", 1, 0)      # room: loaded ahead
     assert asyncio.run(scenario(1.5)) == ("unloaded", 0, 1)   # no room: pages warmed only
+
+
+class TableOutcome:
+    """An OutcomePredictor with fixed answers: P(correct) by the last word of the query."""
+
+    def __init__(self, table: dict[str, dict[str, float]]) -> None:
+        self.table = table
+
+    def predict_text(self, text: str, domain: str) -> dict[str, float]:
+        return self.table[text.split()[-1]]
+
+
+def test_loop_per_query_quality_routes_each_query(
+        make_settings: Callable[..., Settings], tmp_path: Path, tiny_gguf: Path) -> None:
+    """With per-query P(correct), an easy query goes to the fast model and a hard one to
+    the model that can answer it, in the same domain; feedback shifts the predictions."""
+    fleet, models = two_model_fleet(tmp_path, tiny_gguf)
+    s = make_settings(LOOP, paths={"fleet": str(fleet), "models_dir": str(models)})
+    outcome = TableOutcome({"easy": {"fast": 0.9, "backup": 0.92},
+                            "hard": {"fast": 0.2, "backup": 0.9}})
+
+    async def main() -> None:
+        loop = Loop(s, FakeFactory(answer_tokens=8, sim_token_ms={"fast": 5.0,
+                                                                    "backup": 20.0}), None)
+        orch = await loop.start()
+        orch.outcome = outcome
+        pinned = GenerationRequest(SamplingParams(max_tokens=8),
+                                   messages=(ChatMessage("user", "x"),))
+        for i in range(4):  # measure both models first
+            await loop.ask("code: warm up easy", i)
+            route = orch.route("backup", pinned, None, None, None)
+            async for _ in orch.run(route, pinned, f"w{i}", "chat"):
+                pass
+        easy = await loop.ask("code: sort a list easy", 10)
+        hard = await loop.ask("code: write a parser hard", 11)
+        assert easy.model == "fast" and hard.model == "backup"
+        fast_hard = next(c for c in hard.candidates if c["model"] == "fast")
+        assert fast_hard["quality"] == 0.2  # the per-query figure, no difficulty on top
+        # Feedback: "fast" keeps failing on code; its per-query figures come down with it.
+        before = orch.per_query_quality("fast", "code", 0.9)
+        for _ in range(20):
+            await orch.feedback("r10", 0.0)
+        assert orch.per_query_quality("fast", "code", 0.9) < before - 0.2
+        await loop.stop()
+
+    asyncio.run(main())
