@@ -356,8 +356,10 @@ class Daemon:
                     log.warning("drain timed out after %.0fs with %d requests in flight",
                                 p.server.drain_timeout_s, http.in_flight)
                     http.close_all()
-            await orchestrator.aclose()
-            await residency.close_all()
+                # Still under the handlers: a second SIGTERM while models unload must not
+                # kill the process with the default action.
+                await orchestrator.aclose()
+                await residency.close_all()
         log.info("stopped")
         return 0
 

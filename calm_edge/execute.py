@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import Executor as ThreadPool
 from dataclasses import dataclass
 
@@ -137,20 +138,26 @@ class Executor:
                     key = self._next_key = self._next_key + 1
                     self._running[key] = gen_start
                     parts: list[str] = []
+                    # aclosing: leaving this block early (client gone, cancellation) must
+                    # stop the worker thread before the model's lock and lease are released;
+                    # a suspended generator would otherwise keep decoding on the backend
+                    # while the next request starts on it.
                     try:
-                        async for item in self._stream(slot.backend, req, lane, abort):
-                            if isinstance(item, GenerationStats):
-                                gen_end = time.monotonic()
-                                self._finished.append((gen_start, gen_end))
-                                if cold:
-                                    self._residency.measure_after_generation(slot)
-                                slot.failures = 0
-                                outcome = Outcome(name, item, tuple(attempts), gen_start - t0,
-                                                  gen_start, gen_end, cold, "".join(parts))
-                                break
-                            produced = True
-                            parts.append(item)
-                            yield item
+                        async with contextlib.aclosing(
+                                self._stream(slot.backend, req, lane, abort)) as stream:
+                            async for item in stream:
+                                if isinstance(item, GenerationStats):
+                                    gen_end = time.monotonic()
+                                    self._finished.append((gen_start, gen_end))
+                                    if cold:
+                                        self._residency.measure_after_generation(slot)
+                                    slot.failures = 0
+                                    outcome = Outcome(name, item, tuple(attempts), gen_start - t0,
+                                                      gen_start, gen_end, cold, "".join(parts))
+                                    break
+                                produced = True
+                                parts.append(item)
+                                yield item
                     finally:
                         self._running.pop(key, None)
             except ContextOverflowError:
@@ -178,7 +185,7 @@ class Executor:
         raise AllCandidatesFailed(attempts)
 
     async def _stream(self, backend: Backend, request: GenerationRequest, lane: ThreadPool,
-                      abort: Abort | None = None) -> AsyncIterator[str | GenerationStats]:
+                      abort: Abort | None = None) -> AsyncGenerator[str | GenerationStats, None]:
         """Run backend.generate on the lane's thread and relay its items to the loop.
 
         The first delta and the end are signalled at once; later deltas wake the loop at

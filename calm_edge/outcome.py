@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from calm_edge.classifier import features
+from calm_edge.classifier import features as feature_spec
 from calm_edge.paths import bundled_dir
 
 log = logging.getLogger("calm_edge.outcome")
@@ -43,7 +43,7 @@ FORMAT_VERSION = 1
 NPZ_FILE = "outcome_model.npz"
 JSON_FILE = "outcome_model.json"
 # The runtime reads the tail of the query as the Monitor does (the question is at the end of
-# a conversation); features.extract then reads the first MAX_CHARS of that tail.
+# a conversation); feature_spec.extract then reads the first MAX_CHARS of that tail.
 TEXT_TAIL_CHARS = 2000
 
 FloatArray = npt.NDArray[np.float32]
@@ -56,7 +56,7 @@ def default_model_dir() -> Path:
 def query_features(text: str) -> FloatArray:
     """The text part of the model's input: features of the query's tail. Training and run
     time both go through here."""
-    return features.extract(text[-TEXT_TAIL_CHARS:])
+    return feature_spec.extract(text[-TEXT_TAIL_CHARS:])
 
 
 def _sha256(path: Path) -> str:
@@ -66,11 +66,17 @@ def _sha256(path: Path) -> str:
 class OutcomeModel:
     """Loaded per-model outcome heads. Immutable after construction.
 
-    models: model names, in row order. domains: the one-hot order. metrics: per model, the
-    trainer's validation figures (e.g. `val_auc`, `val_brier`, `val_logloss`,
-    `val_logloss_base`, `val_logloss_skill` = 1 - logloss/base-rate logloss, `base_rate`,
-    `n`, `n_val`): how far the planner may trust each head. calibration: per model, the
-    trainer's reliability tables (JSON as written).
+    models: model names, in row order. domains: the one-hot order. n: labeled queries per
+    model. metrics: per model, the trainer's figures, for the planner to decide how far to
+    trust each head (absent keys: not computable, e.g. an AUC where every answer passed):
+      on the held-out validation queries: `val_auc`, `val_brier` (`val_brier_base`),
+      `val_logloss`, `val_logloss_base` (the train base rate as predictor),
+      `val_logloss_skill` = 1 - val_logloss / val_logloss_base (<= 0: no better than the
+      base rate), `val_auc_domain_only`, `val_logloss_domain_only`;
+      out of fold over all labels: `oof_auc`, `oof_logloss`, `oof_auc.<domain>` (ranking
+      within one true domain) and `oof_auc_within_domain` (their mean);
+      `base_rate`, `base_rate.<domain>`, `n`, `n_train`, `n_val`, `lambda`.
+    calibration: per model, the trainer's reliability tables (JSON as written).
     """
 
     def __init__(self, models: Sequence[str], domains: Sequence[str],
@@ -85,9 +91,9 @@ class OutcomeModel:
         n_models, n_dom = len(models), len(domains)
         if len(set(models)) != n_models or len(set(domains)) != n_dom or not n_models:
             raise ValueError(f"{where}: models and domains must be non-empty and distinct")
-        if w.shape != (n_models, features.FEATURE_DIM + n_dom):
+        if w.shape != (n_models, feature_spec.FEATURE_DIM + n_dom):
             raise ValueError(f"{where}: weights have shape {w.shape}, expected "
-                             f"{(n_models, features.FEATURE_DIM + n_dom)}")
+                             f"{(n_models, feature_spec.FEATURE_DIM + n_dom)}")
         if b.shape != (n_models,):
             raise ValueError(f"{where}: bias has shape {b.shape}, expected {(n_models,)}")
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
@@ -102,8 +108,8 @@ class OutcomeModel:
         # Split once so that predict is one matrix-vector product plus a row lookup:
         # _w_text (n_models, FEATURE_DIM), C-contiguous; _offset[k] = bias + w_domain[k];
         # _offset[n_dom] = bias alone (a domain the model was not trained with).
-        self._w_text = np.ascontiguousarray(w[:, :features.FEATURE_DIM])
-        offsets = w[:, features.FEATURE_DIM:].T + b[None, :]
+        self._w_text = np.ascontiguousarray(w[:, :feature_spec.FEATURE_DIM])
+        offsets = w[:, feature_spec.FEATURE_DIM:].T + b[None, :]
         self._offset = np.vstack([offsets, b[None, :]]).astype(np.float32)
         self._domain_index = {d: i for i, d in enumerate(self.domains)}
         self._weights, self._bias = w, b
@@ -140,15 +146,15 @@ class OutcomeModel:
                 raise ValueError(f"{jpath}: format_version {fmt!r}, this code reads "
                                  f"{FORMAT_VERSION}")
             spec = meta["feature_spec_version"]
-            if spec != features.FEATURE_SPEC_VERSION:
+            if spec != feature_spec.FEATURE_SPEC_VERSION:
                 raise ValueError(
                     f"{jpath}: feature_spec_version {spec!r} but this code extracts features "
-                    f"version {features.FEATURE_SPEC_VERSION}; retrain with "
+                    f"version {feature_spec.FEATURE_SPEC_VERSION}; retrain with "
                     f"scripts/train_outcome_model.py or install the matching calm_edge")
             dim = meta["feature_dim"]
-            if dim != features.FEATURE_DIM:
+            if dim != feature_spec.FEATURE_DIM:
                 raise ValueError(f"{jpath}: feature_dim {dim!r} but the features have "
-                                 f"{features.FEATURE_DIM}")
+                                 f"{feature_spec.FEATURE_DIM}")
             tail = meta.get("text_tail_chars", TEXT_TAIL_CHARS)
             if tail != TEXT_TAIL_CHARS:
                 raise ValueError(f"{jpath}: text_tail_chars {tail!r}, this code reads "
@@ -186,15 +192,15 @@ class OutcomeModel:
 
     # -- prediction ------------------------------------------------------------------------
 
-    def predict(self, features_vec: npt.NDArray[np.float32], domain: str) -> dict[str, float]:
+    def predict(self, features: npt.NDArray[np.float32], domain: str) -> dict[str, float]:
         """P(correct) per model for one query, given its feature vector (`query_features`,
         shape (FEATURE_DIM,)) and its domain as the runtime knows it. A domain the model
         was not trained with contributes nothing (bias only). Pure; microseconds; raises
         ValueError only on a wrongly shaped vector."""
-        if features_vec.shape != (features.FEATURE_DIM,):
-            raise ValueError(f"features have shape {features_vec.shape}, expected "
-                             f"({features.FEATURE_DIM},)")
-        z = self._w_text @ features_vec
+        if features.shape != (feature_spec.FEATURE_DIM,):
+            raise ValueError(f"features have shape {features.shape}, expected "
+                             f"({feature_spec.FEATURE_DIM},)")
+        z = self._w_text @ features
         z += self._offset[self._domain_index.get(domain, len(self.domains))]
         return {m: 1.0 / (1.0 + math.exp(-v)) for m, v in zip(self.models, z.tolist(),
                                                                 strict=True)}
@@ -215,21 +221,29 @@ class OutcomeModel:
         date); the fields `load` checks are always written from this object."""
         model_dir.mkdir(parents=True, exist_ok=True)
         npath, jpath = model_dir / NPZ_FILE, model_dir / JSON_FILE
-        with npath.open("wb") as f:
+        # Each file is written beside its final name and renamed into place, the JSON last,
+        # so a daemon starting meanwhile reads a whole pair (at worst the new npz with the
+        # old JSON for an instant, which `load` refuses by sha256 rather than misreading).
+        tmp_npz = npath.with_name(npath.name + ".tmp")
+        with tmp_npz.open("wb") as f:
             np.savez_compressed(f, weights=self._weights, bias=self._bias,
                                 models=np.array(self.models, dtype=np.str_))
+        digest = _sha256(tmp_npz)
+        tmp_npz.replace(npath)
         meta: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
-            "feature_spec_version": features.FEATURE_SPEC_VERSION,
-            "feature_dim": features.FEATURE_DIM,
+            "feature_spec_version": feature_spec.FEATURE_SPEC_VERSION,
+            "feature_dim": feature_spec.FEATURE_DIM,
             "text_tail_chars": TEXT_TAIL_CHARS,
             "domains": list(self.domains),
             "models": list(self.models),
-            "npz": {"file": NPZ_FILE, "sha256": _sha256(npath)},
+            "npz": {"file": NPZ_FILE, "sha256": digest},
             "n": dict(self.n),
             "metrics": {m: dict(v) for m, v in self.metrics.items()},
             "calibration": dict(self.calibration),
         }
         meta.update({k: v for k, v in (extra or {}).items() if k not in meta})
-        jpath.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        tmp_json = jpath.with_name(jpath.name + ".tmp")
+        tmp_json.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        tmp_json.replace(jpath)
         return npath, jpath

@@ -135,8 +135,21 @@ def test_execute_closing_the_stream_cancels_generation(tiny_fleet: tuple[Path, P
         assert first == "tiny-chat-0 "
         await gen.aclose()  # returns only once the worker thread has left the backend
         slot = r.slots["tiny-chat"]
+        backend = factory.backends[0]
         assert slot.in_use == 0 and not slot.gen_lock.locked()
-        assert len(factory.backends[0].calls) == 1
+        assert len(backend.calls) == 1
+        assert backend.active == 0 and len(backend.produced) == 1
+        assert backend.produced[0] < 1000
+        # A client that walks away mid-stream, then the next request on the same model:
+        # the backend never runs two generations at once.
+        gen = ex.run(Plan("tiny-chat", (), "test"), req)
+        await gen.__anext__()
+        del gen  # abandoned, not closed: the finalizer hook closes it later
+        short = GenerationRequest(SamplingParams(max_tokens=3),
+                                  messages=(ChatMessage("user", "hi"),))
+        items = [x async for x in ex.run(Plan("tiny-chat", (), "test"), short)]
+        assert isinstance(items[-1], Outcome)
+        assert backend.max_active == 1
         await r.close_all()
         pool.shutdown()
 

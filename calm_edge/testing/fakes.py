@@ -30,6 +30,8 @@ class FakeBackend:
     closed: bool = False
     calls: list[GenerationRequest] = field(default_factory=list)
     produced: list[int] = field(default_factory=list)  # tokens yielded, per finished call
+    active: int = 0      # generate() calls running now (llama.cpp allows one)
+    max_active: int = 0  # the most ever running at once
 
     def generate(self, request: GenerationRequest,
                  should_stop: Callable[[], bool]) -> Iterator[str | GenerationStats]:
@@ -40,6 +42,9 @@ class FakeBackend:
         sim_ms = f.sim_token_ms.get(self.spec.name, 1.0)
         n = 0
         finish = "stop" if n_out < request.params.max_tokens else "length"
+        with f.lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
         try:
             for i in range(n_out):
                 if fail_after is not None and i >= fail_after:
@@ -53,6 +58,8 @@ class FakeBackend:
                     break
         finally:
             self.produced.append(n)
+            with f.lock:
+                self.active -= 1
         ttft_s = 20 * sim_ms / 1000.0  # prefill of a short prompt
         yield GenerationStats(20, n, finish, ttft_s,  # type: ignore[arg-type]
                               ttft_s + max(n - 1, 0) * sim_ms / 1000.0)
