@@ -251,8 +251,12 @@ def _update_health(h: Health, o: Observation, before: Estimate, p: AnalyzeParams
         # (a model abandoned after one slow answer must still be probed to come back).
         current = before.decode_ms_per_token.update(per_tok, p.alpha_min).mean
         slow = healthy.n >= 3 and current > p.recover_ratio * healthy.mean
-        if det.statistic > p.ph_lambda or slow:
-            base = healthy.mean if healthy.n >= 3 else expected
+        base = healthy.mean if healthy.n >= 3 else expected
+        # An alarm needs this answer itself to be slow: drift accumulated from small
+        # excesses must not flag a model on an answer at normal speed (it would recover
+        # on the very next one).
+        alarm = det.statistic > p.ph_lambda and per_tok > p.recover_ratio * base
+        if alarm or slow:
             return dataclasses.replace(
                 h, detector=PageHinkley(), baseline_decode_ms=base, degraded=True,
                 degraded_since_ts=o.ts, recent_ratio=Stat(), alarms=h.alarms + 1)

@@ -450,10 +450,10 @@ class Orchestrator:
         self.knowledge = observe(self.knowledge, obs, self.analyze_params)
         health = self.knowledge.health_of(out.model)
         if health.degraded != was_degraded:
-            log.warning("model %s %s (decode %.1f ms/token vs baseline %.1f)", out.model,
-                        "DEGRADED" if health.degraded else "recovered",
-                        self.knowledge.estimate(out.model, ALL).decode_ms_per_token.mean,
-                        health.baseline_decode_ms)
+            per_token_ms = (obs.latency_ms - obs.ttft_ms) / max(obs.completion_tokens - 1, 1)
+            log.warning("model %s %s (this answer %.1f ms/token, healthy baseline %.1f)",
+                        out.model, "DEGRADED" if health.degraded else "recovered",
+                        per_token_ms, health.baseline_decode_ms)
         self.served += 1
         self._last_used[out.model] = self.served
         latency_s = self._clock() - t0

@@ -10,7 +10,8 @@ outcome (a 5xx that was not injected, a connection error, a malformed response).
 status 1 if there was any.
 
     python scripts/loadtest.py --tiny --clients 32 --seconds 20          # CI's short run
-    python scripts/loadtest.py --clients 64 --seconds 60 --profile x86-dev --max-tokens 48
+    python scripts/loadtest.py --clients 64 --seconds 60 --profile x86-dev --max-tokens 48 \
+        --max-queue 16 --client-timeout 300   # the real fleet: 2 cores shed load with 429
     python scripts/loadtest.py --socket /run/calm-edge/calm.sock ...     # a running daemon
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import shutil
 import signal
@@ -66,9 +68,9 @@ class Stats:
 
 
 def http_request(sock_path: Path, method: str, target: str, body: bytes, *,
-                 abandon_after: int = 0, timeout_s: float = 120.0) -> tuple[int, bytes]:
+                 abandon_after: int = 0, timeout_s: float = 120.0) -> tuple[int, bytes, bytes]:
     """One request on its own connection. With abandon_after > 0, read that many SSE
-    events and hang up. Returns (status, body); the body is checked by the caller."""
+    events and hang up. Returns (status, body, head); the body is checked by the caller."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sk:
         sk.settimeout(timeout_s)
         sk.connect(str(sock_path))
@@ -88,10 +90,11 @@ def http_request(sock_path: Path, method: str, target: str, body: bytes, *,
                 if not chunk:
                     break
                 data += chunk
-            return status, data  # closing the socket abandons the stream
+            return status, data, b""  # closing the socket abandons the stream
         while chunk := sk.recv(65536):
             data += chunk
-        return status, data.split(b"\r\n\r\n", 1)[1]
+        head_bytes, _, body = data.partition(b"\r\n\r\n")
+        return status, body, head_bytes
 
 
 def check_body(status: int, body: bytes, stream: bool) -> str:
@@ -112,8 +115,20 @@ def check_body(status: int, body: bytes, stream: bool) -> str:
     return ""
 
 
+def retry_after_s(head: bytes) -> float:
+    """The Retry-After header of a response head, else 1 s."""
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"retry-after":
+            try:
+                return max(float(value.strip()), 0.0)
+            except ValueError:
+                break
+    return 1.0
+
+
 def client(sock_path: Path, stats: Stats, until: float, budget: list[int], seed: int,
-           model: str, max_tokens: int, broken: str | None) -> None:
+           model: str, max_tokens: int, broken: str | None, timeout_s: float) -> None:
     rng = random.Random(seed)
     kinds = [k for k in KINDS if k != "injected" or broken]
     weights = [KINDS[k] for k in kinds]
@@ -145,14 +160,16 @@ def client(sock_path: Path, stats: Stats, until: float, budget: list[int], seed:
             ])
         t0 = time.monotonic()
         try:
-            status, payload = http_request(sock_path, "POST", target, raw,
-                                           abandon_after=abandon)
+            status, payload, head = http_request(sock_path, "POST", target, raw,
+                                                 abandon_after=abandon, timeout_s=timeout_s)
         except (OSError, ConnectionError, ValueError, IndexError) as e:
             stats.add(Outcome(kind, 0, time.monotonic() - t0, f"{type(e).__name__}: {e}"))
             continue
         latency = time.monotonic() - t0
         problem = "" if abandon else check_body(status, payload, stream)
         stats.add(Outcome(kind, status, latency, problem))
+        if status == 429:  # a well-behaved client backs off as told (jittered, capped)
+            time.sleep(min(max(retry_after_s(head), 0.5), 5.0) * rng.uniform(0.5, 1.0))
 
 
 def unexpected(o: Outcome) -> str | None:
@@ -216,6 +233,10 @@ def main() -> int:
     ap.add_argument("--profile", default="x86-dev", help="profile for a spawned daemon")
     ap.add_argument("--model", default="auto")
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--max-queue", type=int,
+                    help="server.max_queue of a spawned daemon (beyond it: 429)")
+    ap.add_argument("--client-timeout", type=float, default=120.0,
+                    help="seconds a client waits for a response (a timeout is a failure)")
     ap.add_argument("--rss-limit", default="", help="fail if the daemon's RSS exceeds this")
     ap.add_argument("--json", type=Path, help="also write the report as JSON")
     ap.add_argument("--seed", type=int, default=1)
@@ -232,9 +253,12 @@ def main() -> int:
         serve = ["--profile", args.profile]
         if args.tiny:
             serve, broken = tiny_setup(tmp)
+        env = dict(os.environ)
+        if args.max_queue is not None:
+            env["CALM_EDGE_SERVER_MAX_QUEUE"] = str(args.max_queue)
         proc = subprocess.Popen([sys.executable, "-m", "calm_edge.cli", "serve", *serve,
                                  "--socket", str(sock), "--state-dir", str(tmp / "state"),
-                                 "--log-level", "warning"])
+                                 "--log-level", "warning"], env=env)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -261,7 +285,8 @@ def main() -> int:
     model = "tiny-a" if args.tiny and args.model == "auto" else args.model
     threads = [threading.Thread(target=client, args=(sock, stats, until, budget,
                                                      args.seed + i, model, args.max_tokens,
-                                                     broken), daemon=True)
+                                                     broken, args.client_timeout),
+                                 daemon=True)
                for i in range(args.clients)]
     t_start = time.monotonic()
     for t in threads:

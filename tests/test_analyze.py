@@ -127,6 +127,19 @@ def test_analyze_noise_does_not_alarm() -> None:
     assert k.health_of("m").alarms == 0
 
 
+def test_analyze_a_slowdown_within_the_recovery_band_never_raises_the_alarm() -> None:
+    # 20% slower for a long while (contention, not throttling) builds up the Page-Hinkley
+    # statistic, but an answer the detector would call recovered (< recover_ratio x the
+    # healthy speed) must not flag the model either: it would flap back on the next one.
+    k = Knowledge()
+    for i in range(10):
+        k = observe(k, obs(decode_ms=10.0, ts=i), P)
+    for i in range(40):
+        k = observe(k, obs(decode_ms=12.0, ts=10 + i), P)
+        assert not k.health_of("m").degraded, i
+    assert k.health_of("m").alarms == 0
+
+
 def test_analyze_page_hinkley_statistic() -> None:
     ph = PageHinkley()
     for x in (0.0, 0.0, 0.0, 1.0, 1.0):
