@@ -22,7 +22,7 @@ import stat
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from calm_edge.backends.base import BackendFactory
 from calm_edge.classifier import ClassifierError, QueryClassifier, load_classifier
@@ -149,9 +149,6 @@ def bind_tcp(spec: str, allow_remote: bool) -> socket.socket:
     return sock
 
 
-_UNSET = object()  # "load the outcome model the profile names"
-
-
 class Daemon:
     # sd_notify client of the current run(); None outside run(). Owned by the loop thread.
     _notifier: Notifier | None = None
@@ -165,7 +162,8 @@ class Daemon:
                  on_ready: Callable[[], None] | None = None,
                  housekeeping_interval_s: float = 10.0,
                  settings_loader: Callable[[], Settings] | None = None,
-                 outcome_model: OutcomeModel | object | None = _UNSET) -> None:
+                 outcome_model: OutcomeModel | Literal["profile"] | None = "profile",
+                 ) -> None:
         """Environment seams are injectable: the backend factory, the classifier, the power
         reader, the memory probe, the sysfs root and the random source. `handle_signals`
         and `on_ready` serve tests that run the daemon on a thread. `settings_loader`
@@ -217,8 +215,8 @@ class Daemon:
             raise DaemonError(f"query classifier: {e}") from None
 
     def _load_outcome_model(self) -> OutcomeModel | None:
-        if self._outcome_model is not _UNSET:
-            return self._outcome_model  # type: ignore[return-value]
+        if not isinstance(self._outcome_model, str):  # injected (a model, or None: off)
+            return self._outcome_model
         cfg = self.settings.profile.loop
         if not cfg.per_query_quality:
             return None

@@ -426,7 +426,7 @@ def synthetic_run() -> tuple[dict[str, Any], list[Result], list[Segment]]:
     rs: list[Result] = []
     for q, d in (("c1", "code"), ("c2", "code"), ("m1", "math"), ("m2", "math")):
         rs.append(R("model:big", q, True, 1000, d, energy_j=10.0, energy_kind="estimated",
-                    server_ttft_ms=90.0))
+                    server_ttft_ms=90.0, completion_tokens=40 if d == "code" else 60))
         rs.append(R("model:tiny", q, d == "code", 200, d, energy_j=2.0,
                     energy_kind="estimated", server_ttft_ms=15.0))
         calm_model = "tiny" if d == "code" else "big"
@@ -451,6 +451,8 @@ def test_report_aggregates_quality_latency_energy_and_ratios() -> None:
     assert p["calm"]["cache_hits"] == 0 and p["largest"]["cache_hits"] is None
     assert p["calm"]["peak_rss_bytes"] == 900 << 20 and p["oracle"]["peak_rss_bytes"] is None
     assert p["calm"]["energy_kind"] == "estimated"
+    assert p["largest"]["energy_j_per_token"] == pytest.approx(40.0 / 200)  # J / tokens
+    assert p["smallest"]["energy_j_per_token"] is None  # no token counts: no figure
     assert p["calm"]["overhead_ms"] is None and p["largest"]["overhead_ms"] == pytest.approx(10)
     assert p["smallest"]["routing_overhead_ms"] == pytest.approx(5.0 - 10.0)
     assert p["oracle"]["models"] == {"big": 2, "tiny": 2}
@@ -481,7 +483,9 @@ def test_report_table_lists_policies_ratios_and_targets() -> None:
     text = render_table(build_report(meta, rs, segs))
     for needle in ("calm ", "largest ", "smallest ", "oracle ", "vs largest", "0.65x",
                    "MISS  CALM mean latency vs largest", "PASS  CALM overall quality",
-                   "where CALM loses against the oracle", "/calm/feedback"):
+                   "where CALM loses against the oracle", "/calm/feedback",
+                   "energy per output token (J, the request's joules / its output tokens): "
+                   "largest 0.20"):
         assert needle in text, needle
 
 

@@ -54,6 +54,14 @@ def _summary(values: Sequence[float]) -> dict[str, float | None]:
             "p50": percentile(values, 50), "p95": percentile(values, 95)}
 
 
+def _per_token(rows: Sequence[Result]) -> float | None:
+    """Joules per generated token over the answers that have both figures (prefill's
+    energy included: the whole request's joules over its output tokens)."""
+    both = [r for r in rows if r.energy_j is not None and r.completion_tokens]
+    tokens = sum(r.completion_tokens or 0 for r in both)
+    return sum(r.energy_j or 0.0 for r in both) / tokens if tokens else None
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
@@ -90,6 +98,7 @@ def policy_metrics(rows: Sequence[Result], domains: Sequence[str],
         "latency_ms": _summary([r.latency_ms for r in ok if r.latency_ms is not None]),
         "ttft_ms": _summary([r.ttft_ms for r in ok if r.ttft_ms is not None]),
         "energy_j_per_query": statistics.fmean(energies) if energies else None,
+        "energy_j_per_token": _per_token(ok),
         "energy_kind": (None if not kinds else kinds.pop() if len(kinds) == 1 else "mixed"),
         "swaps": sum(sum(r.loads.values()) for r in rows) if live else None,
         "swap_s": round(sum(r.load_s for r in rows), 3) if live else None,
@@ -363,6 +372,11 @@ def render_table(report: Mapping[str, Any]) -> str:
     if rss_budget:
         lines.append(f"\nRAM budget for models: {format_bytes(rss_budget)} (peak RSS is the "
                      "whole daemon process: models, KV caches, Python)")
+    per_token = {p: m["energy_j_per_token"] for p, m in pol.items()
+                 if m.get("energy_j_per_token") is not None}
+    if per_token:
+        lines.append("energy per output token (J, the request's joules / its output tokens): "
+                     + ", ".join(f"{p} {v:.2f}" for p, v in per_token.items()))
     over = {p: m["overhead_ms"] for p, m in pol.items() if m.get("overhead_ms") is not None}
     if over:
         lines.append("overhead (client TTFT - daemon TTFT), ms: " + ", ".join(
