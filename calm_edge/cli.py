@@ -319,8 +319,12 @@ def _asdict(obj: Any) -> Any:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import signal
+
     from calm_edge import bench
 
+    # SIGTERM unwinds like Ctrl-C, so the run's daemon is stopped and results kept.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     return bench.main(args)
 
 

@@ -159,7 +159,7 @@ class QosWeights:
 class QosConfig:
     default_mode: Mode = _f("balanced", "Mode for requests that name none.")
     fast: QosWeights = _f(QosWeights(1.0, 1.5, 0.2), "Weights in fast mode.")
-    balanced: QosWeights = _f(QosWeights(1.0, 0.5, 0.2), "Weights in balanced mode.")
+    balanced: QosWeights = _f(QosWeights(1.0, 0.25, 0.1), "Weights in balanced mode.")
     quality: QosWeights = _f(QosWeights(1.0, 0.05, 0.02), "Weights in quality mode.")
     eco: QosWeights = _f(QosWeights(1.0, 0.2, 1.5), "Weights in eco mode.")
 

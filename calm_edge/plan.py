@@ -13,7 +13,8 @@ Hard constraints: predicted latency within the SLO, the model fits the RAM budge
 evicting models not in use), predicted quality at or above the domain's floor, predicted
 energy within the per-query budget and mean power under the power cap when those are set.
 If no candidate meets them all they are relaxed in that order of importance (energy, SLO,
-then quality floor) and the reason says so. Exploration: a degraded model is probed every
+then quality floor: lowered to 0.9 x the best predicted quality, so the choice stays among
+the strongest) and the reason says so. Exploration: a degraded model is probed every
 `probe_degraded_every` requests so recovery is noticed; otherwise with probability
 `explore_epsilon` the least-observed feasible candidate is tried. Every plan carries the
 scores and a readable reason.
@@ -109,8 +110,9 @@ def adjust_quality(q: float, difficulty: float | None, slope: float) -> float:
 
 
 def _exclusion(c: CandidateInput, q: float, lat: float, e: float, req: RequestInput,
-               level: int) -> str | None:
-    """Constraint check; `level` relaxes: 0 all, 1 no energy, 2 no SLO, 3 no floor."""
+               level: int, floor: float) -> str | None:
+    """Constraint check; `level` relaxes: 0 all, 1 no energy, 2 no SLO, 3 the floor
+    lowered to what the strongest candidate reaches (`floor`)."""
     if not c.fits_budget:
         return "does not fit the RAM budget"
     if level < 1 and req.energy_budget_mj is not None and e > req.energy_budget_mj:
@@ -120,10 +122,15 @@ def _exclusion(c: CandidateInput, q: float, lat: float, e: float, req: RequestIn
         return f"predicted {e / lat:.1f} W > power cap {req.power_cap_mw / 1000:.1f} W"
     if level < 2 and req.slo_ms is not None and lat > req.slo_ms:
         return f"predicted {lat:.0f} ms > SLO {req.slo_ms:.0f} ms"
-    if level < 3 and q < req.quality_floor:
-        return f"quality {q:.2f} < floor {req.quality_floor:.2f} for {req.domain}"
+    if q < floor:
+        return f"quality {q:.2f} < floor {floor:.2f} for {req.domain}"
     return None
 
+
+# When no model reaches the quality floor, the floor drops to this share of the best
+# predicted quality: the choice stays among the strongest models (a faster one that is
+# nearly as good may win), never the cheapest of the weak ones.
+RELAXED_FLOOR_SHARE = 0.9
 
 _RELAXED = ("", "no model meets the energy budget or power cap; ", "no model meets the SLO; ",
             "no model meets the quality floor; ")
@@ -150,8 +157,12 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
     utility = {c.name: w.quality * q - w.latency * lat / lat_max - w.energy * e / e_max
                for c, q, lat, e in rows}
 
+    best_q = max((q for c, q, _, _ in rows if c.fits_budget), default=0.0)
     for level in range(4):
-        excluded = {c.name: _exclusion(c, q, lat, e, req, level) for c, q, lat, e in rows}
+        floor = req.quality_floor if level < 3 else \
+            min(req.quality_floor, RELAXED_FLOOR_SHARE * best_q)
+        excluded = {c.name: _exclusion(c, q, lat, e, req, level, floor)
+                    for c, q, lat, e in rows}
         eligible = [r for r in rows if excluded[r[0].name] is None]
         if eligible:
             break
@@ -164,6 +175,8 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
     ranked = sorted(eligible, key=lambda r: (-utility[r[0].name], r[2], r[0].name))
     best = ranked[0]
     prefix = _RELAXED[level] if level < 4 else "nothing fits the RAM budget; "
+    if level == 3:
+        prefix += f"kept the strongest (quality >= {floor:.2f}); "
 
     chosen, explored = best, False
     reason = prefix + _why(best, ranked, req)
