@@ -51,7 +51,7 @@ def daemon_run(client: Client, model: str, max_tokens: int) -> tuple[float, int]
     tokens = 0
     for event in client.stream("/v1/completions", {
             "model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.0,
-            "stream": True}):
+            "stream": True, "calm": {"cache": False}}):  # every run decodes
         now = time.perf_counter()
         if event["choices"] and event["choices"][0].get("text"):
             if n_chunks == 0:
