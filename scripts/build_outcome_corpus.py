@@ -80,12 +80,9 @@ def _bench_builder() -> ModuleType:
 BB = _bench_builder()
 
 
-def user(content: str) -> tuple[dict[str, str], ...]:
-    return ({"role": "user", "content": content},)
-
-
-def _pick(rng: R, seq: Sequence[str]) -> str:
-    return seq[rng.randrange(len(seq))]
+# The bench builder's message and choice helpers (same rng calls, so the same corpus).
+user: Callable[[str], tuple[dict[str, str], ...]] = BB.user
+_pick: Callable[[R, Sequence[str]], str] = BB._pick
 
 
 # ---------------------------------------------------------------------------------------

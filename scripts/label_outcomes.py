@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from calm_edge.bench import graders
-from calm_edge.bench.runner import Progress
+from calm_edge.bench.runner import Progress, stop_process
 from calm_edge.bench.workload import Query, arrange, load_workload, select
 from calm_edge.client import Client, ClientError
 
@@ -144,13 +143,7 @@ def daemon(profile: str, python: str, log: TextIO) -> Iterator[Daemon]:
         raise
     finally:
         client.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_process(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -311,7 +311,7 @@ def daemon_for(cfg: BenchConfig, run: str) -> Iterator[DaemonProcess]:
     finally:
         d.client.close()
         d.rss.stop()
-        _stop(proc)
+        stop_process(proc)
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 
@@ -331,7 +331,8 @@ def _wait_ready(d: DaemonProcess, timeout_s: float) -> None:
     raise BenchError(f"the daemon was not ready after {timeout_s:.0f} s; see {d.log_path}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a daemon and wait for it (SIGKILL after 60 s); nothing if it has exited."""
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
