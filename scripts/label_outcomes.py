@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from calm_edge.bench import graders
-from calm_edge.bench.runner import Progress, stop_process
+from calm_edge.bench.runner import BenchError, Progress, log_tail, stop_process, wait_ready
 from calm_edge.bench.workload import Query, arrange, load_workload, select
 from calm_edge.client import Client, ClientError
 
@@ -114,32 +114,16 @@ def daemon(profile: str, python: str, log: TextIO) -> Iterator[Daemon]:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
                                 start_new_session=True)
     client = Client(sock, timeout_s=REQUEST_TIMEOUT_S)
-
-    def tail() -> str:
-        try:
-            return "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-        except OSError:
-            return ""
-
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise LabelError(f"the daemon exited with status {proc.returncode}:\n{tail()}")
-            if sock.exists():
-                try:
-                    client.get("/health")
-                    break
-                except ClientError:
-                    pass
-            if time.monotonic() > deadline:
-                raise LabelError(f"the daemon was not ready after {READY_TIMEOUT_S:.0f} s")
-            time.sleep(0.1)
+        try:
+            wait_ready(proc, client, READY_TIMEOUT_S, log_path)
+        except BenchError as e:
+            raise LabelError(str(e)) from None
         print(f"daemon ready (pid {proc.pid}, {sock})", file=log)
         yield Daemon(client, proc)
     except BaseException:
         if proc.poll() is not None:
-            print(f"daemon log:\n{tail()}", file=sys.stderr)
+            print(f"daemon log:\n{log_tail(log_path)}", file=sys.stderr)
         raise
     finally:
         client.close()

@@ -265,11 +265,16 @@ class DaemonProcess:
         return self.proc.poll() is None
 
     def log_tail(self, n: int = 15) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
+        return log_tail(self.log_path, n)
+
+
+def log_tail(path: Path, n: int = 15) -> str:
+    """The last n lines of a log file; "" if it cannot be read."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
 
 
 def _safe(run: str) -> str:
@@ -305,7 +310,7 @@ def daemon_for(cfg: BenchConfig, run: str) -> Iterator[DaemonProcess]:
     d = DaemonProcess(proc, Client(sock, timeout_s=cfg.request_timeout_s), socket_dir,
                       log_path, RssSampler(proc.pid))
     try:
-        _wait_ready(d, cfg.ready_timeout_s)
+        wait_ready(proc, d.client, cfg.ready_timeout_s, log_path)
         d.rss.start()
         yield d
     finally:
@@ -315,20 +320,23 @@ def daemon_for(cfg: BenchConfig, run: str) -> Iterator[DaemonProcess]:
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 
-def _wait_ready(d: DaemonProcess, timeout_s: float) -> None:
+def wait_ready(proc: subprocess.Popen[bytes], client: Client, timeout_s: float,
+               log_path: Path) -> None:
+    """Poll the daemon's /health until it answers. BenchError if it exits first (with its
+    log's tail) or is not ready within timeout_s."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not d.alive():
-            raise BenchError(f"the daemon exited with status {d.proc.returncode} before it "
-                             f"was ready; its log ({d.log_path}) ends:\n{d.log_tail()}")
-        if d.client.socket_path.exists():
+        if proc.poll() is not None:
+            raise BenchError(f"the daemon exited with status {proc.returncode} before it "
+                             f"was ready; its log ({log_path}) ends:\n{log_tail(log_path)}")
+        if client.socket_path.exists():
             try:
-                d.client.get("/health")
+                client.get("/health")
                 return
             except ClientError:
                 pass
         time.sleep(0.1)
-    raise BenchError(f"the daemon was not ready after {timeout_s:.0f} s; see {d.log_path}")
+    raise BenchError(f"the daemon was not ready after {timeout_s:.0f} s; see {log_path}")
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
