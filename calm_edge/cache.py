@@ -1,11 +1,15 @@
 """Response cache: exact and near-duplicate matches of repeated queries.
 
-Exact: the key is the request kind, the requested model (or "auto" + mode), every sampling
-parameter that changes the output, and the prompt normalized (case-folded, whitespace
-collapsed). Near-duplicate (single-turn requests only): cosine similarity of hashed
-character 3-gram vectors of the question at or above a threshold, among entries with the
-same key otherwise, and only if both texts contain the same numbers ("What is 2+3?" never
-matches "What is 2+4?").
+Every entry belongs to a scope (the asking peer's uid, or a group that shares): a lookup
+only sees its own scope's entries, so one user can neither plant an answer for another
+nor learn whether another asked. Exact: the key is the scope, the request kind, the
+requested model (or "auto" + mode), every sampling parameter that changes the output, and
+the prompt normalized (case-folded, whitespace collapsed). Near-duplicate (single-turn
+questions of at most `near_max_chars` only): cosine similarity of hashed character 3-gram
+vectors of the question at or above a threshold that rises with length (a few differing
+3-grams at most, so an appended sentence never matches), among entries with the same key
+otherwise, lengths within 10% of each other, and only if both texts contain the same
+numbers ("What is 2+3?" never matches "What is 2+4?").
 
 Only deterministic requests are cached by default (temperature 0, or a fixed seed); with
 `sampled = true` sampled answers are cached too (a repeated question then gets the same
@@ -32,14 +36,23 @@ from calm_edge.backends.base import GenerationRequest, GenerationStats
 _DIM = 1024
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
 _SPACE_RE = re.compile(r"\s+")
+_NEAR_MAX_DIFF = 6.0      # ~ differing 3-grams a near-duplicate may have, at any length
+_NEAR_LENGTH_RATIO = 1.1  # the longer question at most this much longer ("length class")
 
 
 def normalize(text: str) -> str:
     return _SPACE_RE.sub(" ", text).strip().casefold()
 
 
+def near_threshold(floor: float, length: int) -> float:
+    """The cosine a question of `length` characters needs for a near-duplicate hit: the
+    floor, or more for long ones (cosine ~ 1 - differing 3-grams / length)."""
+    return max(floor, 1.0 - _NEAR_MAX_DIFF / max(length, 1))
+
+
 def _vector(text: str) -> npt.NDArray[np.float32]:
-    """L2-normalized hashed character 3-gram counts (crc32 buckets)."""
+    """L2-normalized hashed character 3-gram counts (crc32 buckets). A Python loop per
+    character: callers bound the length (near_max_chars)."""
     v = np.zeros(_DIM, dtype=np.float32)
     padded = f" {text} "
     for i in range(len(padded) - 2):
@@ -63,6 +76,7 @@ class _Entry:
     params_key: str
     text: str                # the normalized question (near-duplicate matching)
     numbers: tuple[str, ...]
+    length: int              # of the normalized question, in characters
     vector: npt.NDArray[np.float32] | None
     size_bytes: int
 
@@ -70,11 +84,12 @@ class _Entry:
 class ResponseCache:
     def __init__(self, *, max_entries: int = 1000, max_bytes: int = 16 << 20,
                  ttl_s: float = 3600.0, near_duplicate: bool = True,
-                 near_threshold: float = 0.95, sampled: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 near_threshold: float = 0.97, near_max_chars: int = 1024,
+                 sampled: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries, self.max_bytes, self.ttl_s = max_entries, max_bytes, ttl_s
         self.near_duplicate, self.near_threshold, self.sampled = (
             near_duplicate, near_threshold, sampled)
+        self.near_max_chars = near_max_chars
         self._clock = clock
         self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()  # LRU
         self._by_age: collections.deque[tuple[float, str]] = collections.deque()
@@ -90,13 +105,16 @@ class ResponseCache:
 
     @staticmethod
     def _params_key(kind: str, model: str, mode: str, request: GenerationRequest,
-                    context: str) -> str:
+                    context: str, scope: str) -> str:
         p = request.params
-        blob = json.dumps([kind, model, mode if model == "auto" else "", p.max_tokens,
+        blob = json.dumps([scope, kind, model, mode if model == "auto" else "", p.max_tokens,
                            p.temperature, p.top_p, p.top_k, p.min_p, p.repeat_penalty,
                            p.frequency_penalty, p.presence_penalty, p.seed, list(p.stop),
                            context], separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _near_eligible(self, question: str, single: bool) -> bool:
+        return self.near_duplicate and single and len(question) <= self.near_max_chars
 
     @staticmethod
     def _split(request: GenerationRequest) -> tuple[str, str, bool]:
@@ -140,22 +158,22 @@ class ResponseCache:
         self.bytes -= e.size_bytes
         self.evictions += 1
 
-    def get(self, kind: str, model: str, mode: str, request: GenerationRequest,
-            ) -> tuple[CachedAnswer, str] | None:
-        """The cached answer and "exact" or "near", or None."""
+    def get(self, kind: str, model: str, mode: str, request: GenerationRequest, *,
+            scope: str = "") -> tuple[CachedAnswer, str] | None:
+        """The cached answer and "exact" or "near" from `scope`'s entries, or None."""
         if not self.cacheable(request):
             return None
         now = self._clock()
         self._expire(now)
         ctx, question, single = self._split(request)
-        pk = self._params_key(kind, model, mode, request, ctx)
+        pk = self._params_key(kind, model, mode, request, ctx, scope)
         key = pk + ":" + hashlib.sha256(question.encode()).hexdigest()
         e = self._entries.get(key)
         if e is not None:
             self._entries.move_to_end(key)
             self.hits_exact += 1
             return e.answer, "exact"
-        if self.near_duplicate and single and self._entries:
+        if self._near_eligible(question, single) and self._entries:
             found = self._near(pk, question)
             if found is not None:
                 self._entries.move_to_end(found)
@@ -166,23 +184,26 @@ class ResponseCache:
 
     def _near(self, params_key: str, question: str) -> str | None:
         numbers = tuple(_NUMBER_RE.findall(question))
+        n = len(question)
         pool = [(k, e) for k, e in self._entries.items()
-                if e.params_key == params_key and e.vector is not None and e.numbers == numbers]
+                if e.params_key == params_key and e.vector is not None and e.numbers == numbers
+                and max(n, e.length) <= _NEAR_LENGTH_RATIO * min(n, e.length)]
         if not pool:
             return None
         q = _vector(question)
         sims = np.stack([e.vector for _, e in pool]) @ q  # type: ignore[misc]
         best = int(np.argmax(sims))
-        return pool[best][0] if float(sims[best]) >= self.near_threshold else None
+        need = near_threshold(self.near_threshold, max(n, pool[best][1].length))
+        return pool[best][0] if float(sims[best]) >= need else None
 
     def put(self, kind: str, model: str, mode: str, request: GenerationRequest,
-            answer: CachedAnswer) -> None:
+            answer: CachedAnswer, *, scope: str = "") -> None:
         if not self.cacheable(request):
             return
         ctx, question, single = self._split(request)
-        pk = self._params_key(kind, model, mode, request, ctx)
+        pk = self._params_key(kind, model, mode, request, ctx, scope)
         key = pk + ":" + hashlib.sha256(question.encode()).hexdigest()
-        vec = _vector(question) if self.near_duplicate and single else None
+        vec = _vector(question) if self._near_eligible(question, single) else None
         size = len(answer.text.encode()) + len(question.encode()) + len(key) + \
             (vec.nbytes if vec is not None else 0) + 200
         if size > self.max_bytes:
@@ -191,7 +212,7 @@ class ResponseCache:
             self._drop(key)
             self.evictions -= 1
         self._entries[key] = _Entry(answer, pk, question, tuple(_NUMBER_RE.findall(question)),
-                                    vec, size)
+                                    len(question), vec, size)
         self._by_age.append((answer.created_s, key))
         self.bytes += size
         self._expire(self._clock())

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from calm_edge.paths import UnsafeDirectory, check_private_dir, fallback_socket_dir
 
 
 class ClientError(RuntimeError):
@@ -24,6 +27,12 @@ class _UnixConnection(http.client.HTTPConnection):
         self._path = path
 
     def connect(self) -> None:
+        if self._path.parent == fallback_socket_dir() and os.path.lexists(self._path.parent):
+            # In /tmp, where anyone could have made it first: is it really ours?
+            try:
+                check_private_dir(self._path.parent)
+            except UnsafeDirectory as e:
+                raise ClientError(f"refusing to connect to {self._path}: {e}") from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:

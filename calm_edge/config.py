@@ -104,6 +104,10 @@ class ServerConfig:
                   "unless tcp_allow_remote.")
     tcp_allow_remote: bool = _f(False, "Allow a non-loopback TCP address (the API has no "
                                 "authentication over TCP: you are exposing it).")
+    tcp_allow_unauthenticated: bool = _f(
+        False, "With allow_users/allow_groups set, serve TCP anyway (TCP peers have no "
+        "credentials, so the allow-lists cannot apply to them); otherwise the daemon refuses "
+        "to start with both.")
     max_body_bytes: int = _f(1 << 20, "Largest accepted request body.", ge=1024,
                              le=256 << 20, size=True)
     max_header_bytes: int = _f(16 << 10, "Largest accepted request head.", ge=1024,
@@ -114,6 +118,14 @@ class ServerConfig:
                                le=1 << 20)
     keepalive_timeout_s: float = _f(5.0, "Idle keep-alive connections close after this.",
                                     ge=0.1, le=3600)
+    write_timeout_s: float = _f(5.0, "A client that takes nothing of a response for this long "
+                                "is dropped: its generation stops and its places are freed.",
+                                ge=0.1, le=3600)
+    max_connections: int = _f(256, "Open connections, all peers together; more are closed at "
+                              "accept.", ge=1, le=100_000)
+    max_connections_per_uid: int = _f(64, "Open connections per peer uid (all TCP peers count "
+                                      "as one); more are closed at accept.", ge=1,
+                                      le=100_000)
     drain_timeout_s: float = _f(30.0, "On SIGTERM, wait this long for in-flight requests.",
                                 ge=0, le=3600)
     max_queue: int = _f(64, "Requests that may wait for a generation place; beyond, 429.",
@@ -241,9 +253,15 @@ class CacheConfig:
                         size=True)
     ttl_s: float = _f(3600.0, "Answers older than this are not served.", ge=1, le=3.2e7)
     near_duplicate: bool = _f(True, "Also match near-duplicate single-turn questions (same "
-                              "numbers, character 3-gram cosine >= near_threshold).")
-    near_threshold: float = _f(0.95, "Cosine similarity for a near-duplicate hit.", ge=0.5,
-                               le=1.0)
+                              "numbers, lengths within 10%, character 3-gram cosine >= "
+                              "near_threshold).")
+    near_threshold: float = _f(0.97, "Cosine similarity for a near-duplicate hit (the floor: "
+                               "longer questions need more, so that an appended sentence never "
+                               "matches).", ge=0.5, le=1.0)
+    near_max_chars: int = _f(1024, "Longer questions are only matched exactly (bounds the "
+                             "work of a lookup on the event loop).", ge=0, le=1 << 20)
+    shared_groups: list[str] = _f([], "Groups whose members share cached answers; otherwise "
+                                  "each peer uid has its own (TCP peers share one).")
     sampled: bool = _f(False, "Also cache sampled answers (temperature > 0, no seed).")
 
 

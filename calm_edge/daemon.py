@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
+from calm_edge import paths
 from calm_edge.backends.base import BackendFactory
 from calm_edge.classifier import ClassifierError, QueryClassifier, load_classifier
 from calm_edge.config import ConfigError, Settings, load_settings
@@ -38,6 +39,7 @@ from calm_edge.monitor import DeviceMonitor
 from calm_edge.orchestrator import Orchestrator
 from calm_edge.outcome import OutcomeModel
 from calm_edge.residency import Residency
+from calm_edge.server.access import AccessError, userns_limits
 from calm_edge.server.app import App
 from calm_edge.server.http import HttpServer
 from calm_edge.service import (
@@ -62,12 +64,20 @@ class DaemonError(RuntimeError):
 def bind_unix_socket(path: Path, mode: int, group: str) -> socket.socket:
     """Bind a listening Unix socket at `path` with `mode`, owned by `group` if it exists.
 
-    A stale socket file (nobody listening) is replaced; a live one is an error.
+    A stale socket file (nobody listening) is replaced; a live one is an error. In the
+    fallback directory under /tmp, only a private one (made 0700 by us, owned by us) is
+    used. The mode comes from the umask at bind; nothing is changed through a link.
     """
     if len(os.fsencode(path)) > _SUN_PATH_MAX:
         raise DaemonError(f"socket path too long ({len(os.fsencode(path))} bytes, max "
                           f"{_SUN_PATH_MAX}): {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent == paths.fallback_socket_dir():
+        try:
+            paths.make_private_dir(path.parent)
+        except paths.UnsafeDirectory as e:
+            raise DaemonError(f"refusing to serve: {e}") from None
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_symlink() or path.exists():
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise DaemonError(f"{path} exists and is not a socket; remove it or choose another "
@@ -90,7 +100,6 @@ def bind_unix_socket(path: Path, mode: int, group: str) -> socket.socket:
         raise DaemonError(f"cannot bind {path}: {e.strerror}") from None
     finally:
         os.umask(old_umask)
-    path.chmod(mode)
     if group:
         try:
             gid = grp.getgrnam(group).gr_gid
@@ -98,7 +107,7 @@ def bind_unix_socket(path: Path, mode: int, group: str) -> socket.socket:
             log.debug("group %s does not exist; socket keeps our group", group)
         else:
             with contextlib.suppress(PermissionError):
-                os.chown(path, -1, gid)
+                os.chown(path, -1, gid, follow_symlinks=False)
     sock.listen(128)
     return sock
 
@@ -285,13 +294,21 @@ class Daemon:
                         notifier.ready(describe())
                     return result
 
-            app = App(s, orchestrator, DeviceMonitor(self._probe, self._sysfs_root, integrator),
-                      in_flight=lambda: self.http.in_flight if self.http else 0,
-                      reload=reload)
+            try:
+                app = App(s, orchestrator,
+                          DeviceMonitor(self._probe, self._sysfs_root, integrator),
+                          in_flight=lambda: self.http.in_flight if self.http else 0,
+                          reload=reload)
+            except AccessError as e:
+                raise DaemonError(str(e)) from None
+            self._check_access(app)
             orchestrator.busy = lambda: app.admission.active + app.admission.waiting > 0
-            self.http = http = HttpServer(app, max_header_bytes=p.server.max_header_bytes,
-                                          max_body_bytes=p.server.max_body_bytes,
-                                          keepalive_timeout_s=p.server.keepalive_timeout_s)
+            srv = p.server
+            self.http = http = HttpServer(
+                app, max_header_bytes=srv.max_header_bytes, max_body_bytes=srv.max_body_bytes,
+                keepalive_timeout_s=srv.keepalive_timeout_s,
+                write_timeout_s=srv.write_timeout_s, max_connections=srv.max_connections,
+                max_connections_per_uid=srv.max_connections_per_uid, gate=app)
             try:
                 # os.environ: LISTEN_* must not reach child processes (sd_listen_fds(1)).
                 passed = listen_fds(self._env, os.getpid(), unset_env=os.environ)
@@ -361,6 +378,20 @@ class Daemon:
         log.info("stopped")
         return 0
 
+    def _check_access(self, app: App) -> None:
+        """Refuse TCP that the allow-lists cannot cover; warn when the allow-lists cannot
+        see real peer ids (a user namespace, e.g. systemd PrivateUsers=yes)."""
+        srv = self.settings.profile.server
+        access = app.access
+        if srv.tcp and access.restricted and not srv.tcp_allow_unauthenticated:
+            raise DaemonError("server.tcp with allow_users/allow_groups: TCP peers have no "
+                              "credentials, so the allow-lists cannot apply to them. Set "
+                              "server.tcp_allow_unauthenticated = true to serve TCP anyway")
+        if access.restricted or access.admin_gids:
+            why = userns_limits(self._sysfs_root / "proc")
+            if why is not None:
+                log.warning("access lists may not work: %s", why)
+
     async def _reload(self, residency: Residency, orchestrator: Orchestrator, app: App,
                       http: HttpServer) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -368,7 +399,8 @@ class Daemon:
         try:
             new = await loop.run_in_executor(None, self._load_settings)
             fleet = await loop.run_in_executor(None, load_fleet, new.fleet_path)
-        except (ConfigError, OSError) as e:
+            app.apply(new)  # first: it may refuse (AccessError) before anything changed
+        except (ConfigError, OSError, AccessError) as e:
             log.error("reload failed; keeping the running configuration: %s", e)
             return {"ok": False, "error": str(e)}
         restart = [what for what, a, b in (
@@ -386,9 +418,11 @@ class Daemon:
         fleet_changes = await residency.apply_fleet(fleet, new.models_dir, new.profile.runtime)
         evicted = await residency.set_budget(new.profile.memory.ram_budget_bytes)
         orchestrator.apply(new, fleet)
-        app.apply(new)
         srv = new.profile.server
         http.max_body_bytes, http.keepalive_timeout_s = srv.max_body_bytes, srv.keepalive_timeout_s
+        http.write_timeout_s = srv.write_timeout_s
+        http.max_connections, http.max_connections_per_uid = (srv.max_connections,
+                                                              srv.max_connections_per_uid)
         self.settings, self.fleet = new, fleet
         log.info("reloaded %s and %s: models added %s, removed %s, changed %s; budget %s",
                  new.profile_source, new.fleet_path, fleet_changes["added"] or "none",

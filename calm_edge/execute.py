@@ -229,9 +229,10 @@ class Executor:
                     continue
                 item = pending.popleft()
                 if isinstance(item, str):
+                    parts = [item]  # joined once: linear however many piled up
                     while pending and isinstance(pending[0], str):
-                        item += pending.popleft()  # type: ignore[operator]
-                    yield item
+                        parts.append(pending.popleft())  # type: ignore[arg-type]
+                    yield "".join(parts)
                 elif isinstance(item, _Done):
                     break
                 elif isinstance(item, _Failed):

@@ -105,6 +105,8 @@ class Route:
     request: RequestInput
     plan: Plan
     cache: str = "off"   # "miss" when the answer may be cached, "bypass", or "off"
+    owner: int | None = None  # the requesting peer's uid (None: unknown, e.g. TCP)
+    cache_scope: str = ""     # whose cached answers this request may get and add to
 
 
 class FeedbackError(ValueError):
@@ -135,6 +137,16 @@ def _status(finish: str, abort: Abort | None) -> int:
     if finish == "cancelled" and abort is not None:
         return {"deadline": 504, "disconnected": 499}.get(abort.reason or "", 499)
     return 200
+
+
+def _unanswered(abort: Abort | None) -> tuple[int, str]:
+    """(status, error) a request is recorded with when it ended before its answer."""
+    reason = abort.reason if abort is not None else None
+    if reason == "stalled":
+        return 499, "abandoned: the client stopped reading the response"
+    if reason == "deadline":
+        return 504, "deadline exceeded before the answer was delivered"
+    return 499, "client closed request"
 
 
 def fleet_fingerprint(fleet: Fleet) -> str:
@@ -253,27 +265,29 @@ class Orchestrator:
             self.cache = None
         elif self.cache is None or (self.cache.max_entries, self.cache.max_bytes,
                                     self.cache.ttl_s, self.cache.near_duplicate,
-                                    self.cache.near_threshold, self.cache.sampled) != (
+                                    self.cache.near_threshold, self.cache.near_max_chars,
+                                    self.cache.sampled) != (
                 c.max_entries, c.max_bytes, c.ttl_s, c.near_duplicate, c.near_threshold,
-                c.sampled):
+                c.near_max_chars, c.sampled):
             self.cache = ResponseCache(
                 max_entries=c.max_entries, max_bytes=c.max_bytes, ttl_s=c.ttl_s,
                 near_duplicate=c.near_duplicate, near_threshold=c.near_threshold,
-                sampled=c.sampled, clock=self._clock)
+                near_max_chars=c.near_max_chars, sampled=c.sampled, clock=self._clock)
         if self.cache is not None:
             self.cache.set_fingerprint(fleet_fingerprint(fleet))
 
     # -- the response cache ---------------------------------------------------------------
 
     def cached(self, model: str, request: GenerationRequest, mode: str | None, kind: str,
-               rid: str) -> Answer | None:
-        """A cache hit as a finished Answer (recorded in Knowledge in the background), or
-        None. No classification or planning happens on a hit."""
+               rid: str, *, owner: int | None = None, cache_scope: str = "",
+               ) -> Answer | None:
+        """A cache hit within `cache_scope` as a finished Answer (recorded in Knowledge in
+        the background), or None. No classification or planning happens on a hit."""
         if self.cache is None:
             return None
         t0 = self._clock()
         mode = mode or self.settings.profile.qos.default_mode
-        hit = self.cache.get(kind, model, mode, request)
+        hit = self.cache.get(kind, model, mode, request, scope=cache_scope)
         if hit is None:
             return None
         c, how = hit
@@ -283,7 +297,7 @@ class Orchestrator:
                         query, mode, False, (), None, cache="hit" if how == "exact" else "near",
                         text=c.text)
         self.metrics.cache_hits.inc(1, kind=how)
-        self._remember(rid, answer)
+        self._remember(rid, answer, owner)
         if self.store is not None and self.store.note(RequestRecord(
                 id=rid, ts=self._wall(), kind=kind, model=c.model, domain=c.domain,
                 domain_source="cache", difficulty=None, mode=mode,
@@ -362,7 +376,8 @@ class Orchestrator:
         self._background(later())
 
     def route(self, model: str, request: GenerationRequest, mode: str | None,
-              slo_ms: float | None, domain: str | None, use_cache: bool = True) -> Route:
+              slo_ms: float | None, domain: str | None, use_cache: bool = True, *,
+              owner: int | None = None, cache_scope: str = "") -> Route:
         """Monitor the query and plan it. Raises NoModelAvailable."""
         p = self.settings.profile
         query = observe_query(self.classifier, request.messages, request.prompt, domain)
@@ -385,7 +400,7 @@ class Orchestrator:
         plan = plan_request(req, cands, self.plan_params, self._rng.random())
         cache = "off" if self.cache is None else (
             "miss" if use_cache and self.cache.cacheable(request) else "bypass")
-        return Route(query, req, plan, cache)
+        return Route(query, req, plan, cache, owner, cache_scope)
 
     # -- Execute + Analyze + Knowledge --------------------------------------------------------
 
@@ -427,8 +442,8 @@ class Orchestrator:
             raise
         finally:
             await gen.aclose()
-            if not recorded:  # the client went away (or we are stopping) before the answer
-                await self._record_failure(route, rid, kind, t0, 499, "client closed request")
+            if not recorded:  # the client went away, was dropped, or we are stopping
+                await self._record_failure(route, rid, kind, t0, *_unanswered(abort))
 
     async def _complete(self, route: Route, request: GenerationRequest, rid: str, kind: str,
                         out: Outcome, t0: float, abort: Abort | None) -> Answer:
@@ -464,13 +479,14 @@ class Orchestrator:
         answer = Answer(out.model, reason, s, out.failed_attempts, out.wait_s, latency_s, q,
                         route.request.mode, plan.explored and out.model == plan.model,
                         candidates, energy, cache=route.cache)
-        self._remember(rid, answer)
+        self._remember(rid, answer, route.owner)
         self._count(answer)
         self._update_forecast(q.domain, out.model, plan.reason != "pinned by the request"
                               and not answer.explored and out.model == plan.model)
         if self.cache is not None and route.cache == "miss" and s.finish_reason != "cancelled":
             self.cache.put(kind, route.request.requested_model, route.request.mode, request,
-                           CachedAnswer(out.text, out.model, q.domain, s, self._clock()))
+                           CachedAnswer(out.text, out.model, q.domain, s, self._clock()),
+                           scope=route.cache_scope)
         self._schedule_prefetch()
         if self.store is not None:
             models = {out.model, *(a.model for a in out.failed_attempts)}
@@ -493,9 +509,10 @@ class Orchestrator:
         return DecisionRecord(rid, ts, route.query.domain, route.query.difficulty,
                               route.request.mode, a.model, a.reason, a.explored, a.candidates)
 
-    def _remember(self, rid: str, a: Answer) -> None:
+    def _remember(self, rid: str, a: Answer, owner: int | None) -> None:
         self._recent.decisions.appendleft({
-            "request_id": rid, "domain": a.query.domain, "difficulty": a.query.difficulty,
+            "request_id": rid, "uid": owner, "domain": a.query.domain,
+            "difficulty": a.query.difficulty,
             "mode": a.mode, "chosen": a.model, "reason": a.reason, "explored": a.explored,
             "latency_ms": round(a.latency_s * 1000, 1), "candidates": list(a.candidates)})
         answered = self._recent.answered_by
@@ -577,4 +594,11 @@ class Orchestrator:
                 for m, h in sorted(self.knowledge.health.items())]
 
     def recent_decisions(self) -> list[dict[str, Any]]:
+        """Everyone's, newest first (for admins and the service status line)."""
         return list(self._recent.decisions)
+
+    def recent_decisions_of(self, uid: int | None) -> list[dict[str, Any]]:
+        """Those of one peer uid, newest first; none for a peer without credentials."""
+        if uid is None:
+            return []
+        return [d for d in self._recent.decisions if d["uid"] == uid]

@@ -8,11 +8,16 @@ per-user directories.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 _PKG = Path(__file__).resolve().parent
 SYSTEM_SOCKET = Path("/run/calm-edge/calm.sock")
+
+
+class UnsafeDirectory(RuntimeError):
+    """A directory for the socket that another user could control."""
 
 
 def bundled_dir(kind: str) -> Path:
@@ -61,11 +66,47 @@ def models_dir(configured: str, env: Mapping[str, str]) -> Path:
     return Path(base) / "calm-edge" / "models"
 
 
+def fallback_socket_dir() -> Path:
+    """The socket's directory for a user without $XDG_RUNTIME_DIR: in /tmp, where anyone
+    can create it first. Serve and connect only after `check_private_dir`."""
+    return Path(f"/tmp/calm-edge-{os.getuid()}")
+
+
+def check_private_dir(path: Path) -> None:
+    """Raise UnsafeDirectory unless `path` itself (not a link's target) is a directory
+    owned by this effective user that neither its group nor others may write."""
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        raise UnsafeDirectory(f"{path}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeDirectory(f"{path} is not a directory (a link or a file put there?); "
+                              "remove it")
+    if st.st_uid != os.geteuid():
+        raise UnsafeDirectory(f"{path} belongs to uid {st.st_uid}, not to this user "
+                              f"({os.geteuid()}): someone else created it; remove it")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeDirectory(f"{path} is writable by its group or others (mode "
+                              f"{stat.S_IMODE(st.st_mode):04o}); make it 0700 or remove it")
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` with mode 0700 unless it exists (an existing one is never chmod-ed),
+    then `check_private_dir` it."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise UnsafeDirectory(f"cannot create {path}: {e.strerror}") from None
+    check_private_dir(path)
+
+
 def _user_socket(env: Mapping[str, str]) -> Path:
     xdg = env.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "calm-edge" / "calm.sock"
-    return Path(f"/tmp/calm-edge-{os.getuid()}") / "calm.sock"
+    return fallback_socket_dir() / "calm.sock"
 
 
 def server_socket_path(configured: str, env: Mapping[str, str]) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -321,3 +322,374 @@ def test_hardening_tcp_only_loopback_and_never_admin(make_settings: Callable[...
             r = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2})
             assert r.status_code == 200
             assert c.post("/calm/models/tiny-chat/load").status_code == 403
+
+
+# -- issue 14: one slow reader must not stop the board -----------------------------------------
+
+def _requests_table(settings: Settings) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(settings.state_dir / "knowledge.db")) as db:
+        return list(db.execute("SELECT id, status, error FROM requests ORDER BY ts"))
+
+
+def _stalled_stream(settings: Settings, body: dict[str, Any]) -> socket.socket:
+    """A client that asks for a long stream and never reads (a tiny receive buffer)."""
+    sk = socket.socket(socket.AF_UNIX)
+    sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sk.connect(str(settings.socket_path))
+    sk.sendall(http("POST", "/v1/chat/completions", json.dumps(body).encode(),
+                    {"Content-Type": "application/json"}))
+    return sk
+
+
+LONG = {**CHAT, "max_tokens": 200_000, "stream": True, "calm": {"cache": False}}
+
+
+def test_hardening_slow_reader_is_dropped_and_frees_the_board(
+        make_settings: Callable[..., Settings]) -> None:
+    write_timeout_s = 1.0
+    s = make_settings(server={"write_timeout_s": write_timeout_s, "max_tokens_limit": 200_000})
+    # ~2000 tokens/s (a fast real model is ~100): it would run for 100 s if not stopped.
+    factory = FakeFactory(answer_tokens=200_000, token_delay_s=0.0005)  # max_parallel = 1
+    with run_daemon(s, factory):
+        stalled = _stalled_stream(s, LONG)
+        time.sleep(0.3)  # its generation has the lane and fills every buffer on the way
+        t0 = time.monotonic()
+        with uds_client(s, timeout_s=20) as c:
+            r = c.post("/v1/chat/completions",
+                       json={**CHAT, "max_tokens": 8, "calm": {"cache": False}})
+            elapsed = time.monotonic() - t0
+            assert r.status_code == 200, r.text
+            assert elapsed < write_timeout_s + 3.0, elapsed  # its own generation is ~ms
+            st = c.get("/calm/status").json()
+        assert all(m["in_use"] == 0 for m in st["models"])
+        stalled.settimeout(5)
+        with contextlib.suppress(ConnectionError):  # dropped: EOF (or a reset) after the
+            while stalled.recv(1 << 20):             # bytes that were already buffered
+                pass
+        stalled.close()
+        # The generation stopped: the backend was told to stop long before 200k tokens.
+        deadline = time.monotonic() + 5
+        while len(factory.backends[0].produced) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert factory.backends[0].produced[0] < 200_000
+    rows = _requests_table(s)
+    assert [(st_, err) for _, st_, err in rows if st_ != 200] == [
+        (499, "abandoned: the client stopped reading the response")]
+
+
+def test_hardening_deadline_covers_time_blocked_in_writes(
+        make_settings: Callable[..., Settings]) -> None:
+    """The stalled stream's write_timeout_s is long; its deadline (3 s) comes after every
+    buffer on the way filled, and its generation, parked on a write, must still end."""
+    s = make_settings(server={"write_timeout_s": 60.0, "max_tokens_limit": 200_000})
+    factory = FakeFactory(answer_tokens=200_000, token_delay_s=0.0001)  # fills them in ~1 s
+    with run_daemon(s, factory):
+        stalled = _stalled_stream(s, {**LONG, "calm": {"cache": False, "slo_ms": 3000}})
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        with uds_client(s, timeout_s=20) as c:
+            r = c.post("/v1/chat/completions",
+                       json={**CHAT, "max_tokens": 8, "calm": {"cache": False}})
+        assert r.status_code == 200 and time.monotonic() - t0 < 3.0 + 3.0
+        stalled.close()
+    assert [st_ for _, st_, _ in _requests_table(s) if st_ != 200] == [504]
+
+
+def _hold(settings: Settings, n: int) -> list[socket.socket]:
+    """n keep-alive connections, each past one request (so the daemon counts it)."""
+    held = []
+    for _ in range(n):
+        sk = socket.socket(socket.AF_UNIX)
+        sk.settimeout(5)
+        sk.connect(str(settings.socket_path))
+        sk.sendall(b"GET /health HTTP/1.1\r\nHost: calm\r\n\r\n")
+        assert sk.recv(65536).startswith(b"HTTP/1.1 200")
+        held.append(sk)
+    return held
+
+
+def _try_connect(settings: Settings) -> bytes:
+    """What a new connection gets for a /health request ('' if closed without a word)."""
+    with socket.socket(socket.AF_UNIX) as sk:
+        sk.settimeout(5)
+        sk.connect(str(settings.socket_path))
+        out = b""
+        try:
+            sk.sendall(http("GET", "/health"))
+            while chunk := sk.recv(65536):
+                out += chunk
+        except ConnectionError:
+            pass
+        return out
+
+
+def test_hardening_connection_caps_close_at_accept_and_log_once_per_uid(
+        make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
+    s = make_settings(server={"max_connections_per_uid": 2, "keepalive_timeout_s": 30})
+    with run_daemon(s, FakeFactory(answer_tokens=2)):
+        held = _hold(s, 2)
+        t0 = time.monotonic()
+        answers = [_try_connect(s) for _ in range(5)]
+        assert time.monotonic() - t0 < 3
+        assert all(b" 200 " not in a.split(b"\r\n")[0] for a in answers), answers
+        assert any(b"too many connections" in a for a in answers) or not any(answers)
+        lines = [r.getMessage() for r in caplog.records
+                 if r.getMessage().startswith("refused a connection from uid 0")]
+        assert len(lines) == 1 and "max_connections_per_uid" in lines[0], lines
+        held.pop().close()
+        time.sleep(0.2)
+        assert _try_connect(s).startswith(b"HTTP/1.1 200")  # a place came free
+        for sk in held:
+            sk.close()
+    s = make_settings(server={"max_connections": 1, "keepalive_timeout_s": 30})
+    with run_daemon(s, FakeFactory(answer_tokens=2)):
+        held = _hold(s, 1)
+        assert b" 200 " not in _try_connect(s)[:20]
+        held[0].close()
+
+
+def _raw_as(uid: int, path: Path, data: bytes, *, setup: Callable[[], None] | None = None,
+            ) -> Callable[[], list[Any]]:
+    """For _as_user: send `data`, read to EOF; [seconds, status line]."""
+    def go() -> list[Any]:
+        t0 = time.monotonic()
+        resp = raw_request(path, data, timeout_s=10)
+        return [time.monotonic() - t0, resp.split(b"\r\n", 1)[0].decode()]
+    return go
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
+def test_hardening_refused_peers_are_answered_before_their_body(
+        make_settings: Callable[..., Settings], short_tmp: Path) -> None:
+    short_tmp.chmod(0o755)
+    nobody = 65534
+    big_head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: calm\r\nContent-Type: "
+                b"application/json\r\nContent-Length: 1000000\r\n\r\n{")  # the rest never comes
+    s = make_settings(server={"socket_mode": "0666", "allow_users": ["root"]})
+    with run_daemon(s, FakeFactory(answer_tokens=2)):
+        took, status = _as_user(nobody, _raw_as(nobody, s.socket_path, big_head))
+        assert status == "HTTP/1.1 403 Forbidden" and took < 2
+    admin_head = big_head.replace(b"/v1/chat/completions", b"/calm/budget")
+    s = make_settings(server={"socket_mode": "0666"})
+    with run_daemon(s, FakeFactory(answer_tokens=2)):
+        took, status = _as_user(nobody, _raw_as(nobody, s.socket_path, admin_head))
+        assert status == "HTTP/1.1 403 Forbidden" and took < 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change a client's groups")
+def test_hardening_groups_are_read_once_per_connection(make_settings: Callable[..., Settings],
+                                                       short_tmp: Path) -> None:
+    """A peer's groups are what they were when it connected: a process (or a reused pid)
+    whose groups change later does not gain an admin group on its open connection."""
+    short_tmp.chmod(0o755)
+    uid, admin_gid = 54321, 54322
+    s = make_settings(server={"socket_mode": "0666", "admin_groups": [str(admin_gid)],
+                              "keepalive_timeout_s": 30})
+    load = http("POST", "/calm/models/tiny-chat/load").replace(b"Connection: close",
+                                                               b"Connection: keep-alive")
+
+    def client() -> list[str]:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setresuid(uid, uid, 0)  # keep a way back to change the groups below
+        out = []
+        with socket.socket(socket.AF_UNIX) as sk:
+            sk.settimeout(10)
+            sk.connect(str(s.socket_path))
+            for _ in range(2):
+                sk.sendall(load)
+                resp = sk.recv(65536)
+                out.append(resp.split(b"\r\n", 1)[0].decode())
+                os.seteuid(0)
+                os.setgroups([admin_gid])  # /proc/<pid>/status now lists the admin group
+                os.seteuid(uid)
+        return out
+
+    with run_daemon(s, FakeFactory(answer_tokens=2)):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                out = json.dumps(client()).encode()
+            except BaseException as e:
+                out = json.dumps({"error": repr(e)}).encode()
+            os.write(w, out)
+            os._exit(0)
+        os.close(w)
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+        os.close(r)
+        os.waitpid(pid, 0)
+    assert json.loads(data) == ["HTTP/1.1 403 Forbidden"] * 2
+
+
+def test_access_warns_when_a_user_namespace_hides_peers(
+        make_settings: Callable[..., Settings], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "root"
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/uid_map").write_text("         0          0          1\n"
+                                            "       995        995          1\n")
+    (root / "proc/self/gid_map").write_text("         0          0 4294967295\n")
+    s = make_settings(server={"allow_users": ["root"]})
+    with run_daemon(s, FakeFactory(answer_tokens=2), sysfs_root=root):
+        pass
+    warned = [r.getMessage() for r in caplog.records if "may not work" in r.getMessage()]
+    assert len(warned) == 1 and "maps 2 uids" in warned[0] and "65534" in warned[0]
+    caplog.clear()
+    (root / "proc/self/uid_map").write_text("         0          0 4294967295\n")
+    with run_daemon(s, FakeFactory(answer_tokens=2), sysfs_root=root):
+        pass
+    assert not [r for r in caplog.records if "may not work" in r.getMessage()]
+
+
+@pytest.mark.parametrize("server", [{"allow_users": ["no-such-user-x1", "no-such-user-x2"]},
+                                    {"allow_groups": ["no-such-group-x3"]}])
+def test_access_allow_list_naming_nobody_refuses_to_start(
+        make_settings: Callable[..., Settings], server: dict[str, Any]) -> None:
+    from calm_edge.daemon import DaemonError
+
+    s = make_settings(server=server)
+    names = next(iter(server.values()))
+    with pytest.raises(DaemonError, match=", ".join(names)), \
+            run_daemon(s, FakeFactory(answer_tokens=2)):
+        pass
+
+
+def test_access_allow_list_with_some_unknown_names_keeps_the_known_ones(
+        make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
+    s = make_settings(server={"allow_users": ["root", "no-such-user-x4"]})
+    with run_daemon(s, FakeFactory(answer_tokens=2)), uds_client(s) as c:
+        assert c.get("/health").status_code == 200
+    assert any("no-such-user-x4" in r.getMessage() for r in caplog.records)
+
+
+def test_hardening_tcp_refuses_browsers_and_non_json(make_settings: Callable[..., Settings],
+                                                     ) -> None:
+    import httpx
+
+    port = _free_port()
+    s = make_settings(server={"tcp": f"127.0.0.1:{port}"})
+    with run_daemon(s, FakeFactory(answer_tokens=2)), \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        chat = {**CHAT, "max_tokens": 2}
+        assert c.post("/v1/chat/completions", json=chat).status_code == 200
+        assert c.get("/health", headers={"Host": f"localhost:{port}"}).status_code == 200
+        r = c.post("/v1/chat/completions", json=chat, headers={"Origin": "http://evil.test"})
+        assert r.status_code == 403 and "Origin" in r.json()["error"]["message"]
+        r = c.get("/health", headers={"Host": f"evil.test:{port}"})  # DNS rebinding
+        assert r.status_code == 403 and "Host" in r.json()["error"]["message"]
+        r = c.post("/v1/chat/completions", content=json.dumps(chat),
+                   headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415
+        r = c.post("/v1/chat/completions", content=json.dumps(chat),
+                   headers={"Content-Type": "application/json; charset=utf-8"})
+        assert r.status_code == 200
+    with uds_client(s) as u, run_daemon(s, FakeFactory(answer_tokens=2)):  # Unix: no change
+        r = u.post("/v1/chat/completions", content=json.dumps(chat),
+                   headers={"Content-Type": "text/plain", "Origin": "http://x"})
+        assert r.status_code == 200
+
+
+def test_hardening_tcp_with_allow_lists_needs_explicit_consent(
+        make_settings: Callable[..., Settings]) -> None:
+    import httpx
+
+    from calm_edge.daemon import DaemonError
+
+    port = _free_port()
+    s = make_settings(server={"tcp": f"127.0.0.1:{port}", "allow_users": ["root"]})
+    with pytest.raises(DaemonError, match="tcp_allow_unauthenticated"), \
+            run_daemon(s, FakeFactory(answer_tokens=2)):
+        pass
+    s = make_settings(server={"tcp": f"127.0.0.1:{port}", "allow_users": ["root"],
+                              "tcp_allow_unauthenticated": True})
+    with run_daemon(s, FakeFactory(answer_tokens=2)), \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        assert c.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("length", ["\u00b9\u00b2\u00b3", "1" * 4301, "9" * 13, "+5", "5 5",
+                                    "0x10"])
+def test_hardening_content_length_is_one_to_twelve_ascii_digits(
+        make_settings: Callable[..., Settings], length: str) -> None:
+    s = make_settings()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: calm\r\nContent-Length: {length}"
+            "\r\nConnection: close\r\n\r\n").encode("latin-1")  # as the server decodes it
+    with run_daemon(s, FakeFactory(answer_tokens=2)):
+        resp = raw_request(s.socket_path, head)
+    assert resp.startswith(b"HTTP/1.1 400 "), resp[:100]
+    assert b"Content-Length" in resp
+
+
+@pytest.mark.parametrize("header", [b"X-Junk: a\x00b", b"X-Junk: a\nb", b"X-Junk: a\rb",
+                                    b"X-Ju\x00nk: ab"])
+def test_hardening_control_characters_in_headers_are_refused(
+        make_settings: Callable[..., Settings], header: bytes) -> None:
+    s = make_settings()
+    with run_daemon(s, FakeFactory(answer_tokens=2)):
+        resp = raw_request(s.socket_path, b"GET /health HTTP/1.1\r\nHost: calm\r\n" + header
+                           + b"\r\nConnection: close\r\n\r\n")
+    assert resp.startswith(b"HTTP/1.1 400 "), resp[:100]
+
+
+def test_http_tracebacks_are_logged_once_per_minute_per_kind(
+        short_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from calm_edge.server.http import HttpServer, Request, Response
+
+    now = [1000.0]
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("a bug in a handler")
+
+    async def main() -> list[bytes]:
+        server = HttpServer(broken, max_header_bytes=16384, max_body_bytes=65536,
+                            keepalive_timeout_s=5, clock=lambda: now[0])
+        path = short_tmp / "t.sock"
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.listen(8)
+        srv = await server.start(sock)
+        loop = asyncio.get_running_loop()
+        out = []
+        for step in (0.0, 1.0, 1.0, 61.0):
+            now[0] += step
+            out.append(await loop.run_in_executor(None, raw_request, path,
+                                                  http("GET", "/x")))
+        srv.close()
+        await srv.wait_closed()
+        return out
+
+    answers = asyncio.run(main())
+    assert all(a.startswith(b"HTTP/1.1 500 ") for a in answers)
+    traces = [r for r in caplog.records if r.exc_info and "handler failed" in r.getMessage()]
+    assert len(traces) == 2  # the first, and the first a minute later (with a count)
+    assert "2 more like it" in traces[1].getMessage()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
+def test_status_shows_other_users_decisions_to_admins_only(
+        make_settings: Callable[..., Settings], short_tmp: Path) -> None:
+    short_tmp.chmod(0o755)
+    nobody = 65534
+    s = make_settings(server={"socket_mode": "0666"})
+
+    def ask_then_status() -> list[Any]:
+        chat = json.dumps({**CHAT, "max_tokens": 2, "calm": {"cache": False}}).encode()
+        mine = json.loads(raw_request(s.socket_path, http(
+            "POST", "/v1/chat/completions", chat,
+            {"Content-Type": "application/json"})).partition(b"\r\n\r\n")[2])["id"]
+        st = json.loads(raw_request(s.socket_path, http("GET", "/calm/status"))
+                        .partition(b"\r\n\r\n")[2])
+        return [mine, [d["request_id"] for d in st["recent_decisions"]]]
+
+    with run_daemon(s, FakeFactory(answer_tokens=2)), uds_client(s) as c:
+        roots = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2,
+                                                      "calm": {"cache": False}}).json()["id"]
+        mine, seen = _as_user(nobody, ask_then_status)
+        assert seen == [mine]  # not root's request
+        everyone = [d["request_id"] for d in c.get("/calm/status").json()["recent_decisions"]]
+        assert everyone == [mine, roots]  # root is an admin

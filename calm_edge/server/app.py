@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import logging
 import time
@@ -26,7 +27,7 @@ from calm_edge.monitor import DeviceMonitor, DeviceObservation
 from calm_edge.orchestrator import Answer, FeedbackError, Orchestrator
 from calm_edge.plan import NoModelAvailable
 from calm_edge.residency import ModelUnavailable
-from calm_edge.server.access import AccessPolicy
+from calm_edge.server.access import AccessPolicy, Peer, group_ids
 from calm_edge.server.api import (
     ApiError,
     ApiLimits,
@@ -47,6 +48,7 @@ Route = Callable[[Request], Awaitable[Response]]
 # Routes that change the daemon or what it learns: restricted to admins (server.access).
 _ADMIN_ROUTES = frozenset({"/calm/models/{name}/{action}", "/calm/budget", "/calm/feedback",
                            "/calm/reload"})
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "localhost.localdomain"})
 
 
 def _sse(payload: Any) -> bytes:
@@ -110,20 +112,97 @@ class App:
         }
 
     def apply(self, settings: Settings) -> None:
-        """(Re)configure from settings: at start and on reload."""
-        self.settings = settings
+        """(Re)configure from settings: at start and on reload. Raises AccessError when an
+        allow-list names nobody who exists (before anything changed)."""
         srv = settings.profile.server
-        self.access = AccessPolicy.from_names(srv.allow_users, srv.allow_groups,
-                                              srv.admin_groups)
+        access = AccessPolicy.from_names(srv.allow_users, srv.allow_groups, srv.admin_groups,
+                                         tcp_unauthenticated=srv.tcp_allow_unauthenticated)
+        self.settings, self.access = settings, access
         self.limits = ApiLimits(default_max_tokens=srv.default_max_tokens,
                                 max_tokens_limit=srv.max_tokens_limit)
         self.admission.capacity = srv.max_queue
+        self._shared_gids = group_ids("cache.shared_groups",
+                                      settings.profile.cache.shared_groups)
+        self._tcp_host = srv.tcp.rpartition(":")[0].strip("[]").lower()
 
-    async def __call__(self, request: Request) -> Response:
+    # -- the gate (server.http.Gate): refusals before a peer costs anything ----------------
+
+    def connection(self, peer: Peer | None, tcp: bool) -> Response | None:
+        """At accept: peers the allow-lists refuse never get to send a request."""
+        refused = self.access.refuse(peer, admin=False)
+        if refused is None:
+            return None
+        self.orch.metrics.requests.inc(1, route="connection", status="403")
+        return error_response(403, refused, code="forbidden", type_="permission_error")
+
+    def head(self, request: Request) -> Response | None:
+        """After the head, before the body: admin routes for non-admins, and over TCP
+        what a web page could send (Origin, a foreign Host, a non-JSON POST)."""
+        route, path = self._route(request)
+        path = path if route is not None else "other"
+        refused = self._refusal(request, path)
+        if refused is not None:
+            self.orch.metrics.requests.inc(1, route=path, status=str(refused.status))
+        return refused
+
+    def _refusal(self, request: Request, path: str) -> Response | None:
+        """A browser can reach a loopback TCP port: over TCP, refuse what only a web page
+        sends (an Origin header; a Host that is not this machine, i.e. DNS rebinding) and
+        POSTs that are not JSON (a cross-site form or text/plain POST needs no preflight).
+        Then who may do what (server.access)."""
+        h = request.headers
+        forbidden: str | None = None
+        if request.tcp and "origin" in h:
+            forbidden = "requests from web pages (an Origin header) are refused over TCP"
+        elif request.tcp and not self._loopback_host(h.get("host", "")):
+            forbidden = "the Host header must name this machine (localhost or a loopback " \
+                        "address)"
+        else:
+            forbidden = self.access.refuse(request.peer, admin=path in _ADMIN_ROUTES)
+        if forbidden is not None:
+            return error_response(403, forbidden, code="forbidden", type_="permission_error")
+        media = h.get("content-type", "").split(";")[0].strip().lower()
+        if request.tcp and request.method == "POST" and media != "application/json":
+            return error_response(415, "POST bodies must be Content-Type: application/json",
+                                  code="unsupported_media_type")
+        return None
+
+    def _loopback_host(self, host: str) -> bool:
+        name = host.strip().lower()
+        if name.startswith("["):
+            name = name[1:].partition("]")[0]
+        elif name.count(":") == 1:
+            name = name.partition(":")[0]
+        if not name:
+            return False
+        if name in _LOOPBACK_NAMES or name == self._tcp_host:
+            return True
+        try:
+            return ipaddress.ip_address(name).is_loopback
+        except ValueError:
+            return False
+
+    def cache_scope(self, peer: Peer | None) -> str:
+        """Whose cached answers a peer may be given: those of a shared group it is in
+        (cache.shared_groups, in their order), else its own uid's. TCP peers, who have no
+        credentials, share one scope."""
+        if peer is None:
+            return "tcp"
+        for gid in self._shared_gids:
+            if gid in peer.groups:
+                return f"gid:{gid}"
+        return f"uid:{peer.uid}"
+
+    def _route(self, request: Request) -> tuple[Route | None, str]:
+        """The route for a request and its label (the path pattern, for metrics)."""
         path = request.path.rstrip("/") or "/"
         route = self.routes.get((request.method, path))
         if route is None and path.startswith("/calm/models/"):
             route, path = self.model_action, "/calm/models/{name}/{action}"
+        return route, path
+
+    async def __call__(self, request: Request) -> Response:
+        route, path = self._route(request)
         if route is None:
             if any(p == path for _, p in self.routes):
                 response = error_response(405, f"method {request.method} not allowed on "
@@ -299,6 +378,9 @@ class App:
                 "last_error": slot.last_error,
             })
         p = self.settings.profile
+        # Other users' request ids, domains and latencies are for admins only.
+        recent = self.orch.recent_decisions() if self.access.is_admin(request.peer) else \
+            self.orch.recent_decisions_of(None if request.peer is None else request.peer.uid)
         return Response.json(200, {
             "version": __version__,
             "uptime_s": round(now - self.started_s, 1),
@@ -318,7 +400,7 @@ class App:
             "knowledge": self.orch.store.status() if self.orch.store else None,
             "estimates": self.orch.estimates_table(),
             "health": self.orch.health_table(),
-            "recent_decisions": self.orch.recent_decisions()[:10],
+            "recent_decisions": recent[:10],
         })
 
     def energy_status(self) -> dict[str, Any] | None:
@@ -351,10 +433,13 @@ class App:
         self.requests_total += 1
         rid = f"{prefix}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
-        hit = self.orch.cached(call.model, call.request, call.calm.mode, call.kind, rid) \
-            if call.calm.cache else None
+        owner = None if request.peer is None else request.peer.uid
+        scope = self.cache_scope(request.peer)
+        hit = self.orch.cached(call.model, call.request, call.calm.mode, call.kind, rid,
+                               owner=owner, cache_scope=scope) if call.calm.cache else None
         if hit is not None:  # answered from memory: no queue, no deadline
-            return await self._respond(call, rid, created, hit.model, _replay(hit), None)
+            return await self._respond(call, rid, created, hit.model, _replay(hit), None,
+                                       request)
         # Admission: wait for a place (bounded queue, by priority) within the deadline.
         deadline_s = (call.calm.slo_ms / 1000.0 if call.calm.slo_ms is not None
                       else self.settings.profile.server.request_timeout_s)
@@ -363,13 +448,15 @@ class App:
             await self._admit(work, call.calm.priority, request.peer_gone)
             try:
                 route = self.orch.route(call.model, call.request, call.calm.mode,
-                                        call.calm.slo_ms, call.calm.domain, call.calm.cache)
+                                        call.calm.slo_ms, call.calm.domain, call.calm.cache,
+                                        owner=owner, cache_scope=scope)
             except NoModelAvailable as e:
                 raise ApiError(503, str(e), code="model_unavailable") from None
             work.watcher = asyncio.get_running_loop().create_task(
-                _watch(request.peer_gone, work.abort, work.deadline_s - time.monotonic()))
+                _watch(request, work.abort, work.deadline_s - time.monotonic()))
             gen = self.orch.run(route, call.request, rid, call.kind, work.abort)
-            return await self._respond(call, rid, created, route.plan.model, gen, work)
+            return await self._respond(call, rid, created, route.plan.model, gen, work,
+                                       request)
         except BaseException:
             await work.close()
             raise
@@ -403,15 +490,16 @@ class App:
 
     async def _respond(self, call: CompletionCall, rid: str, created: int, planned: str,
                        gen: AsyncGenerator[str | Answer, None], work: _Work | None,
-                       ) -> Response:
+                       request: Request) -> Response:
         try:
             first = await _first(gen)
         except BaseException:
             await gen.aclose()
             raise
-        if call.stream:
+        if call.stream:  # the deadline also bounds the time the stream's writes wait
             return Response(200, content_type="text/event-stream", stream=self._sse_stream(
-                call, rid, created, planned, first, gen, work))
+                call, rid, created, planned, first, gen, work, request),
+                deadline_s=None if work is None else work.deadline_s)
         try:
             parts: list[str] = []
             item = first
@@ -431,7 +519,9 @@ class App:
 
     async def _sse_stream(self, call: CompletionCall, rid: str, created: int, planned: str,
                           first: str | Answer, gen: AsyncGenerator[str | Answer, None],
-                          work: _Work | None) -> AsyncIterator[bytes]:
+                          work: _Work | None, request: Request) -> AsyncIterator[bytes]:
+        """Closed early (aclose) when the client goes or is dropped: the generation then
+        stops, is recorded with why (work.abort), and its places are released."""
         model = first.model if isinstance(first, Answer) else planned
         try:
             if call.kind == "chat":
@@ -459,6 +549,8 @@ class App:
             yield _sse({"error": {"message": err.message, "type": "server_error",
                                   "code": err.code}})
         finally:
+            if work is not None and request.dropped is not None:
+                work.abort.set(request.dropped)  # before the close records the request
             await gen.aclose()
             if work is not None:
                 await work.close()
@@ -486,11 +578,12 @@ class _Work:
         await self.stack.aclose()
 
 
-async def _watch(peer_gone: asyncio.Event, abort: Abort, timeout_s: float) -> None:
-    """Stop the generation when the client goes away or the deadline passes."""
+async def _watch(request: Request, abort: Abort, timeout_s: float) -> None:
+    """Stop the generation when the client goes away (or was dropped) or the deadline
+    passes."""
     try:
-        await asyncio.wait_for(peer_gone.wait(), max(timeout_s, 0.0))
-        abort.set("disconnected")
+        await asyncio.wait_for(request.peer_gone.wait(), max(timeout_s, 0.0))
+        abort.set(request.dropped or "disconnected")
     except (asyncio.TimeoutError, TimeoutError):
         abort.set("deadline")
 

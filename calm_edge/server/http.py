@@ -5,24 +5,42 @@ Content-Length bodies, `Expect: 100-continue`, chunked responses for server-sent
 Request bodies with Transfer-Encoding are refused (411). Limits on head and body size are
 enforced before reading; every malformed request gets a JSON error and the connection
 closes. One task per connection; handlers run on the event loop.
+
+What a peer can hold is bounded: open connections overall and per peer uid (over the cap a
+connection is closed at accept), the head and body read times, and every write: a client
+that takes nothing of a response for `write_timeout_s` (or past the response's deadline)
+is dropped, and its stream is closed, which stops the generation behind it. A `Gate`
+refuses peers at accept and requests after their head, before their body is read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import fcntl
 import json
 import logging
+import re
 import socket
 import struct
+import sys
+import termios
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NoReturn, Protocol
+
+from calm_edge.server.access import Peer, read_peer
 
 log = logging.getLogger("calm_edge.http")
 
 _MAX_HEADERS = 100
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")  # ASCII digits only; int() takes more
+_HEAD_CONTROLS = ("\r", "\n", "\x00")  # left in a line after splitting on CRLF: refused
+_DEADLINE_GRACE_S = 0.5  # what a write may still wait once the response's deadline passed
+_QUIET_S = 60.0  # one traceback per kind, one refusal line per uid, per this many seconds
 
 
 @dataclass
@@ -32,10 +50,15 @@ class Request:
     query: str
     headers: dict[str, str]
     body: bytes
-    peer: Any = None  # (pid, uid, gid) from SO_PEERCRED on Unix sockets, when available
+    peer: Peer | None = None  # Unix-socket credentials read at accept; None over TCP
+    tcp: bool = False
     # Set as soon as the client closes its end (EOF or connection lost): long work for it
     # should stop. Clients that half-close after sending (shutdown(SHUT_WR)) look gone too.
     peer_gone: asyncio.Event = field(default_factory=asyncio.Event)
+    # Why the server dropped the client, when it did: "stalled" (it took nothing of the
+    # response for write_timeout_s) or "deadline" (the response's deadline passed while a
+    # write waited). Set before peer_gone, so the handler can record it.
+    dropped: str | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -48,6 +71,7 @@ class Response:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     stream: AsyncIterator[bytes] | None = None  # sent chunked when set
+    deadline_s: float | None = None  # time.monotonic(): no write waits past it
 
     @classmethod
     def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
@@ -56,6 +80,17 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Gate(Protocol):
+    """Refuses early, before a peer costs anything. Both run on the loop and must not block."""
+
+    def connection(self, peer: Peer | None, tcp: bool) -> Response | None:
+        """At accept: a refusal to send before closing, or None to serve the connection."""
+
+    def head(self, request: Request) -> Response | None:
+        """After the head, before the body is read (request.body is empty): a refusal, or
+        None to read the body and call the handler."""
 
 
 def error_response(status: int, message: str, *, type_: str | None = None,
@@ -73,6 +108,63 @@ class _BadRequest(Exception):
         self.status, self.message = status, message
 
 
+class _Refused(Exception):
+    def __init__(self, response: Response, keep_alive: bool) -> None:
+        self.response, self.keep_alive = response, keep_alive
+
+
+def _unread_bytes(writer: asyncio.StreamWriter) -> int | None:
+    """Bytes handed to the kernel that the peer has not taken yet (SIOCOUTQ: for a Unix
+    socket, what sits unread in the peer's queue), or None where that cannot be read."""
+    sock = writer.get_extra_info("socket")
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(struct.unpack("i", raw)[0])
+
+
+class _Delivery:
+    """How much of a response the client has taken, and since when it has taken nothing
+    while bytes waited for it (what write_timeout_s is measured against, so the kernel's
+    and the transport's buffer sizes do not add to it)."""
+
+    def __init__(self, now_s: float) -> None:
+        self.written = 0
+        self._taken = 0
+        self._idle_since_s = now_s
+
+    def idle_s(self, writer: asyncio.StreamWriter, now_s: float) -> float:
+        """Seconds the client has taken nothing with bytes waiting; 0 if it took some."""
+        queued = writer.transport.get_write_buffer_size() + (_unread_bytes(writer) or 0)
+        taken = self.written - queued
+        if queued == 0 or taken > self._taken:
+            self._taken, self._idle_since_s = taken, now_s
+        return now_s - self._idle_since_s
+
+
+class _Quiet:
+    """Lets one message per key through every `_QUIET_S`; counts what it held back.
+    Bounded: the least recently seen keys are forgotten first."""
+
+    def __init__(self, clock: Callable[[], float], max_keys: int = 1024) -> None:
+        self._clock, self._max_keys = clock, max_keys
+        self._seen: collections.OrderedDict[object, tuple[float, int]] = \
+            collections.OrderedDict()
+
+    def allow(self, key: object) -> int | None:
+        """None to stay quiet, else how many messages for `key` were held back before."""
+        now = self._clock()
+        last, held = self._seen.pop(key, (float("-inf"), 0))
+        if now - last < _QUIET_S:
+            self._seen[key] = (last, held + 1)
+            return None
+        self._seen[key] = (now, 0)
+        while len(self._seen) > self._max_keys:
+            self._seen.popitem(last=False)
+        return held
+
+
 class HttpServer:
     """Serves `handler` on connections handed to `handle_connection`.
 
@@ -80,15 +172,28 @@ class HttpServer:
     """
 
     def __init__(self, handler: Handler, *, max_header_bytes: int, max_body_bytes: int,
-                 keepalive_timeout_s: float, body_timeout_s: float = 30.0) -> None:
-        self._handler = handler
+                 keepalive_timeout_s: float, body_timeout_s: float = 30.0,
+                 write_timeout_s: float = 5.0, max_connections: int = 256,
+                 max_connections_per_uid: int = 64, gate: Gate | None = None,
+                 peer_reader: Callable[[socket.socket], Peer | None] = read_peer,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`peer_reader` reads a Unix peer's credentials at accept; `clock` paces the
+        rate-limited log lines."""
+        self._handler, self._gate, self._read_peer = handler, gate, peer_reader
         self.max_header_bytes, self.max_body_bytes = max_header_bytes, max_body_bytes
         self.keepalive_timeout_s, self.body_timeout_s = keepalive_timeout_s, body_timeout_s
+        self.write_timeout_s = write_timeout_s
+        self.max_connections, self.max_connections_per_uid = (max_connections,
+                                                              max_connections_per_uid)
         self.in_flight = 0
         self.draining = False
+        self.refused_connections = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._connections: dict[asyncio.StreamWriter, bool] = {}  # writer -> busy
+        self._per_uid: collections.Counter[int | None] = collections.Counter()  # None: TCP
+        self._quiet_refusals = _Quiet(clock)
+        self._quiet_traces = _Quiet(clock)
 
     async def start(self, sock: Any) -> asyncio.Server:
         """Serve on a listening socket (Unix, or TCP). Each connection's protocol reports
@@ -106,23 +211,88 @@ class HttpServer:
     async def handle_connection(self, reader: asyncio.StreamReader,
                                 writer: asyncio.StreamWriter,
                                 peer_gone: asyncio.Event | None = None) -> None:
-        peer = _peer_credentials(writer)
+        sock = writer.get_extra_info("socket")
+        tcp = getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6)
+        peer = self._read_peer(sock) if sock is not None and not tcp else None
+        key = None if peer is None else peer.uid
+        over = self._over_cap(key)
+        if over is not None:  # closed at once: whatever it sent is dropped unread
+            self._log_refusal(key, over)
+            with contextlib.suppress(Exception):
+                writer.write(_encode_head(over, keep_alive=False) + over.body)
+            writer.close()
+            return
         gone = peer_gone if peer_gone is not None else asyncio.Event()
         self._connections[writer] = False
+        self._per_uid[key] += 1
         try:
+            refusal = self._gate.connection(peer, tcp) if self._gate is not None else None
+            if refusal is not None:
+                self._log_refusal(key, refusal)
+                await self._refuse(reader, writer, refusal)
+                return
             while not self.draining:
-                keep = await self._one_request(reader, writer, peer, gone)
+                keep = await self._one_request(reader, writer, peer, tcp, gone)
                 if not keep:
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except Exception:  # a bug must not kill the server; log it and drop the connection
-            log.exception("unhandled error on connection")
+            self._trace("connection", "unhandled error on connection")
         finally:
             self._connections.pop(writer, None)
+            self._per_uid[key] -= 1
+            if self._per_uid[key] <= 0:
+                del self._per_uid[key]
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _over_cap(self, key: int | None) -> Response | None:
+        if len(self._connections) >= self.max_connections:
+            why = f"the daemon has {len(self._connections)} connections open (max_connections)"
+        elif self._per_uid[key] >= self.max_connections_per_uid:
+            who = "TCP peers have" if key is None else f"uid {key} has"
+            why = f"{who} {self._per_uid[key]} connections open (max_connections_per_uid)"
+        else:
+            return None
+        return error_response(503, f"too many connections: {why}", code="too_many_connections",
+                              headers={"Retry-After": "1"})
+
+    def _log_refusal(self, key: int | None, response: Response) -> None:
+        """One line per uid per minute, however many connections it tries."""
+        self.refused_connections += 1
+        held = self._quiet_refusals.allow(key)
+        if held is not None:
+            who = "a TCP peer" if key is None else f"uid {key}"
+            more = f" ({held} more refused since the last line)" if held else ""
+            log.warning("refused a connection from %s: %s%s", who,
+                        response.body.decode(errors="replace").strip(), more)
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      response: Response) -> None:
+        """Answer, end our side, and read (and drop) at most 64 KiB for at most 1 s before
+        closing, so that the client reads the answer rather than a reset. The connection
+        still counts against the caps meanwhile."""
+        writer.write(_encode_head(response, keep_alive=False) + response.body)
+        if writer.can_write_eof():
+            writer.write_eof()
+
+        async def discard(left: int) -> None:
+            while left > 0 and (data := await reader.read(left)):
+                left -= len(data)
+
+        with contextlib.suppress(asyncio.TimeoutError, TimeoutError, ConnectionError):
+            await asyncio.wait_for(discard(64 << 10), 1.0)
+
+    def _trace(self, kind: str, message: str, *args: object) -> None:
+        """log.exception, at most once per minute per kind (kind + exception type): a
+        request that always fails must not write a traceback per request."""
+        exc = sys.exc_info()[1]
+        held = self._quiet_traces.allow((kind, type(exc).__name__))
+        if held is not None:
+            more = f" ({held} more like it since, not logged)" if held else ""
+            log.exception(message + more, *args)
 
     async def _read_head(self, reader: asyncio.StreamReader) -> bytes | None:
         try:
@@ -139,7 +309,7 @@ class HttpServer:
             return None
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           peer: Any, peer_gone: asyncio.Event) -> bool:
+                           peer: Peer | None, tcp: bool, peer_gone: asyncio.Event) -> bool:
         """Serve one request; True to keep the connection open."""
         try:
             head = await self._read_head(reader)
@@ -152,15 +322,20 @@ class HttpServer:
             return False
         try:
             try:
-                request, keep_alive = await self._parse(head, reader, writer, peer)
+                request, keep_alive = await self._parse(head, reader, writer, peer, tcp)
                 request.peer_gone = peer_gone
             except _BadRequest as e:
                 await self._send(writer, error_response(e.status, e.message), keep_alive=False)
                 return False
+            except _Refused as e:
+                keep = e.keep_alive and not self.draining
+                await self._send(writer, e.response, keep_alive=keep)
+                return keep
             try:
                 response = await self._handler(request)
             except Exception:
-                log.exception("handler failed for %s %s", request.method, request.path)
+                self._trace("handler", "handler failed for %s %s", request.method,
+                            request.path)
                 response = error_response(500, "internal error")
             keep_alive = keep_alive and not self.draining
             await self._send(writer, response, keep_alive, request)
@@ -170,12 +345,15 @@ class HttpServer:
             self._end()
 
     async def _parse(self, head: bytes, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter, peer: Any) -> tuple[Request, bool]:
+                     writer: asyncio.StreamWriter, peer: Peer | None,
+                     tcp: bool) -> tuple[Request, bool]:
         try:
             text = head.decode("latin-1")
         except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
             raise _BadRequest(400, "undecodable request head") from None
         lines = text[:-4].split("\r\n")
+        if any(c in line for line in lines for c in _HEAD_CONTROLS):
+            raise _BadRequest(400, "a bare CR, LF or a NUL in the request head")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise _BadRequest(400, "malformed request line")
@@ -202,45 +380,44 @@ class HttpServer:
             raise _BadRequest(411, "chunked request bodies are not supported; "
                               "send Content-Length")
         length_text = headers.get("content-length", "0")
-        if not length_text.isdigit():
-            raise _BadRequest(400, "invalid Content-Length")
+        if not _CONTENT_LENGTH.fullmatch(length_text):
+            raise _BadRequest(400, "invalid Content-Length (1 to 12 ASCII digits)")
         length = int(length_text)
         if length > self.max_body_bytes:
             raise _BadRequest(413, f"request body is {length} bytes; the limit is "
                               f"{self.max_body_bytes}")
+        request = Request(method, path, query, headers, b"", peer, tcp)
+        refusal = self._gate.head(request) if self._gate is not None else None
+        if refusal is not None:  # before a byte of the body is read or waited for
+            raise _Refused(refusal, keep_alive and not length)  # an unread body: close
         if length and headers.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            await writer.drain()
+            await self._write(writer, b"HTTP/1.1 100 Continue\r\n\r\n",
+                              _Delivery(time.monotonic()), None, None)
         try:
-            body = await asyncio.wait_for(reader.readexactly(length), self.body_timeout_s) \
-                if length else b""
+            request.body = await asyncio.wait_for(reader.readexactly(length),
+                                                  self.body_timeout_s) if length else b""
         except (asyncio.TimeoutError, TimeoutError):
             raise _BadRequest(408, "timed out reading the request body") from None
-        return Request(method, path, query, headers, body, peer), keep_alive
+        return request, keep_alive
 
     async def _send(self, writer: asyncio.StreamWriter, response: Response, keep_alive: bool,
                     request: Request | None = None) -> None:
-        reason = _reason(response.status)
-        head = [f"HTTP/1.1 {response.status} {reason}",
-                f"Content-Type: {response.content_type}"]
-        head += [f"{k}: {v}" for k, v in response.headers.items()]
-        head.append("Connection: keep-alive" if keep_alive else "Connection: close")
+        """Write the response; every write waits at most write_timeout_s (and not past
+        response.deadline_s) for the client to take it, else the connection is dropped."""
+        delivery, deadline_s = _Delivery(time.monotonic()), response.deadline_s
         if response.stream is None:
-            head.append(f"Content-Length: {len(response.body)}")
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)
-            await writer.drain()
+            await self._write(writer, _encode_head(response, keep_alive) + response.body,
+                              delivery, deadline_s, request)
             return
-        head += ["Transfer-Encoding: chunked", "Cache-Control: no-cache"]
         stream = response.stream
         try:
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-            await writer.drain()
+            await self._write(writer, _encode_head(response, keep_alive), delivery, deadline_s,
+                              request)
             async for chunk in stream:
                 if chunk:
-                    writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    await writer.drain()
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
+                    await self._write(writer, b"%x\r\n%s\r\n" % (len(chunk), chunk), delivery,
+                                      deadline_s, request)
+            await self._write(writer, b"0\r\n\r\n", delivery, deadline_s, request)
         except ConnectionError:
             if request is not None:
                 request.peer_gone.set()
@@ -249,6 +426,39 @@ class HttpServer:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    async def _write(self, writer: asyncio.StreamWriter, data: bytes, delivery: _Delivery,
+                     deadline_s: float | None, request: Request | None) -> None:
+        """Write, then wait while the transport's buffer is full. A client that has taken
+        nothing for write_timeout_s while bytes waited for it, or past the deadline (plus
+        a grace for the last words), is dropped: the connection is aborted (what is queued
+        is discarded: the client is not reading it), `request.dropped` says why, and
+        ConnectionResetError is raised."""
+        writer.write(data)
+        delivery.written += len(data)
+        while True:
+            now = time.monotonic()
+            allowed_s = self.write_timeout_s - delivery.idle_s(writer, now)
+            why = "stalled"
+            if deadline_s is not None and deadline_s + _DEADLINE_GRACE_S - now < allowed_s:
+                allowed_s, why = deadline_s + _DEADLINE_GRACE_S - now, "deadline"
+            if allowed_s <= 0:
+                self._drop(writer, request, why)
+            if writer.transport.get_write_buffer_size() == 0:
+                return  # nothing of ours is waiting: drain() would not wait
+            try:
+                await asyncio.wait_for(writer.drain(), allowed_s)
+                return
+            except (asyncio.TimeoutError, TimeoutError):
+                continue  # look again: the client may have taken some meanwhile
+
+    @staticmethod
+    def _drop(writer: asyncio.StreamWriter, request: Request | None, why: str) -> NoReturn:
+        if request is not None:
+            request.dropped = why
+            request.peer_gone.set()
+        writer.transport.abort()
+        raise ConnectionResetError(f"client dropped: {why}")
 
     def _begin(self) -> None:
         self.in_flight += 1
@@ -302,15 +512,13 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def _peer_credentials(writer: asyncio.StreamWriter) -> Any:
-    sock = writer.get_extra_info("socket")
-    if sock is None or getattr(sock, "family", None) != socket.AF_UNIX:
-        return None
-    so_peercred = getattr(socket, "SO_PEERCRED", None)
-    if so_peercred is None:  # pragma: no cover - non-Linux
-        return None
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, so_peercred, struct.calcsize("3i"))
-    except OSError:
-        return None
-    return struct.unpack("3i", raw)
+def _encode_head(response: Response, keep_alive: bool) -> bytes:
+    head = [f"HTTP/1.1 {response.status} {_reason(response.status)}",
+            f"Content-Type: {response.content_type}"]
+    head += [f"{k}: {v}" for k, v in response.headers.items()]
+    head.append("Connection: keep-alive" if keep_alive else "Connection: close")
+    if response.stream is None:
+        head.append(f"Content-Length: {len(response.body)}")
+    else:
+        head += ["Transfer-Encoding: chunked", "Cache-Control: no-cache"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
