@@ -7,9 +7,10 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -693,3 +694,110 @@ def test_status_shows_other_users_decisions_to_admins_only(
         assert seen == [mine]  # not root's request
         everyone = [d["request_id"] for d in c.get("/calm/status").json()["recent_decisions"]]
         assert everyone == [mine, roots]  # root is an admin
+
+
+# -- the fallback socket directory (/tmp/calm-edge-<uid>) cannot be squatted ------------------
+
+def test_paths_private_dir_refuses_links_shared_and_foreign_dirs(tmp_path: Path) -> None:
+    from calm_edge.paths import UnsafeDirectory, check_private_dir, make_private_dir
+
+    mine = tmp_path / "mine"
+    make_private_dir(mine)
+    assert stat.S_IMODE(mine.lstat().st_mode) == 0o700
+    make_private_dir(mine)  # exists: checked, left alone
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(UnsafeDirectory, match="writable by its group or others"):
+        make_private_dir(shared)
+    assert stat.S_IMODE(shared.lstat().st_mode) == 0o777  # never chmod-ed
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    with pytest.raises(UnsafeDirectory, match="not a directory"):
+        check_private_dir(link)
+    if os.geteuid() == 0:
+        os.chown(shared, 54320, -1)
+        shared.chmod(0o700)
+        with pytest.raises(UnsafeDirectory, match="belongs to uid 54320"):
+            check_private_dir(shared)
+
+
+@contextlib.contextmanager
+def _fallback_dir(uid: int) -> Iterator[Path]:
+    """/tmp/calm-edge-<uid>, absent at the start and removed at the end."""
+    import shutil
+
+    d = Path(f"/tmp/calm-edge-{uid}")
+
+    def clear() -> None:
+        if d.is_symlink() or d.is_file():
+            d.unlink()
+        elif d.exists():
+            shutil.rmtree(d)
+
+    clear()
+    try:
+        yield d
+    finally:
+        clear()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users")
+def test_paths_squatted_fallback_socket_dir_refuses_to_serve(tmp_path: Path) -> None:
+    from calm_edge import paths
+    from calm_edge.daemon import DaemonError, bind_unix_socket
+
+    uid = 54323
+
+    def serve() -> str:  # runs in a child as uid: it imports nothing (/root may be closed)
+        path = paths.server_socket_path("", {"HOME": "/nonexistent"})
+        try:
+            bind_unix_socket(path, 0o660, "").close()
+        except DaemonError as e:
+            return f"refused: {e}"
+        st = path.parent.lstat()
+        return f"bound {path} {stat.S_IMODE(st.st_mode):o} {st.st_uid}"
+
+    with _fallback_dir(uid) as d:
+        d.mkdir()
+        d.chmod(0o777)  # made first by someone else (root here), open to all
+        assert _as_user(uid, serve).startswith("refused: ")
+        assert "belongs to uid 0" in _as_user(uid, serve)
+        d.rmdir()
+        target = tmp_path / "elsewhere"
+        target.mkdir()
+        os.chown(target, uid, uid)
+        target.chmod(0o700)
+        d.symlink_to(target)  # a link to a directory the user even owns
+        assert "not a directory" in _as_user(uid, serve)
+        assert not (target / "calm.sock").exists()
+        d.unlink()
+        assert _as_user(uid, serve) == f"bound {d}/calm.sock 700 {uid}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users")
+def test_client_refuses_a_squatted_fallback_socket_dir() -> None:
+    from calm_edge import paths
+    from calm_edge.client import Client, ClientError
+
+    uid = 54324
+
+    def ask() -> str:
+        try:
+            with Client(paths.client_socket_path(None, {}), timeout_s=3) as c:
+                return f"answered {c.get('/health')}"
+        except ClientError as e:
+            return f"refused: {e}"
+
+    with _fallback_dir(uid) as d:
+        d.mkdir()
+        d.chmod(0o777)
+        with socket.socket(socket.AF_UNIX) as impostor:
+            impostor.bind(str(d / "calm.sock"))
+            (d / "calm.sock").chmod(0o777)
+            impostor.listen(1)
+            impostor.setblocking(False)
+            out = _as_user(uid, ask)
+            assert out.startswith("refused: ") and "belongs to uid 0" in out, out
+            with pytest.raises(BlockingIOError):
+                impostor.accept()  # the client never connected
