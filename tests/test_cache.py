@@ -221,3 +221,8 @@ def test_cache_is_per_user_through_the_daemon(make_settings: Callable[..., Setti
         assert sum(len(b.calls) for b in factory.backends) == calls + 1
         assert _as_user(65534, ask)[0] == "hit"   # its own is
         assert c.post("/v1/chat/completions", json=body).json()["calm"]["cache"] == "hit"
+    shared = make_settings(server={"socket_mode": "0666"}, cache={"shared_groups": ["0"]})
+    with run_daemon(shared, factory, rng=random.Random(0)), uds_client(shared) as c:
+        assert c.post("/v1/chat/completions", json=body).json()["calm"]["cache"] == "miss"
+        assert _as_user(65534, ask)[0] == "miss"  # nobody is not in group 0
+        assert _as_user(65534, ask, groups=(0,))[0] == "hit"  # a member: shared

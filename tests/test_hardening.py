@@ -175,13 +175,14 @@ def test_hardening_backend_failure_mid_stream_marks_model_unhealthy(
         assert ok.status_code == 200  # the other model keeps serving
 
 
-def _as_user(uid: int, fn: Callable[[], Any]) -> Any:
-    """Run fn in a forked child with another uid; return what it returns (JSON-able)."""
+def _as_user(uid: int, fn: Callable[[], Any], groups: tuple[int, ...] = ()) -> Any:
+    """Run fn in a forked child with another uid (and these supplementary groups); return
+    what it returns (JSON-able)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: no locks, no logging, only a socket and a pipe
         try:
-            os.setgroups([])
+            os.setgroups(list(groups))
             os.setgid(uid)
             os.setuid(uid)
             out = json.dumps(fn()).encode()
