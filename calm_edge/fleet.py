@@ -8,6 +8,7 @@ reused until the file changes; `calm-edge models verify` re-hashes.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
@@ -16,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from calm_edge.config import ConfigError, read_toml
 from calm_edge.domains import DOMAINS, Domain
@@ -245,14 +246,31 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
     return digest.hexdigest()
 
 
+def open_new(dir_fd: int, name: str) -> BinaryIO:
+    """A new file `name` in the directory `dir_fd`, open for writing. Whatever was there (a
+    stale file, or a link someone planted) is removed, never followed or written through:
+    O_CREAT|O_EXCL|O_NOFOLLOW; FileExistsError if something reappears in between."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644, dir_fd=dir_fd)
+    return os.fdopen(fd, "wb")
+
+
 def record_verified(models_dir: Path, spec: ModelSpec) -> None:
-    """Write the sidecar for a file whose hash was just checked (atomic replace)."""
+    """Write the sidecar for a file whose hash was just checked (atomic replace). The
+    sidecar directory must be a real directory (OSError if a link was put there)."""
     st = model_path(models_dir, spec).stat()
     side = _sidecar(models_dir, spec)
     side.parent.mkdir(parents=True, exist_ok=True)
-    tmp = side.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"sha256": spec.sha256, "stat": _stat_key(st)}))
-    tmp.replace(side)
+    dfd = os.open(side.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        tmp = side.name + ".tmp"
+        with open_new(dfd, tmp) as fh:
+            fh.write(json.dumps({"sha256": spec.sha256, "stat": _stat_key(st)}).encode())
+        os.replace(tmp, side.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    finally:
+        os.close(dfd)
 
 
 def verify(models_dir: Path, spec: ModelSpec, *, force: bool = False,

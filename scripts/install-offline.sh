@@ -2,7 +2,7 @@
 # Install calm-edge from an offline bundle made by build-bundle.sh: no network needed.
 #
 #   install-offline.sh BUNDLE_DIR [--venv DIR] [--python PY] [--models-dir DIR]
-#                      [--no-models] [--verify-only]
+#                      [--user NAME] [--no-models] [--verify-only]
 #
 # 1. Verifies the bundle against BUNDLE_DIR/SHA256SUMS, and refuses to go on if any listed
 #    file is missing or differs (corrupt or tampered), if the manifest names a path outside
@@ -13,17 +13,22 @@
 #    pip install --no-index --find-links BUNDLE_DIR/wheels calm-edge[EXTRAS]==VERSION.
 # 3. Assembles and verifies the bundled models with
 #    calm-edge models pull --wheelhouse BUNDLE_DIR/wheels into --models-dir
-#    (default /var/lib/calm-edge/models, the service's state directory).
+#    (default /var/lib/calm-edge/models, the service's state directory). As root, the pull
+#    runs as the service user (--user, default calm-edge, created as install-service.sh
+#    does if missing) with runuser, into a models directory that user owns: a link planted
+#    there cannot make it write where root could. The bundle must be readable by that user.
 # Then run BUNDLE_DIR/scripts/install-service.sh --venv DIR to install the service.
 #
 # The manifest catches corruption and tampering with the files, not a manifest replaced
 # along with them: compare `sha256sum BUNDLE_DIR/SHA256SUMS` with the value printed by
 # build-bundle.sh (or sign SHA256SUMS) when the transport is not trusted.
+# CALM_INSTALL_RUNUSER names a runuser-compatible command to use instead of runuser (tests).
 set -euo pipefail
 
 VENV=/opt/calm-edge/venv
 PY=python3
 MODELS_DIR=/var/lib/calm-edge/models
+SERVICE_USER=calm-edge
 NO_MODELS=0
 VERIFY_ONLY=0
 BUNDLE=
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
         --venv) VENV=${2:?}; shift ;;
         --python) PY=${2:?}; shift ;;
         --models-dir) MODELS_DIR=${2:?}; shift ;;
+        --user) SERVICE_USER=${2:?}; shift ;;
         --no-models) NO_MODELS=1 ;;
         --verify-only) VERIFY_ONLY=1 ;;
         -h|--help) usage; exit 0 ;;
@@ -111,7 +117,25 @@ say "installing $spec into $VENV (offline)"
 if [ "$NO_MODELS" = 0 ] && [ -n "$MODELS" ]; then
     say "assembling models ($MODELS) into $MODELS_DIR"
     IFS=, read -r -a names <<< "$MODELS"
-    "$VENV/bin/calm-edge" models pull --wheelhouse "$BUNDLE/wheels" \
-        --fleet "$BUNDLE/fleet.toml" --models-dir "$MODELS_DIR" "${names[@]}"
+    venv_abs=$(cd "$VENV" && pwd)
+    pull=("$venv_abs/bin/calm-edge" models pull --wheelhouse "$BUNDLE/wheels"
+          --fleet "$BUNDLE/fleet.toml" --models-dir "$MODELS_DIR" "${names[@]}")
+    if [ "$(id -u)" = 0 ]; then
+        if ! getent passwd "$SERVICE_USER" >/dev/null; then  # as install-service.sh makes it
+            getent group "$SERVICE_USER" >/dev/null || groupadd --system "$SERVICE_USER"
+            useradd --system --gid "$SERVICE_USER" --home-dir /var/lib/calm-edge \
+                --no-create-home --shell /usr/sbin/nologin --comment "calm-edge daemon" \
+                "$SERVICE_USER"
+        fi
+        runuser=${CALM_INSTALL_RUNUSER:-runuser}
+        mkdir -p "$(dirname "$MODELS_DIR")"
+        install -d -m 0750 "$MODELS_DIR"
+        chown -h "$(id -u "$SERVICE_USER"):$(id -g "$SERVICE_USER")" "$MODELS_DIR"
+        (cd / && "$runuser" -u "$SERVICE_USER" -- test -r "$BUNDLE/wheels" -a -x "$BUNDLE/wheels") ||
+            die "$SERVICE_USER cannot read $BUNDLE/wheels: put the bundle where it can (e.g. under /opt)"
+        (cd / && "$runuser" -u "$SERVICE_USER" -- env PIP_NO_CACHE_DIR=1 "${pull[@]}")
+    else
+        "${pull[@]}"
+    fi
 fi
 say "done. Next: $BUNDLE/scripts/install-service.sh --venv $VENV"

@@ -14,7 +14,9 @@
 #     devices) and 21-groups.conf (video, render, jtop: the ones that exist);
 #   - /etc/calm-edge/calm-edge.env with CALM_EDGE_PROFILE chosen from the board, by
 #     calm_edge.config.detect_profile_name (an existing file is kept; --profile updates it);
-#   - with --pull, the fleet's model files into /var/lib/calm-edge/models;
+#   - with --pull, the fleet's model files into /var/lib/calm-edge/models, pulled as the
+#     service user (runuser) into that directory, which it owns: a link planted there
+#     cannot make the pull write where root could;
 #   - systemctl daemon-reload, enable --now calm-edge.socket, try-restart calm-edge.service,
 #     when systemd runs (skipped with a message otherwise, or with --no-systemctl).
 # --uninstall stops and removes the units, drop-ins and the user and group; state
@@ -23,7 +25,9 @@
 #
 # For tests and image builds: --root DIR installs into a directory tree instead of /
 # (board files are read from DIR/proc/device-tree/model and DIR/etc/nv_tegra_release;
-# users go to DIR/etc/passwd and DIR/etc/group) and implies --no-systemctl.
+# users go to DIR/etc/passwd and DIR/etc/group) and implies --no-systemctl. The service
+# user exists only in that tree, so --pull runs as the caller there, unless
+# CALM_INSTALL_RUNUSER names a runuser-compatible command (tests).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -90,6 +94,20 @@ has_group() {
 has_user() {
     if [ -z "$R" ]; then getent passwd "$1" >/dev/null
     else [ -f "$R/etc/passwd" ] && grep -q "^$1:" "$R/etc/passwd"; fi
+}
+# uid:gid of a user, from NSS or from the tree's etc/passwd.
+user_ids() {
+    if [ -z "$R" ]; then printf '%s:%s\n' "$(id -u "$1")" "$(id -g "$1")"
+    else awk -F: -v u="$1" '$1 == u { print $3 ":" $4 }' "$R/etc/passwd"; fi
+}
+# Run "$@" as the service user: runuser on the real system; in a --root tree as the caller
+# (the user exists only in the tree), unless CALM_INSTALL_RUNUSER names a runuser-compatible
+# command. From /, where any user may be.
+as_service_user() {
+    local runuser=${CALM_INSTALL_RUNUSER:-}
+    if [ -z "$runuser" ] && [ -z "$R" ]; then runuser=runuser; fi
+    if [ -n "$runuser" ]; then (cd / && "$runuser" -u "$NAME" -- "$@")
+    else (cd / && "$@"); fi
 }
 
 # -- uninstall ---------------------------------------------------------------------------
@@ -255,12 +273,23 @@ if [ -f "$SCRIPT_DIR/../docs/service.md" ]; then
 fi
 
 if [ "$PULL" = 1 ]; then
-    pull_args=(models pull --profile "$PROFILE_NAME" --models-dir "$STATE_DIR/models")
-    [ -z "$WHEELHOUSE" ] || pull_args+=(--wheelhouse "$WHEELHOUSE")
+    # The service user owns the state and models directories (systemd also chowns
+    # StateDirectory= on start) and does the pull: never root writing into a directory
+    # another user controls. chown -h: a link is never followed.
+    ids=$(user_ids "$NAME")
+    [ -n "$ids" ] || die "no user $NAME"
     install -d -m 0750 "$STATE_DIR"
-    "$VENV/bin/calm-edge" "${pull_args[@]}"
-    # systemd also chowns StateDirectory= on start; doing it now keeps the tree consistent.
-    if [ -z "$R" ]; then chown -R "$NAME:$NAME" "$STATE_DIR"; fi
+    install -d -m 0750 "$STATE_DIR/models"
+    if [ "$(id -u)" = 0 ]; then chown -h "$ids" "$STATE_DIR" "$STATE_DIR/models"; fi
+    venv_abs=$(cd "$VENV" && pwd)
+    pull_args=(models pull --profile "$PROFILE_NAME" --models-dir "$STATE_DIR/models")
+    if [ -n "$WHEELHOUSE" ]; then
+        house=$(cd "$WHEELHOUSE" && pwd) || die "--wheelhouse $WHEELHOUSE: no such directory"
+        as_service_user test -r "$house" -a -x "$house" ||
+            die "$NAME cannot read $house: put the wheelhouse where it can (e.g. under /opt)"
+        pull_args+=(--wheelhouse "$house")
+    fi
+    as_service_user env PIP_NO_CACHE_DIR=1 "$venv_abs/bin/calm-edge" "${pull_args[@]}"
 fi
 
 if systemd_running; then

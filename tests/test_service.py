@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import logging
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -659,6 +660,40 @@ def test_install_service_uninstall_keeps_state_unless_purged(fake_root: Path) ->
     assert not state.exists() and not (fake_root / "etc/calm-edge").exists()
 
 
+def fake_runuser(tmp_path: Path) -> tuple[Path, Path]:
+    """A runuser stand-in that logs its arguments, runs `test` checks and nothing else."""
+    log = tmp_path / "runuser.log"
+    tool = tmp_path / "runuser"
+    tool.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n'
+                    '[ "$1" = -u ] && [ "$3" = -- ] || exit 2\n'
+                    'shift 3\n[ "$1" = test ] && exec "$@"\nexit 0\n')
+    tool.chmod(0o755)
+    return tool, log
+
+
+@needs_shadow_tools
+def test_install_service_pulls_as_the_service_user(fake_root: Path, tmp_path: Path) -> None:
+    tool, log = fake_runuser(tmp_path)
+    house = tmp_path / "house"
+    house.mkdir()
+    r = subprocess.run(["bash", str(SCRIPTS / "install-service.sh"), "--root", str(fake_root),
+                        "--no-systemctl", "--venv", VENV, "--pull", "--wheelhouse", str(house)],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "CALM_INSTALL_RUNUSER": str(tool)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    models = fake_root / "var/lib/calm-edge/models"
+    venv = Path(VENV).resolve()
+    assert log.read_text().splitlines() == [
+        f"-u calm-edge -- test -r {house} -a -x {house}",
+        f"-u calm-edge -- env PIP_NO_CACHE_DIR=1 {venv}/bin/calm-edge models pull --profile "
+        f"jetson-orin-nano-8gb --models-dir {models} --wheelhouse {house}"]
+    if os.geteuid() == 0:
+        ids = next(line.split(":")[2:4] for line in (fake_root / "etc/passwd").read_text()
+                   .splitlines() if line.startswith("calm-edge:"))
+        for d in (models, models.parent):
+            assert [str(d.stat().st_uid), str(d.stat().st_gid)] == ids
+
+
 def test_install_service_refuses_a_venv_without_calm_edge(fake_root: Path) -> None:
     r = install(fake_root, "--venv", str(fake_root / "nothing"), check=False)
     assert r.returncode == 1 and "no calm-edge installed" in r.stderr
@@ -770,6 +805,25 @@ def test_bundle_installs_offline_into_a_venv_and_assembles_models(bundle: Path,
          str(models), "fake"], capture_output=True, text=True, timeout=120)
     assert pull.returncode == 0, pull.stderr
     assert (models / "fake.gguf").read_bytes()[:4] == b"GGUF"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the runuser step is for root")
+def test_bundle_install_pulls_models_as_the_service_user(bundle: Path, tmp_path: Path) -> None:
+    tool, log = fake_runuser(tmp_path)
+    venv, models = tmp_path / "venv", tmp_path / "state" / "models"
+    r = subprocess.run(["bash", str(bundle / "scripts/install-offline.sh"), str(bundle),
+                        "--venv", str(venv), "--python", sys.executable, "--models-dir",
+                        str(models), "--user", "nobody"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "CALM_INSTALL_RUNUSER": str(tool)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    wheels = bundle / "wheels"
+    assert log.read_text().splitlines() == [
+        f"-u nobody -- test -r {wheels} -a -x {wheels}",
+        f"-u nobody -- env PIP_NO_CACHE_DIR=1 {venv}/bin/calm-edge models pull --wheelhouse "
+        f"{wheels} --fleet {bundle}/fleet.toml --models-dir {models} fake"]
+    nobody = pwd.getpwnam("nobody")
+    assert (models.stat().st_uid, models.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
 
 
 def test_bundle_install_refuses_a_tampered_file(bundle: Path, tmp_path: Path) -> None:
