@@ -201,6 +201,74 @@ def test_sandbox_network_namespace_is_real_as_root() -> None:
     assert "Error" in r.stderr
 
 
+# The review's escape: a PathLike whose __fspath__, called inside the hook, walks up to the
+# hook's frame and empties `deny`'s closure, which turns every later check off.
+_DISARM = """
+import sys
+class Disarm:
+    def __fspath__(self):
+        f = sys._getframe(1)
+        while f is not None and f.f_code.co_name != "hook":
+            f = f.f_back
+        if f is not None:
+            for cell in f.f_locals["deny"].__closure__:
+                if callable(cell.cell_contents):
+                    cell.cell_contents = lambda *a: None
+        return "inside"
+"""
+
+
+@pytest.mark.parametrize("attack", [
+    "import os, shutil\nos.mkdir('inside')\nshutil.rmtree(Disarm())\n",
+    "sys.audit('open', Disarm(), 'r', 0)\n",
+    "sys.audit('os.listdir', Disarm())\n",
+])
+def test_sandbox_pathlike_arguments_cannot_disarm_the_hook(tmp_path: Path, attack: str) -> None:
+    target = tmp_path / "escaped.txt"
+    src = _DISARM + attack + f"open({str(target)!r}, 'w').write('escaped')\n"
+    r = sandbox.run_python(src, timeout_s=5)
+    assert r.returncode == sandbox.SANDBOX_EXIT and r.violation is not None
+    assert "not str, bytes or int" in r.violation
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("rebind", [
+    "import builtins\nbuiltins.any = lambda *a: True\nbuiltins.isinstance = lambda *a: True\n",
+    "import os, posixpath\nposixpath._joinrealpath = lambda *a, _c=os.getcwd(): (_c, True)\n",
+])
+def test_sandbox_rebinding_builtins_or_modules_does_not_blind_the_hook(rebind: str) -> None:
+    r = sandbox.run_python(rebind + "print(open('/etc/hostname').read())\n", timeout_s=5)
+    assert r.violation == "open '/etc/hostname' for reading"
+
+
+def test_sandbox_hook_reads_only_its_closure() -> None:
+    """No function of the hook looks a name up at call time (a global or builtin the
+    candidate could rebind)."""
+    import dis
+    import types
+
+    code = compile(sandbox._PRELUDE, "prelude", "exec")
+    install = next(c for c in code.co_consts
+                   if isinstance(c, types.CodeType) and c.co_name == "_install")
+    inner = [c for c in install.co_consts if isinstance(c, types.CodeType)
+             and c.co_name != "<genexpr>"]
+    assert {c.co_name for c in inner} >= {"hook", "within", "resolve", "deny"}
+    for c in inner:
+        looked_up = [i.argval for i in dis.get_instructions(c)
+                     if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")]
+        assert looked_up == [], (c.co_name, looked_up)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="dropping to nobody needs root and setpriv")
+def test_sandbox_runs_code_as_nobody_when_root() -> None:
+    assert sandbox.privilege_drop(sys.executable) is not None
+    r = sandbox.run_python("import os\nprint(os.getuid(), os.getgid(), os.getgroups())\n"
+                           "open('mine.txt', 'w').write('ok')\n", timeout_s=5)
+    assert r.ok, r.stderr_tail
+    assert r.stdout_tail.strip() == "65534 65534 []"
+
+
 # -- graders: number, match, instructions ----------------------------------------------------
 
 @pytest.mark.parametrize("reply, answer, ok", [

@@ -36,13 +36,23 @@ What the sandbox does, in layers:
    None when only the audit hook guards the network.
 6. **A wall-clock timeout**: the child leads its own process group (session), and on timeout
    the whole group gets SIGKILL.
+7. **Fewer privileges**: where `setpriv` works (`privilege_drop()`), a child of root runs
+   as nobody (uid and gid 65534, no groups, no capabilities) in a temp dir it owns, so the
+   files of root and of the bench's user are out of its reach even past layer 4; any
+   child runs with no_new_privs.
+
+The hook itself is written so that the candidate cannot run code inside it: it reads only
+names bound when it was installed (not builtins or module attributes, which the candidate
+may rebind), looks only at arguments whose type is exactly str, bytes or int (an
+`os.PathLike`, whose `__fspath__` would run inside the hook and could reach its frame, is
+refused unseen), and resolves links with C functions.
 
 What it does not guarantee: the audit hook runs inside the untrusted process, so it is a
 tripwire for accidental or naive misbehaviour by a model's code, not a security boundary
 against a determined attacker (a bug in the interpreter or an unaudited native call could
 get around it; `os.mkfifo`/`os.mknod` and `os.stat` are not audited). There is no mount
-namespace or seccomp filter: filesystem confinement is the hook's alone. Use a container
-or VM for hostile code.
+namespace or seccomp filter: filesystem confinement is the hook's and the user's alone.
+Use a container or VM for hostile code.
 """
 
 from __future__ import annotations
@@ -68,6 +78,12 @@ _TAIL_BYTES = 4000
 
 # The child's first code. Everything it needs is bound to locals of `_install`, so the
 # candidate (run in a separate globals dict) holds no reference to the hook or its state.
+# The hook never runs code the candidate could have supplied or replaced: it reads names
+# only from its closure (builtins and module attributes can be rebound by the candidate),
+# looks at an argument only if its type is exactly str, bytes or int (a str subclass, or
+# an os.PathLike whose __fspath__ would run inside the hook, is refused unseen), and
+# resolves links with os.lstat/os.readlink (C functions) instead of os.path.realpath (whose
+# helpers the candidate could rebind).
 _PRELUDE = r'''
 import os, sys, resource
 
@@ -78,11 +94,15 @@ def _install(cfg):
             resource.setrlimit(getattr(resource, name), (value, value))
         except (ValueError, OSError):
             pass
-    realpath, join, fsdecode = os.path.realpath, os.path.join, os.fsdecode
-    write, exit_now, sep, getframe = os.write, os._exit, os.sep, sys._getframe
+    lstat, readlink, write, exit_now = os.lstat, os.readlink, os.write, os._exit
+    getframe, sep, fs_encoding = sys._getframe, os.sep, sys.getfilesystemencoding()
+    type_of, len_of, repr_of, decode = type, len, repr, bytes.decode
+    str_t, bytes_t, int_t, float_t, bool_t, tuple_t = str, bytes, int, float, bool, tuple
+    os_error, value_error, none = OSError, ValueError, None
     importer = "<frozen importlib._bootstrap_external>"
-    tmp = realpath(os.getcwd())
-    read_roots = (tmp,) + tuple(realpath(p) for p in cfg["read_roots"])
+    tmp = os.path.realpath(os.getcwd())
+    own_stdlib = os.path.dirname(os.path.realpath(os.__file__))  # this interpreter's
+    read_roots = (tmp, own_stdlib) + tuple(os.path.realpath(p) for p in cfg["read_roots"])
     read_files = frozenset(cfg["read_files"])
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     blocked_prefixes = ("socket.", "subprocess.", "os.fork", "os.exec", "os.spawn",
@@ -108,48 +128,115 @@ def _install(cfg):
         finally:
             exit_now(86)
 
-    def within(path, roots):
-        if isinstance(path, int):  # an already-open descriptor
-            return True
+    def plain(value):  # exactly str or bytes: a path we may look at
+        t = type_of(value)
+        return t is str_t or t is bytes_t
+
+    def inert(value):  # never a path, and nothing of the candidate runs when it is ignored
+        t = type_of(value)
+        return value is none or t is int_t or t is bool_t or t is float_t or t is tuple_t
+
+    def show(value):
+        return repr_of(value) if plain(value) or type_of(value) is int_t else \
+            "an argument that is not str, bytes or int"
+
+    def resolve(path):
+        # Like os.path.realpath (not strict) for an exact str, relative to the temp dir;
+        # None for a link loop.
+        if not path.startswith(sep):
+            path = tmp + sep + path
+        done, todo, links = "", path.split(sep), 0
+        todo.reverse()
+        while todo:
+            part = todo.pop()
+            if part == "" or part == ".":
+                continue
+            if part == "..":
+                done = done[:done.rfind(sep)] if done else done
+                continue
+            here = done + sep + part
+            try:
+                mode = lstat(here).st_mode
+            except os_error:
+                done = here
+                continue
+            if mode & 0o170000 != 0o120000:
+                done = here
+                continue
+            links += 1
+            if links > 40:
+                return none
+            target = readlink(here)
+            if target.startswith(sep):
+                done = ""
+            more = target.split(sep)
+            more.reverse()
+            todo.extend(more)
+        return done or sep
+
+    def real(path):  # an exact str or bytes path, resolved; None if it cannot be
+        if type_of(path) is bytes_t:
+            path = decode(path, fs_encoding, "surrogateescape")
         try:
-            full = realpath(join(tmp, fsdecode(path)))
-        except (TypeError, ValueError):
+            return resolve(path)
+        except (os_error, value_error):
+            return none
+
+    def within(path, roots):
+        if type_of(path) is int_t:  # an already-open descriptor
+            return True
+        if not plain(path):
             return False
-        return any(full == r or full.startswith(r + sep) for r in roots)
+        full = real(path)
+        if full is none:
+            return False
+        for r in roots:
+            if full == r or full.startswith(r + sep):
+                return True
+        return False
 
     def readable(path):
-        if isinstance(path, (str, bytes)) and realpath(join(tmp, fsdecode(path))) in read_files:
+        if plain(path) and real(path) in read_files:
             return True
         return within(path, read_roots)
 
     def hook(event, args):
         if event == "open":
+            if len_of(args) != 3:
+                deny("open with unexpected arguments")
             path, mode, flags = args
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                mode is None and isinstance(flags, int) and flags & write_flags)
+            if type_of(mode) is str_t:
+                writing = "w" in mode or "a" in mode or "x" in mode or "+" in mode
+            elif mode is none and type_of(flags) is int_t:
+                writing = flags & write_flags != 0
+            else:
+                writing = True
             if writing and not within(path, (tmp,)):
-                deny("open %r for writing" % (path,))
+                deny("open %s for writing" % show(path))
             if not writing and not readable(path):
-                deny("open %r for reading" % (path,))
+                deny("open %s for reading" % show(path))
         elif event == "import":
-            top = args[0].split(".")[0]
+            name = args[0] if len_of(args) else none
+            if type_of(name) is not str_t:
+                deny("import of a name that is not a str")
+            top = name.split(".")[0]
             if top in blocked_modules or top.startswith(blocked_module_prefixes):
-                deny("import " + args[0])
+                deny("import " + name)
         elif event.startswith(blocked_prefixes):
             deny(event)
-        elif event in ("marshal.loads", "marshal.load"):
+        elif event == "marshal.loads" or event == "marshal.load":
             if getframe(1).f_code.co_filename != importer:  # only the import system's .pyc
                 deny(event)
         elif event in write_events:
             for a in args:
-                if isinstance(a, (str, bytes, os.PathLike)) and not within(a, (tmp,)):
-                    deny("%s %r" % (event, a))
+                if not inert(a) and not within(a, (tmp,)):
+                    deny(event + " " + show(a))
         elif event in read_events:
             for a in args[:1]:
-                if a is not None and isinstance(a, (str, bytes, os.PathLike)) \
-                        and not within(a, (tmp,) if event == "os.chdir" else read_roots):
-                    deny("%s %r" % (event, a))
-        elif event in ("object.__setattr__", "object.__delattr__") and args[0] is hook:
+                if not inert(a) and not within(a, (tmp,) if event == "os.chdir" else read_roots):
+                    deny(event + " " + show(a))
+        elif (event == "object.__setattr__" or event == "object.__delattr__") \
+                and len_of(args) and args[0] is hook:
             deny("modify the audit hook")
 
     sys.addaudithook(hook)
@@ -188,6 +275,31 @@ class SandboxResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0 and not self.timed_out and self.violation is None
+
+
+_NOBODY = 65534
+
+
+@functools.lru_cache(maxsize=4)
+def privilege_drop(python: str) -> tuple[str, ...] | None:
+    """The `setpriv` prefix that runs a child with fewer privileges: as root, as nobody
+    (uid and gid 65534, no supplementary groups, no capabilities) with no_new_privs; as
+    anyone else, no_new_privs only. None where setpriv is missing or the prefix cannot
+    start `python` here. Probed once per interpreter."""
+    exe = shutil.which("setpriv")
+    if exe is None:
+        return None
+    prefix: tuple[str, ...] = (exe, "--no-new-privs")
+    if os.geteuid() == 0:
+        prefix = (exe, f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups",
+                  "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs")
+    try:
+        r = subprocess.run([*prefix, python, "-I", "-S", "-c", "pass"], cwd="/",
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return prefix if r.returncode == 0 else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -232,7 +344,7 @@ def _tail(path: Path) -> str:
 
 def run_python(source: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                memory_bytes: int = DEFAULT_MEMORY_BYTES, python: str | None = None,
-               isolate_network: bool = True) -> SandboxResult:
+               isolate_network: bool = True, drop_privileges: bool = True) -> SandboxResult:
     """Run `source` as a program in the sandbox (module docstring); blocking.
 
     Returns when the program exits or after `timeout_s` (then its process group is killed).
@@ -253,7 +365,13 @@ def run_python(source: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
             "blocked_modules": list(_BLOCKED_MODULES),
         }
         (tmp / "sandbox.json").write_text(json.dumps(cfg), encoding="utf-8")
-        cmd = [python or sys.executable, "-I", "-S", "-B", "_prelude.py"]
+        python = python or sys.executable
+        cmd = [python, "-I", "-S", "-B", "_prelude.py"]
+        drop = privilege_drop(python) if drop_privileges else None
+        if drop is not None:
+            cmd = [*drop, *cmd]
+            if os.geteuid() == 0:
+                os.chown(tmp, _NOBODY, _NOBODY)  # its working directory is its own
         prefix = network_isolation() if isolate_network else None
         if prefix is not None:
             cmd = [*prefix, "--", *cmd]
