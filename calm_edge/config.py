@@ -123,8 +123,8 @@ class ServerConfig:
                                 ge=0.1, le=3600)
     max_connections: int = _f(256, "Open connections, all peers together; more are closed at "
                               "accept.", ge=1, le=100_000)
-    max_connections_per_uid: int = _f(64, "Open connections per peer uid (all TCP peers count "
-                                      "as one); more are closed at accept.", ge=1,
+    max_connections_per_uid: int = _f(128, "Open connections per peer uid (all TCP peers "
+                                      "count as one); more are closed at accept.", ge=1,
                                       le=100_000)
     drain_timeout_s: float = _f(30.0, "On SIGTERM, wait this long for in-flight requests.",
                                 ge=0, le=3600)

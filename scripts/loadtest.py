@@ -9,10 +9,17 @@ percentiles of the answered ones, the daemon's RSS over time, and every unexpect
 outcome (a 5xx that was not injected, a connection error, a malformed response). Exit
 status 1 if there was any.
 
+Two hostile kinds of client can join (issue 14): --stalled N clients each ask for a long
+stream and never read it (a hung UI; the daemon must drop each within its write timeout
+while the others go on), and --over-cap N clients each try to hold more connections than
+--conn-cap allows (run as another user, nobody, so that the cap is theirs alone: needs
+root; the excess must be refused at accept).
+
     python scripts/loadtest.py --tiny --clients 32 --seconds 20          # CI's short run
     python scripts/loadtest.py --clients 64 --seconds 60 --profile x86-dev --max-tokens 48 \
         --max-queue 16 --client-timeout 300   # the real fleet: 2 cores shed load with 429
     python scripts/loadtest.py --socket /run/calm-edge/calm.sock ...     # a running daemon
+    python scripts/loadtest.py --tiny --stalled 2 --over-cap 1 --conn-cap 8   # hostile ones
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import hashlib
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -35,8 +43,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from calm_edge.memory import process_rss_bytes
 
 QUESTIONS = [
     "What is the capital of France?", "Write a Python function that reverses a string.",
@@ -61,6 +67,7 @@ class Stats:
     outcomes: list[Outcome] = field(default_factory=list)
     rss: list[tuple[float, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    over_cap: dict[str, int] = field(default_factory=dict)
 
     def add(self, o: Outcome) -> None:
         with self.lock:
@@ -172,9 +179,104 @@ def client(sock_path: Path, stats: Stats, until: float, budget: list[int], seed:
             time.sleep(min(max(retry_after_s(head), 0.5), 5.0) * rng.uniform(0.5, 1.0))
 
 
+def stalled_client(sock_path: Path, stats: Stats, until: float, model: str, max_tokens: int,
+                   timeout_s: float) -> None:
+    """Ask for a long stream, never read it (a tiny receive buffer), and wait for the daemon
+    to close the connection. Outcome 'stalled': dropped before the end of the stream, with
+    the status of the response head and latency = seconds until the drop; 'stalled-done'
+    when the whole answer fitted in the buffers on the way (nothing to drop); an error if
+    the connection was still open after timeout_s."""
+    body = json.dumps({"model": model, "max_tokens": max_tokens, "stream": True,
+                       "messages": [{"role": "user", "content": "Tell me a very long story."}],
+                       "calm": {"cache": False}}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: calm\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    while time.monotonic() < until:
+        t0 = time.monotonic()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sk:
+            sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            try:
+                sk.connect(str(sock_path))
+                sk.sendall(head.encode() + body)
+            except OSError as e:
+                stats.add(Outcome("stalled", 0, time.monotonic() - t0, f"{e}"))
+                continue
+            poller = select.poll()  # the peer's close shows without reading what it sent
+            poller.register(sk, select.POLLRDHUP | select.POLLHUP)
+            dropped = bool(poller.poll(timeout_s * 1000))
+            latency = time.monotonic() - t0
+            sk.settimeout(5)
+            data = b""
+            try:
+                while chunk := sk.recv(1 << 20):
+                    data += chunk
+            except OSError:
+                pass
+        status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+        kind = "stalled-done" if b"data: [DONE]" in data or status != 200 else "stalled"
+        stats.add(Outcome(kind, status, latency,
+                          "" if dropped else f"not dropped within {timeout_s:.0f}s"))
+
+
+def over_cap_worker(sock_path: Path, seconds: float, cap: int) -> None:
+    """(Runs as another user.) Again and again, try to hold cap + 2 keep-alive connections
+    for 2 s; print one JSON line: how many the daemon accepted and refused, and the most
+    it ever let this user hold at once."""
+    until = time.monotonic() + seconds
+    accepted = refused = most = 0
+    while time.monotonic() < until:
+        held = []
+        for _ in range(cap + 2):
+            sk = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sk.settimeout(10)
+            try:
+                sk.connect(str(sock_path))
+                sk.sendall(b"GET /health HTTP/1.1\r\nHost: calm\r\n\r\n")
+                ok = sk.recv(4096).startswith(b"HTTP/1.1 200 ")
+            except OSError:
+                ok = False
+            if ok:
+                accepted += 1
+                held.append(sk)
+            else:
+                refused += 1
+                sk.close()
+        most = max(most, len(held))
+        time.sleep(2.0)
+        for sk in held:
+            sk.close()
+        time.sleep(0.2)
+    print(json.dumps({"accepted": accepted, "refused": refused, "most_held": most}))
+
+
+def run_over_cap(sock_path: Path, seconds: float, cap: int, stats: Stats) -> None:
+    """One over-cap client as nobody; its outcomes go into stats as kind 'overcap'."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--over-cap-worker", str(sock_path),
+           "--seconds", str(seconds), "--conn-cap", str(cap)]
+    setpriv = shutil.which("setpriv")  # it can exec an interpreter under a closed /root
+    as_nobody: dict[str, Any] = {"user": 65534, "group": 65534, "extra_groups": []}
+    if setpriv is not None:
+        cmd, as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                          *cmd], {}
+    proc = subprocess.run(cmd, cwd="/", capture_output=True, text=True,
+                          timeout=seconds + 120, check=False, **as_nobody)
+    try:
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        stats.add(Outcome("overcap", 0, 0.0, f"worker failed: {proc.stderr[-300:]}"))
+        return
+    stats.add(Outcome("overcap", 200, 0.0, "" if got["most_held"] <= cap else
+                      f"held {got['most_held']} connections, over the cap {cap}"))
+    stats.add(Outcome("overcap", 503, 0.0, "" if got["refused"] else "never refused"))
+    with stats.lock:
+        stats.over_cap = got
+
+
 def unexpected(o: Outcome) -> str | None:
     if o.error:
         return o.error
+    if o.kind in ("stalled", "stalled-done", "overcap"):
+        return None
     if o.status == 0:
         return "no response"
     if o.kind == "invalid":
@@ -224,6 +326,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--over-cap-worker":
+        wp = argparse.ArgumentParser()
+        wp.add_argument("--over-cap-worker", type=Path)
+        wp.add_argument("--seconds", type=float)
+        wp.add_argument("--conn-cap", type=int)
+        wa = wp.parse_args()
+        over_cap_worker(wa.over_cap_worker, wa.seconds, wa.conn_cap)
+        return 0
+    from calm_edge.memory import process_rss_bytes
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -238,11 +350,27 @@ def main() -> int:
     ap.add_argument("--client-timeout", type=float, default=120.0,
                     help="seconds a client waits for a response (a timeout is a failure)")
     ap.add_argument("--rss-limit", default="", help="fail if the daemon's RSS exceeds this")
+    ap.add_argument("--stalled", type=int, default=0,
+                    help="clients that ask for a long stream and never read it")
+    ap.add_argument("--stalled-tokens", type=int, default=4000,
+                    help="max_tokens of a stalled client's stream")
+    ap.add_argument("--over-cap", type=int, default=0,
+                    help="clients (as nobody: needs root) that try to hold more connections "
+                    "than --conn-cap")
+    ap.add_argument("--conn-cap", type=int,
+                    help="server.max_connections_per_uid of a spawned daemon")
+    ap.add_argument("--write-timeout", type=float,
+                    help="server.write_timeout_s of a spawned daemon")
     ap.add_argument("--json", type=Path, help="also write the report as JSON")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     if not 1 <= args.clients <= 1024 or not 0 < args.seconds <= 24 * 3600:
         sys.exit("--clients must be in [1, 1024] and --seconds in (0, 86400]")
+    if args.over_cap and (os.geteuid() != 0 or args.conn_cap is None):
+        sys.exit("--over-cap needs root (its clients run as nobody) and --conn-cap")
+    if args.conn_cap is not None and args.conn_cap < args.clients + args.stalled + 2:
+        sys.exit("--conn-cap applies to every uid: give it room for the other clients "
+                 f"(at least --clients + --stalled + 2 = {args.clients + args.stalled + 2})")
 
     tmp = Path(tempfile.mkdtemp(prefix="ce-load-"))
     proc: subprocess.Popen[bytes] | None = None
@@ -254,8 +382,14 @@ def main() -> int:
         if args.tiny:
             serve, broken = tiny_setup(tmp)
         env = dict(os.environ)
-        if args.max_queue is not None:
-            env["CALM_EDGE_SERVER_MAX_QUEUE"] = str(args.max_queue)
+        for name, value in (("MAX_QUEUE", args.max_queue),
+                            ("MAX_CONNECTIONS_PER_UID", args.conn_cap),
+                            ("WRITE_TIMEOUT_S", args.write_timeout)):
+            if value is not None:
+                env[f"CALM_EDGE_SERVER_{name}"] = str(value)
+        if args.over_cap:  # nobody must reach the socket: the directory and the socket
+            tmp.chmod(0o711)
+            env["CALM_EDGE_SERVER_SOCKET_MODE"] = "0666"
         proc = subprocess.Popen([sys.executable, "-m", "calm_edge.cli", "serve", *serve,
                                  "--socket", str(sock), "--state-dir", str(tmp / "state"),
                                  "--log-level", "warning"], env=env)
@@ -288,6 +422,11 @@ def main() -> int:
                                                      broken, args.client_timeout),
                                  daemon=True)
                for i in range(args.clients)]
+    threads += [threading.Thread(target=stalled_client, args=(
+        sock, stats, until, model, args.stalled_tokens, args.client_timeout), daemon=True)
+        for _ in range(args.stalled)]
+    threads += [threading.Thread(target=run_over_cap, args=(
+        sock, args.seconds, args.conn_cap, stats), daemon=True) for _ in range(args.over_cap)]
     t_start = time.monotonic()
     for t in threads:
         t.start()
@@ -314,21 +453,32 @@ def main() -> int:
     statuses = sorted({s for _, s in by})
     print(f"\n{len(outs)} requests from {args.clients} clients in {elapsed:.1f}s "
           f"({len(outs) / elapsed:.1f}/s)")
-    print(f"{'kind':<11}" + "".join(f"{s:>7}" for s in statuses))
+    print(f"{'kind':<13}" + "".join(f"{s:>7}" for s in statuses))
     for k in kinds:
-        print(f"{k:<11}" + "".join(f"{by.get((k, s), 0):>7}" for s in statuses))
+        print(f"{k:<13}" + "".join(f"{by.get((k, s), 0):>7}" for s in statuses))
     ok = [o.latency_s for o in outs if o.status == 200 and o.kind in
           ("chat", "stream", "completion")]
     p50, p95, p99 = (percentile(ok, q) for q in (50, 95, 99))
     print(f"latency of answered requests: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
-          f"p99 {p99 * 1000:.0f} ms ({len(ok)} answers)")
+          f"p99 {p99 * 1000:.0f} ms ({len(ok)} answers, {len(ok) / elapsed:.2f}/s)")
+    drops = [o.latency_s for o in outs if o.kind == "stalled" and not o.error]
+    if args.stalled:
+        done = sum(o.kind == "stalled-done" for o in outs)
+        print(f"stalled streams dropped by the daemon: {len(drops)}, median "
+              f"{percentile(drops, 50):.1f} s after the request ({done} more fitted whole in "
+              "the buffers)")
+    if stats.over_cap:
+        print(f"over-cap client: {stats.over_cap['accepted']} connections accepted, "
+              f"{stats.over_cap['refused']} refused, at most {stats.over_cap['most_held']} "
+              f"held at once (cap {args.conn_cap})")
     max_rss = max((r for _, r in stats.rss), default=0)
     if stats.rss:
         first, last = stats.rss[0][1], stats.rss[-1][1]
         print(f"daemon RSS: start {first >> 20} MiB, end {last >> 20} MiB, max "
               f"{max_rss >> 20} MiB ({len(stats.rss)} samples)")
     problems = [(o, why) for o in outs if (why := unexpected(o))]
-    five_xx = sum(1 for o in outs if o.status >= 500 and o.kind != "injected")
+    five_xx = sum(1 for o in outs if o.status >= 500
+                  and o.kind not in ("injected", "overcap"))
     print(f"5xx other than injected: {five_xx}; unexpected outcomes: {len(problems)}; "
           f"clients still running: {hung}; daemon exit status {rc}")
     for o, why in problems[:20]:
@@ -344,6 +494,8 @@ def main() -> int:
         "clients": args.clients, "seconds": elapsed, "requests": len(outs),
         "by_kind_status": {f"{k}:{s}": n for (k, s), n in by.items()},
         "latency_ms": {"p50": p50 * 1000, "p95": p95 * 1000, "p99": p99 * 1000},
+        "answers": len(ok), "answers_per_s": len(ok) / elapsed,
+        "stalled_dropped": len(drops), "over_cap": stats.over_cap,
         "max_rss_bytes": max_rss, "unexpected": [why for _, why in problems],
         "five_xx_not_injected": five_xx, "hung_clients": hung, "daemon_exit": rc}
     if args.json:

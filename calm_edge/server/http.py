@@ -174,7 +174,7 @@ class HttpServer:
     def __init__(self, handler: Handler, *, max_header_bytes: int, max_body_bytes: int,
                  keepalive_timeout_s: float, body_timeout_s: float = 30.0,
                  write_timeout_s: float = 5.0, max_connections: int = 256,
-                 max_connections_per_uid: int = 64, gate: Gate | None = None,
+                 max_connections_per_uid: int = 128, gate: Gate | None = None,
                  peer_reader: Callable[[socket.socket], Peer | None] = read_peer,
                  clock: Callable[[], float] = time.monotonic) -> None:
         """`peer_reader` reads a Unix peer's credentials at accept; `clock` paces the
