@@ -180,12 +180,13 @@ def client(sock_path: Path, stats: Stats, until: float, budget: list[int], seed:
 
 
 def stalled_client(sock_path: Path, stats: Stats, until: float, model: str, max_tokens: int,
-                   timeout_s: float) -> None:
+                   timeout_s: float, pause_s: float) -> None:
     """Ask for a long stream, never read it (a tiny receive buffer), and wait for the daemon
     to close the connection. Outcome 'stalled': dropped before the end of the stream, with
     the status of the response head and latency = seconds until the drop; 'stalled-done'
     when the whole answer fitted in the buffers on the way (nothing to drop); an error if
-    the connection was still open after timeout_s."""
+    the connection was still open after timeout_s. Then a pause of pause_s: a hung client
+    does not come back at once."""
     body = json.dumps({"model": model, "max_tokens": max_tokens, "stream": True,
                        "messages": [{"role": "user", "content": "Tell me a very long story."}],
                        "calm": {"cache": False}}).encode()
@@ -216,6 +217,7 @@ def stalled_client(sock_path: Path, stats: Stats, until: float, model: str, max_
         kind = "stalled-done" if b"data: [DONE]" in data or status != 200 else "stalled"
         stats.add(Outcome(kind, status, latency,
                           "" if dropped else f"not dropped within {timeout_s:.0f}s"))
+        time.sleep(max(min(pause_s, until - time.monotonic()), 0.0))
 
 
 def over_cap_worker(sock_path: Path, seconds: float, cap: int) -> None:
@@ -354,6 +356,8 @@ def main() -> int:
                     help="clients that ask for a long stream and never read it")
     ap.add_argument("--stalled-tokens", type=int, default=4000,
                     help="max_tokens of a stalled client's stream")
+    ap.add_argument("--stall-pause", type=float, default=20.0,
+                    help="seconds a stalled client waits after being dropped")
     ap.add_argument("--over-cap", type=int, default=0,
                     help="clients (as nobody: needs root) that try to hold more connections "
                     "than --conn-cap")
@@ -423,7 +427,8 @@ def main() -> int:
                                  daemon=True)
                for i in range(args.clients)]
     threads += [threading.Thread(target=stalled_client, args=(
-        sock, stats, until, model, args.stalled_tokens, args.client_timeout), daemon=True)
+        sock, stats, until, model, args.stalled_tokens, args.client_timeout,
+        args.stall_pause), daemon=True)
         for _ in range(args.stalled)]
     threads += [threading.Thread(target=run_over_cap, args=(
         sock, args.seconds, args.conn_cap, stats), daemon=True) for _ in range(args.over_cap)]
