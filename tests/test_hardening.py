@@ -596,6 +596,19 @@ def test_hardening_tcp_refuses_browsers_and_non_json(make_settings: Callable[...
         assert r.status_code == 200
 
 
+def test_hardening_tcp_exposed_on_purpose_takes_address_hosts_only(
+        make_settings: Callable[..., Settings]) -> None:
+    import httpx
+
+    port = _free_port()
+    s = make_settings(server={"tcp": f"0.0.0.0:{port}", "tcp_allow_remote": True})
+    with run_daemon(s, FakeFactory(answer_tokens=2)), \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        assert c.get("/health", headers={"Host": f"192.0.2.7:{port}"}).status_code == 200
+        assert c.get("/health", headers={"Host": f"[2001:db8::1]:{port}"}).status_code == 200
+        assert c.get("/health", headers={"Host": f"evil.test:{port}"}).status_code == 403
+
+
 def test_hardening_tcp_with_allow_lists_needs_explicit_consent(
         make_settings: Callable[..., Settings]) -> None:
     import httpx

@@ -124,6 +124,7 @@ class App:
         self._shared_gids = group_ids("cache.shared_groups",
                                       settings.profile.cache.shared_groups)
         self._tcp_host = srv.tcp.rpartition(":")[0].strip("[]").lower()
+        self._tcp_any_ip = srv.tcp_allow_remote  # exposed on purpose: any IP as Host
 
     # -- the gate (server.http.Gate): refusals before a peer costs anything ----------------
 
@@ -168,6 +169,8 @@ class App:
         return None
 
     def _loopback_host(self, host: str) -> bool:
+        """Whether a Host header names this machine: localhost, a loopback address, the
+        address TCP is bound to, or (with tcp_allow_remote) any address literal."""
         name = host.strip().lower()
         if name.startswith("["):
             name = name[1:].partition("]")[0]
@@ -177,8 +180,8 @@ class App:
             return False
         if name in _LOOPBACK_NAMES or name == self._tcp_host:
             return True
-        try:
-            return ipaddress.ip_address(name).is_loopback
+        try:  # DNS rebinding needs a name: an address literal is never a foreign site
+            return ipaddress.ip_address(name).is_loopback or self._tcp_any_ip
         except ValueError:
             return False
 
