@@ -452,8 +452,7 @@ def test_hardening_connection_caps_close_at_accept_and_log_once_per_uid(
         held[0].close()
 
 
-def _raw_as(uid: int, path: Path, data: bytes, *, setup: Callable[[], None] | None = None,
-            ) -> Callable[[], list[Any]]:
+def _timed_request(path: Path, data: bytes) -> Callable[[], list[Any]]:
     """For _as_user: send `data`, read to EOF; [seconds, status line]."""
     def go() -> list[Any]:
         t0 = time.monotonic()
@@ -471,12 +470,12 @@ def test_hardening_refused_peers_are_answered_before_their_body(
                 b"application/json\r\nContent-Length: 1000000\r\n\r\n{")  # the rest never comes
     s = make_settings(server={"socket_mode": "0666", "allow_users": ["root"]})
     with run_daemon(s, FakeFactory(answer_tokens=2)):
-        took, status = _as_user(nobody, _raw_as(nobody, s.socket_path, big_head))
+        took, status = _as_user(nobody, _timed_request(s.socket_path, big_head))
         assert status == "HTTP/1.1 403 Forbidden" and took < 2
     admin_head = big_head.replace(b"/v1/chat/completions", b"/calm/budget")
     s = make_settings(server={"socket_mode": "0666"})
     with run_daemon(s, FakeFactory(answer_tokens=2)):
-        took, status = _as_user(nobody, _raw_as(nobody, s.socket_path, admin_head))
+        took, status = _as_user(nobody, _timed_request(s.socket_path, admin_head))
         assert status == "HTTP/1.1 403 Forbidden" and took < 2
 
 
