@@ -92,6 +92,8 @@ n_batch = 64
 [server]
 socket_group = ""
 drain_timeout_s = 10.0
+[calibration]
+auto = false
 """ + body)
     return path
 

@@ -57,6 +57,16 @@ def _route_native_logs() -> None:
     llama_cpp.llama_log_set(_cb, ctypes.c_void_p(0))
 
 
+def build_info() -> str:
+    """The llama-cpp-python build: its version and the CPU/GPU features it was compiled
+    with (a native build picks different kernels on another CPU, so answers may differ)."""
+    import llama_cpp
+
+    system = llama_cpp.llama_print_system_info()
+    text = system.decode(errors="replace") if isinstance(system, bytes) else str(system)
+    return f"llama-cpp-python {llama_cpp.__version__}; {' '.join(text.split())}"
+
+
 def usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
