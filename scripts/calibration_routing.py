@@ -21,25 +21,22 @@ import random
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from calm_edge.backends.base import ChatMessage, GenerationRequest, SamplingParams  # noqa: E402
-from calm_edge.bench.workload import load_workload  # noqa: E402
-from calm_edge.calibration import Calibrator, ModelCalibration, identify  # noqa: E402
-from calm_edge.calibration.local import resolved_threads  # noqa: E402
-from calm_edge.calibration.results import DomainScore  # noqa: E402
-from calm_edge.classifier import load_classifier  # noqa: E402
-from calm_edge.config import load_settings  # noqa: E402
-from calm_edge.execute import Executor  # noqa: E402
-from calm_edge.fleet import load_fleet  # noqa: E402
-from calm_edge.knowledge import KnowledgeStore  # noqa: E402
-from calm_edge.lanes import InferenceLanes  # noqa: E402
-from calm_edge.orchestrator import Orchestrator  # noqa: E402
-from calm_edge.outcome import OutcomeModel  # noqa: E402
-from calm_edge.residency import Residency  # noqa: E402
-from calm_edge.testing.fakes import FakeFactory  # noqa: E402
+from calm_edge.backends.base import ChatMessage, GenerationRequest, SamplingParams
+from calm_edge.bench.workload import load_workload
+from calm_edge.calibration import Calibrator, ModelCalibration, identify
+from calm_edge.calibration.local import resolved_threads
+from calm_edge.calibration.results import DomainScore
+from calm_edge.classifier import load_classifier
+from calm_edge.config import load_settings
+from calm_edge.execute import Executor
+from calm_edge.fleet import load_fleet
+from calm_edge.knowledge import KnowledgeStore
+from calm_edge.lanes import InferenceLanes
+from calm_edge.orchestrator import Orchestrator
+from calm_edge.outcome import OutcomeModel
+from calm_edge.residency import Residency
+from calm_edge.testing.fakes import FakeFactory
 
 
 def failing(cal: ModelCalibration, domain: str, passed: int) -> ModelCalibration:

@@ -139,7 +139,8 @@ def run_daemon(work: Path, fleet: Path, name: str, tokens: int, profile: str,
         out["gpu_mib_loaded"] = nvidia_smi_used_mib()
         body = {"model": name, "prompt": PROMPT, "max_tokens": tokens, "temperature": 0,
                 "stream": True}
-        t0, first, n_chunks, calm = time.monotonic(), None, 0, {}
+        t0, first, n_chunks = time.monotonic(), None, 0
+        calm: dict[str, Any] = {}
         with http.stream("POST", "/v1/completions", json=body) as resp:
             for line in resp.iter_lines():
                 if not line.startswith("data:") or line.endswith("[DONE]"):

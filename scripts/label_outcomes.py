@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -112,7 +113,8 @@ def daemon(profile: str, python: str, log: TextIO) -> Iterator[Daemon]:
            "--state-dir", str(state), "--log-level", "warning"]
     with log_path.open("wb") as f:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
-                                start_new_session=True)
+                                start_new_session=True,
+                                env={**os.environ, "CALM_EDGE_CALIBRATION_AUTO": "false"})
     client = Client(sock, timeout_s=REQUEST_TIMEOUT_S)
     try:
         try:

@@ -33,6 +33,7 @@ stops them (SIGTERM, then SIGKILL) on exit, error or interruption.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -305,8 +306,10 @@ def daemon_for(cfg: BenchConfig, run: str) -> Iterator[DaemonProcess]:
     with log_path.open("ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         log.flush()
+        # No calibration inside a measured run: a calibrated state comes in with --state.
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+                                start_new_session=True,
+                                env={**os.environ, "CALM_EDGE_CALIBRATION_AUTO": "false"})
     d = DaemonProcess(proc, Client(sock, timeout_s=cfg.request_timeout_s), socket_dir,
                       log_path, RssSampler(proc.pid))
     try:
