@@ -239,8 +239,8 @@ def _select(fleet: Any, names: Sequence[str]) -> list[Any]:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from calm_edge.fleet import cached_status, model_path
-    from calm_edge.gguf_meta import GGUFError, estimate_footprint, read_gguf
+    from calm_edge.fleet import cached_status, model_footprint, model_path
+    from calm_edge.gguf_meta import GGUFError, read_gguf
 
     settings = _settings(args)
     fleet = _fleet(settings)
@@ -252,8 +252,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         if status.value not in ("missing", "wrong-size"):
             try:
                 info = read_gguf(model_path(settings.models_dir, spec))
-                footprint = estimate_footprint(info, spec.n_ctx, rt.n_batch,
-                                               cpu_repack=rt.n_gpu_layers == 0)
+                footprint = model_footprint(info, spec, rt)
             except GGUFError as e:
                 note = str(e)
         rows.append({"name": spec.name, "file": str(model_path(settings.models_dir, spec)),
@@ -378,7 +377,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             print(line)
         for name, why in run.failed.items():
             print(f"{name}: not calibrated: {why}")
-        print(f"wall time {wall_s / 60:.0f} min {wall_s % 60:.0f} s")
+        print(f"wall time {int(wall_s // 60)} min {wall_s % 60:.0f} s")
         if daemon is not None:
             print("the running daemon uses these after a reload (systemctl reload calm-edge, "
                   "or POST /calm/reload)")

@@ -87,10 +87,21 @@ class RuntimeConfig:
     n_threads_batch: int = _f(0, "Prompt threads; 0 = same as n_threads.", ge=0, le=512)
     n_gpu_layers: int = _f(0, "Layers offloaded to the GPU; -1 = all.", ge=-1, le=1000)
     n_batch: int = _f(256, "Prompt batch size (tokens).", ge=8, le=8192)
+    n_ubatch: int = _f(0, "Micro-batch: tokens per graph evaluation; it sizes the compute "
+                       "buffer (n_ubatch x vocabulary floats of logits): 0 = n_batch.",
+                       ge=0, le=8192)
     max_parallel: int = _f(1, "Generations running at once (across models).", ge=1, le=64)
-    use_mmap: bool = _f(True, "mmap model files (pages come from flash on demand).")
+    use_mmap: bool = _f(True, "mmap model files (pages come from flash on demand). On a CPU, "
+                        "llama.cpp repacks Q4_0/Q4_K matrices into a second copy and the "
+                        "mapped pages stay resident too: false reads them once.")
     use_mlock: bool = _f(False, "mlock resident models (needs CAP_IPC_LOCK).")
     flash_attn: bool = _f(False, "Use flash attention where the backend supports it.")
+
+
+    @property
+    def micro_batch(self) -> int:
+        """The n_ubatch llama.cpp runs with."""
+        return min(self.n_ubatch or self.n_batch, self.n_batch)
 
 
 @dataclass(frozen=True)

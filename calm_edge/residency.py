@@ -25,8 +25,16 @@ from typing import Any
 
 from calm_edge.backends.base import Backend, BackendFactory, ModelState
 from calm_edge.config import RuntimeConfig
-from calm_edge.fleet import FileStatus, Fleet, ModelSpec, cached_status, model_path, verify
-from calm_edge.gguf_meta import Footprint, GGUFError, estimate_footprint, read_gguf
+from calm_edge.fleet import (
+    FileStatus,
+    Fleet,
+    ModelSpec,
+    cached_status,
+    model_footprint,
+    model_path,
+    verify,
+)
+from calm_edge.gguf_meta import Footprint, GGUFError, read_gguf
 from calm_edge.lanes import InferenceLanes
 from calm_edge.memory import (
     DeviceMemoryReader,
@@ -162,9 +170,7 @@ class Residency:
             info = read_gguf(slot.path)
         except GGUFError as e:
             return status, None, str(e)
-        fp = estimate_footprint(info, slot.spec.n_ctx, self.runtime.n_batch,
-                                cpu_repack=self.runtime.n_gpu_layers == 0)
-        return status, fp, None
+        return status, model_footprint(info, slot.spec, self.runtime), None
 
     async def scan(self) -> None:
         """Check every model file (stat + sidecar + GGUF header; no hashing)."""

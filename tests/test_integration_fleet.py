@@ -140,7 +140,7 @@ def test_integration_budget_for_one_of_two_real_models(short_tmp: Path) -> None:
     budget (plus 64 MiB for the allocator and Python objects)."""
     s = _require(["smollm2-135m", "gemma3-270m"])(short_tmp)
     s = dataclasses.replace(s, profile=dataclasses.replace(
-        s.profile, memory=dataclasses.replace(s.profile.memory, ram_budget_bytes=600 << 20),
+        s.profile, memory=dataclasses.replace(s.profile.memory, ram_budget_bytes=420 << 20),
         cache=dataclasses.replace(s.profile.cache, enabled=False),
         residency=dataclasses.replace(s.profile.residency, prefetch=False)))
     margin = 64 << 20
@@ -172,4 +172,27 @@ def test_integration_budget_for_one_of_two_real_models(short_tmp: Path) -> None:
             sampler.join()
         loads = {m["name"]: m["loads"] for m in st["models"]}
         assert loads["smollm2-135m"] == 3 and loads["gemma3-270m"] == 3
-    assert peak[0] - baseline <= (600 << 20) + margin, (peak[0] - baseline) >> 20
+    assert peak[0] - baseline <= (420 << 20) + margin, (peak[0] - baseline) >> 20
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_integration_smollm2_footprint_estimate_bounds_measured_rss(short_tmp: Path,
+                                                                    mmap: bool) -> None:
+    """The estimate charged before SmolLM2's load is measured covers the RSS its load and a
+    first answer take (in a fresh process), in both mmap modes, within a sane margin."""
+    from calm_edge.fleet import model_footprint
+    from calm_edge.gguf_meta import read_gguf
+    from tests.conftest import measured_growth_bytes
+
+    s = _require(["smollm2-135m"])(short_tmp)
+    spec = load_fleet(s.fleet_path).by_name["smollm2-135m"]
+    path = s.models_dir / spec.file
+    rt = dataclasses.replace(s.profile.runtime, use_mmap=mmap)
+    est = model_footprint(read_gguf(path), spec, rt).total_bytes
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+              if f.name in ("name", "file", "sha256", "size_bytes", "n_ctx", "format",
+                            "system_prompt")}
+    grown = measured_growth_bytes(path, {**fields, "stop": [], "quality": {}},
+                                  dataclasses.asdict(rt))
+    assert 0 < grown <= est, (grown >> 20, est >> 20)
+    assert est <= 1.5 * grown, (grown >> 20, est >> 20)

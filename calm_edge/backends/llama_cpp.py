@@ -93,7 +93,7 @@ class LlamaCppBackend:
                 model_path=str(path),
                 n_ctx=spec.n_ctx,
                 n_batch=runtime.n_batch,
-                n_ubatch=runtime.n_batch,
+                n_ubatch=runtime.micro_batch,
                 n_threads=n_threads,
                 n_threads_batch=runtime.n_threads_batch or n_threads,
                 n_gpu_layers=runtime.n_gpu_layers,
