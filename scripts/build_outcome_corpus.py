@@ -35,22 +35,15 @@ checks on the committed file.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from calm_edge.bench.gen import capitals, humaneval, instructions, word_problems
+from calm_edge.bench.gen import assembly, capitals, humaneval, instructions, word_problems
 from calm_edge.bench.gen.common import R, pick
-from calm_edge.bench.graders import grade, normalize
-from calm_edge.bench.workload import (
-    DEFAULT_WORKLOAD,
-    Query,
-    corpus_overlap,
-    load_workload,
-    read_corpus_texts,
-)
+from calm_edge.bench.graders import normalize
+from calm_edge.bench.workload import DEFAULT_WORKLOAD, Query, corpus_overlap, load_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "models" / "router" / "outcome_corpus.jsonl"
@@ -162,48 +155,26 @@ def build_instruct(rng: R, n: int) -> list[Query]:
 def build(seed: int, bench: Sequence[Query]) -> list[Query]:
     rng = R(seed)
     keys = {q.id.split("-", 2)[2] for q in bench if q.domain == "factual"}  # country keys
-    parts = [
+    # file order = `--limit-per-domain` order of the labeler
+    return assembly.in_file_order(seed, [
         build_code(R(rng.random()), bench),
         build_math(R(rng.random()), PER_DOMAIN),
         build_factual(R(rng.random()), PER_DOMAIN, keys),
         build_instruct(R(rng.random()), PER_DOMAIN),
-    ]
-    queries: list[Query] = []
-    for part in parts:
-        # file order = `--limit-per-domain` order of the labeler: shuffled so that the first
-        # few of a domain mix templates and difficulty
-        R(f"{seed}:{part[0].domain}").shuffle(part)
-        queries.extend(part)
-    return queries
+    ])
 
 
-def check(queries: Sequence[Query], bench: Sequence[Query],
-          corpus_texts: Sequence[str]) -> list[str]:
-    """Problems with the built corpus (empty = good): duplicate ids or texts, any overlap
-    with the bench workload (ids; texts: exact, normalized, 10-word run) or with the
-    classifier's corpus, and references that fail their graders."""
-    problems: list[str] = []
-    ids = Counter(q.id for q in queries)
-    problems += [f"duplicate id {i}" for i, c in ids.items() if c > 1]
-    texts = Counter(normalize(q.text) for q in queries)
-    problems += [f"duplicate text {t[:60]!r}" for t, c in texts.items() if c > 1]
+def check(queries: Sequence[Query], bench: Sequence[Query]) -> list[str]:
+    """Problems with the built corpus (empty = good): duplicate ids or texts (normalized),
+    any overlap with the bench workload (ids; texts: exact, normalized, 10-word run) or
+    with the classifier's corpus, and references that fail their graders."""
     bench_ids = {q.id for q in bench}
-    problems += [f"{q.id}: id used by the bench" for q in queries if q.id in bench_ids]
-    problems += [f"{qid}: overlaps the bench workload ({how})"
-                 for qid, how in corpus_overlap(queries, [q.text for q in bench])]
-    if not corpus_texts:
-        problems.append("classifier corpus not found (models/classifier/*.jsonl)")
-    problems += [f"{qid}: in the classifier corpus ({how})"
-                 for qid, how in corpus_overlap(queries, corpus_texts)]
-    for q in queries:
-        ok, detail = grade(q.grader, q.reference or "", q.grader_args)
-        if not ok:
-            problems.append(f"{q.id}: reference fails its grader: {detail}")
-    return problems
-
-
-def render(queries: Sequence[Query]) -> str:
-    return "".join(json.dumps(q.to_dict(), ensure_ascii=False) + "\n" for q in queries)
+    return (assembly.duplicate_problems(queries, normalize)
+            + [f"{q.id}: id used by the bench" for q in queries if q.id in bench_ids]
+            + assembly.overlap_problems(queries, [q.text for q in bench],
+                                        "overlaps the bench workload")
+            + assembly.classifier_corpus_problems(queries, ROOT / "models" / "classifier")
+            + assembly.reference_problems(queries))
 
 
 def main() -> int:
@@ -215,7 +186,7 @@ def main() -> int:
     args = ap.parse_args()
     bench = load_workload(DEFAULT_WORKLOAD)
     queries = build(args.seed, bench)
-    problems = check(queries, bench, read_corpus_texts(ROOT / "models" / "classifier"))
+    problems = check(queries, bench)
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     if problems:
@@ -227,15 +198,7 @@ def main() -> int:
     print(f"{len(queries)} queries: {dict(counts)}; math steps {dict(math_steps)}; factual "
           f"{dict(kinds)}; instruct constraints {dict(cons)}; no overlap with the bench "
           f"({len(bench)} queries) or the classifier corpus; every reference passes")
-    text = render(queries)
-    if args.check:
-        same = args.out.exists() and args.out.read_text(encoding="utf-8") == text
-        print(f"{args.out}: {'up to date' if same else 'DIFFERS from a rebuild'}")
-        return 0 if same else 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out}")
-    return 0
+    return assembly.check_or_write({args.out: assembly.render(queries)}, args.check)
 
 
 if __name__ == "__main__":

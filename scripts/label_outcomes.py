@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from calm_edge.bench import graders
-from calm_edge.bench.daemon import DaemonError, DaemonProcess, ask, serve_daemon, warm_up
+from calm_edge.bench.daemon import DaemonProcess, DaemonStartError, ask, serve_daemon, warm_up
 from calm_edge.bench.workload import Query, arrange, load_workload, select
 from calm_edge.client import Client, ClientError
 from calm_edge.progress import Progress
@@ -109,7 +109,7 @@ def daemon(profile: str, python: str) -> Iterator[DaemonProcess]:
                 if not d.alive():
                     print(f"daemon log:\n{d.log_tail()}", file=sys.stderr)
                 raise
-    except DaemonError as e:
+    except DaemonStartError as e:
         raise LabelError(str(e)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

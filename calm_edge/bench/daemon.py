@@ -32,7 +32,7 @@ RSS_SAMPLE_S = 0.25
 STOP_GRACE_S = 60.0
 
 
-class DaemonError(RuntimeError):
+class DaemonStartError(RuntimeError):
     """The daemon exited, or did not become ready in time."""
 
 
@@ -97,7 +97,7 @@ def serve_daemon(python: str, args: Sequence[str], log_path: Path, *,
                  ) -> Iterator[DaemonProcess]:
     """Start `python -m calm_edge.cli serve --socket <private> *args`, appending its output
     to `log_path` (after a header line), wait until it answers /health, sample its RSS, and
-    yield it. DaemonError if it exits or is not ready within `ready_timeout_s`."""
+    yield it. DaemonStartError if it exits or is not ready within `ready_timeout_s`."""
     socket_dir = Path(tempfile.mkdtemp(prefix="ceb-", dir="/tmp"))  # short: sun_path limit
     sock = socket_dir / "calm.sock"
     cmd = [python, "-m", "calm_edge.cli", "serve", "--socket", str(sock), *args]
@@ -123,12 +123,12 @@ def serve_daemon(python: str, args: Sequence[str], log_path: Path, *,
 
 def wait_ready(proc: subprocess.Popen[bytes], client: Client, timeout_s: float,
                log_path: Path) -> None:
-    """Poll the daemon's /health until it answers. DaemonError if it exits first (with its
+    """Poll the daemon's /health until it answers. DaemonStartError if it exits first (with its
     log's tail) or is not ready within timeout_s."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise DaemonError(f"the daemon exited with status {proc.returncode} before it "
+            raise DaemonStartError(f"the daemon exited with status {proc.returncode} before it "
                               f"was ready; its log ({log_path}) ends:\n{log_tail(log_path)}")
         if client.socket_path.exists():
             try:
@@ -137,7 +137,7 @@ def wait_ready(proc: subprocess.Popen[bytes], client: Client, timeout_s: float,
             except ClientError:
                 pass
         time.sleep(0.1)
-    raise DaemonError(f"the daemon was not ready after {timeout_s:.0f} s; see {log_path}")
+    raise DaemonStartError(f"the daemon was not ready after {timeout_s:.0f} s; see {log_path}")
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

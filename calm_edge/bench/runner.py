@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from calm_edge.bench import graders
-from calm_edge.bench.daemon import DaemonError, DaemonProcess, ask, serve_daemon, warm_up
+from calm_edge.bench.daemon import DaemonProcess, DaemonStartError, ask, serve_daemon, warm_up
 from calm_edge.bench.policies import (
     AUTO,
     DEFAULT_POLICIES,
@@ -243,7 +243,7 @@ def daemon_for(cfg: BenchConfig, run: str) -> Iterator[DaemonProcess]:
                           ready_timeout_s=cfg.ready_timeout_s,
                           request_timeout_s=cfg.request_timeout_s) as d:
             yield d
-    except DaemonError as e:
+    except DaemonStartError as e:
         raise BenchError(str(e)) from None
 
 
