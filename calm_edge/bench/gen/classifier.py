@@ -141,8 +141,16 @@ def gen_factual(rng: R) -> list[Item]:
     return items
 
 
-
 # -- instruct -----------------------------------------------------------------------------
+
+def _copies(rng: R, texts: list[str], n: int, p: float, rule: str, kind: str,
+            group: str) -> list[Item]:
+    """`n` easy instruct items per hand-written text: the text itself, then `n - 1` wrapped
+    versions (`wrap` with probability `p`)."""
+    return [Item(t if k == 0 else wrap(rng, t, p), "instruct", False, rule,
+                 f"hand:instruct:{kind}", f"instruct:{group}:{i}")
+            for i, t in enumerate(texts) for k in range(n)]
+
 
 def gen_instruct(rng: R) -> list[Item]:
     items: list[Item] = []
@@ -150,20 +158,14 @@ def gen_instruct(rng: R) -> list[Item]:
     def add(text: str, hard: bool, rule: str, source: str, group: str) -> None:
         items.append(Item(text, "instruct", hard, rule, source, group))
 
-    for i, t in enumerate(CHAT):
-        for k in range(4):
-            add(t if k == 0 else wrap(rng, t, 0.5), False, "instruct_plain", "hand:instruct:chat",
-                f"instruct:chat:{i}")
+    items += _copies(rng, CHAT, 4, 0.5, "instruct_plain", "chat", "chat")
     for i, x in enumerate(ADVICE):
         for tmpl in rng.sample(ADVICE_PHRASINGS, 8):
             long_plan = len(tmpl) > 80
             add(wrap(rng, tmpl.format(x=x)), long_plan,
                 "instruct_multi_part" if long_plan else "instruct_plain",
                 "gen:instruct:advice", f"instruct:advice:{i}")
-    for i, t in enumerate(HOWTO):
-        for k in range(4):
-            add(t if k == 0 else wrap(rng, t, 0.6), False, "instruct_plain", "hand:instruct:howto",
-                f"instruct:howto:{i}")
+    items += _copies(rng, HOWTO, 4, 0.6, "instruct_plain", "howto", "howto")
     for i, t in enumerate(DECISIONS):
         for k in range(4):
             text = t if k == 0 else wrap(rng, t, 0.6)
@@ -176,20 +178,9 @@ def gen_instruct(rng: R) -> list[Item]:
         for tmpl in rng.sample(RECOMMEND_PHRASINGS, 7):
             add(wrap(rng, tmpl.format(n=rng.choice([3, 5, 7, 10, "a few", "some"]), x=x)), False,
                 "instruct_plain", "gen:instruct:recommend", f"instruct:recommend:{i}")
-    for i, t in enumerate(ROLEPLAY):
-        for k in range(4):
-            add(t if k == 0 else wrap(rng, t, 0.6), False, "instruct_plain",
-                "hand:instruct:roleplay",
-                f"instruct:roleplay:{i}")
-    for i, t in enumerate(SITUATIONS):
-        for k in range(4):
-            add(t if k == 0 else wrap(rng, t, 0.6), False, "instruct_plain",
-                "hand:instruct:situation",
-                f"instruct:situation:{i}")
-    for i, t in enumerate(YES_NO):
-        for k in range(3):
-            add(t if k == 0 else wrap(rng, t, 0.6), False, "instruct_1_constraint",
-                "hand:instruct:short_answer", f"instruct:yesno:{i}")
+    items += _copies(rng, ROLEPLAY, 4, 0.6, "instruct_plain", "roleplay", "roleplay")
+    items += _copies(rng, SITUATIONS, 4, 0.6, "instruct_plain", "situation", "situation")
+    items += _copies(rng, YES_NO, 3, 0.6, "instruct_1_constraint", "short_answer", "yesno")
     for i, base in enumerate(IF_BASES):
         for _ in range(20):
             n = rng.choice([1, 1, 1, 2, 2, 3])
