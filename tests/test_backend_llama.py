@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,7 +138,7 @@ def test_backend_llama_footprint_estimate_bounds_measured_rss(tiny_gguf: Path,
     from calm_edge.gguf_meta import read_gguf
     from tests.conftest import measured_growth_bytes
 
-    rt = {"n_threads": 1, "n_batch": 64, "n_ubatch": 32, "use_mmap": mmap}
+    rt: dict[str, Any] = {"n_threads": 1, "n_batch": 64, "n_ubatch": 32, "use_mmap": mmap}
     s = {"name": "tiny", "file": tiny_gguf.name, "sha256": "0" * 64, "size_bytes": 1,
          "n_ctx": 256, "format": "chat", "stop": [], "quality": {}}
     est = model_footprint(read_gguf(tiny_gguf), spec(n_ctx=256), RuntimeConfig(**rt))
