@@ -117,6 +117,9 @@ class Estimate:
     errors: int = 0
     slo_breaches: int = 0
     last_ts: float = 0.0
+    limit_share: Stat = Stat()            # 1 for an answer cut by max_tokens, else 0
+    quality_prior: BetaQuality | None = None  # the prior inside `quality` (None: stored
+                                              # before priors were recorded)
 
 
 @dataclass(frozen=True)
@@ -179,16 +182,41 @@ class Knowledge:
         return self.health.get(model) or Health(model)
 
 
-def seed_priors(knowledge: Knowledge, priors: Mapping[str, Mapping[str, float]],
-                params: AnalyzeParams) -> Knowledge:
-    """Give every (model, domain) without an estimate the manifest's prior quality."""
+QualityPriors = Mapping[str, Mapping[str, float | BetaQuality]]
+
+
+def _as_beta(q: float | BetaQuality, params: AnalyzeParams) -> BetaQuality:
+    return q if isinstance(q, BetaQuality) else BetaQuality.prior(q, params.quality_prior_strength)
+
+
+def rebase_quality(q: BetaQuality, old_prior: BetaQuality, new_prior: BetaQuality,
+                   ) -> BetaQuality:
+    """Swap the prior inside a posterior: what feedback added to `old_prior` stays."""
+    return BetaQuality(max(q.alpha - old_prior.alpha + new_prior.alpha, 1e-3),
+                       max(q.beta - old_prior.beta + new_prior.beta, 1e-3))
+
+
+def seed_priors(knowledge: Knowledge, priors: QualityPriors, params: AnalyzeParams,
+                baseline: QualityPriors | None = None) -> Knowledge:
+    """Give every (model, domain) its prior quality (a mean, at the params' strength, or a
+    Beta). An estimate already seeded from another prior (the manifest's, before this
+    device was calibrated) keeps what feedback taught it: the old prior is swapped for the
+    new one. `baseline` is the prior assumed inside estimates that did not record theirs."""
     est = dict(knowledge.estimates)
     for model, by_domain in priors.items():
         for domain, q in by_domain.items():
-            key = (model, domain)
-            if key not in est:
-                est[key] = Estimate(model, domain,
-                                    quality=BetaQuality.prior(q, params.quality_prior_strength))
+            key, prior = (model, domain), _as_beta(q, params)
+            e = est.get(key)
+            if e is None:
+                est[key] = Estimate(model, domain, quality=prior, quality_prior=prior)
+                continue
+            old = e.quality_prior
+            if old is None:
+                base = (baseline or priors).get(model, {}).get(domain)
+                old = _as_beta(base, params) if base is not None else prior
+            if old != prior or e.quality_prior is None:
+                est[key] = dataclasses.replace(
+                    e, quality=rebase_quality(e.quality, old, prior), quality_prior=prior)
     return dataclasses.replace(knowledge, estimates=est)
 
 
@@ -204,9 +232,11 @@ def _update_estimate(e: Estimate, o: Observation, p: AnalyzeParams,
     if o.completion_tokens > 1:
         per_tok = (o.latency_ms - o.ttft_ms) / (o.completion_tokens - 1)
         decode = decode.reset_to(per_tok) if health_reset else decode.update(per_tok, a)
-    verbosity = e.completion_tokens
+    verbosity, limit = e.completion_tokens, e.limit_share
     if o.completion_tokens < o.max_tokens:  # only natural endings say how long answers are
         verbosity = verbosity.update(float(o.completion_tokens), a)
+    if o.completion_tokens > 0:
+        limit = limit.update(float(o.completion_tokens >= o.max_tokens), a)
     energy = e.energy_mj_per_token
     if o.energy_mj is not None and o.energy_mj > 0:
         eq = decode_equivalent_tokens(o.prompt_tokens, o.completion_tokens, prefill, decode)
@@ -215,7 +245,8 @@ def _update_estimate(e: Estimate, o: Observation, p: AnalyzeParams,
     breach = o.slo_ms is not None and o.latency_ms > o.slo_ms
     return dataclasses.replace(
         e, prefill_ms_per_token=prefill, decode_ms_per_token=decode,
-        completion_tokens=verbosity, energy_mj_per_token=energy, requests=e.requests + 1,
+        completion_tokens=verbosity, limit_share=limit, energy_mj_per_token=energy,
+        requests=e.requests + 1,
         slo_breaches=e.slo_breaches + int(breach), last_ts=o.ts)
 
 
@@ -325,12 +356,38 @@ class Prediction:
 
 @dataclass(frozen=True)
 class SpeedPrior:
-    """Speeds to assume before a model has been measured on this device."""
+    """Speeds to assume before a model has answered requests here: from its calibration on
+    this device (`calibrated`), else from its size. Answer length is per domain."""
 
     decode_ms_per_token: float
     prefill_ms_per_token: float
     power_mw: float
-    completion_tokens: float = 96.0
+    completion_tokens: float = 96.0   # natural answer length (answers that stopped)
+    limit_share: float = 0.0          # share of answers that run to max_tokens
+    calibrated: bool = False          # completion_tokens/limit_share are this domain's
+
+
+def expected_tokens(natural: float, limit_share: float, max_tokens: int) -> float:
+    """Expected answer length: natural endings (capped) plus runs to max_tokens."""
+    share = min(max(limit_share, 0.0), 1.0)
+    return (1 - share) * min(natural, float(max_tokens)) + share * float(max_tokens)
+
+
+def _answer_length(d: Estimate, m: Estimate, prior: SpeedPrior, p: AnalyzeParams,
+                   ) -> tuple[float, float]:
+    """(natural length, share cut by max_tokens) for a (model, domain). A calibrated prior
+    is this domain's own and anchors the domain's few observations; without one the
+    domain borrows from the model's other domains."""
+    if prior.calibrated:
+        w = d.completion_tokens.n / (d.completion_tokens.n + p.shrink_n)
+        natural = w * d.completion_tokens.mean + (1 - w) * prior.completion_tokens
+        w_l = d.limit_share.n / (d.limit_share.n + p.shrink_n)
+        share = w_l * d.limit_share.mean + (1 - w_l) * prior.limit_share
+        return natural, share
+    natural = _blend(d.completion_tokens, m.completion_tokens, p.shrink_n) \
+        or prior.completion_tokens
+    share = _blend(d.limit_share, m.limit_share, p.shrink_n) or prior.limit_share
+    return natural, share
 
 
 def predict(k: Knowledge, model: str, domain: str, prompt_tokens: int, max_tokens: int,
@@ -340,9 +397,8 @@ def predict(k: Knowledge, model: str, domain: str, prompt_tokens: int, max_token
         or prior.decode_ms_per_token
     prefill = _blend(d.prefill_ms_per_token, m.prefill_ms_per_token, p.shrink_n) \
         or prior.prefill_ms_per_token
-    n_out = _blend(d.completion_tokens, m.completion_tokens, p.shrink_n) \
-        or prior.completion_tokens
-    n_out = min(n_out, float(max_tokens))
+    natural, share = _answer_length(d, m, prior, p)
+    n_out = expected_tokens(natural, share, max_tokens)
     ttft = prefill * max(prompt_tokens, 1)
     latency = ttft + decode * max(n_out - 1, 0)
     e_tok = _blend(d.energy_mj_per_token, m.energy_mj_per_token, p.shrink_n)

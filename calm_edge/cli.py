@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -50,12 +51,13 @@ def _setup_logging(level: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
-    from calm_edge.backends.llama_cpp import llama_cpp_factory
+    from calm_edge.backends.llama_cpp import build_info, llama_cpp_factory
     from calm_edge.daemon import Daemon, DaemonError
 
     settings = _settings(args)
     try:
-        daemon = Daemon(settings, llama_cpp_factory, settings_loader=lambda: _settings(args))
+        daemon = Daemon(settings, llama_cpp_factory, settings_loader=lambda: _settings(args),
+                        backend_build=build_info())
         return asyncio.run(daemon.run())
     except DaemonError as e:
         print(f"calm-edge serve: {e}", file=sys.stderr)
@@ -140,6 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{m['name']:<22} {m['state']:<10} {m['file']:<13} "
               f"{format_bytes(m['estimated_bytes']):>10} {measured:>10} {m['loads']:>5}  {note}")
     _print_energy(st)
+    _print_calibration(st)
     _print_estimates(st)
     decisions = st.get("recent_decisions") or []
     if decisions:
@@ -167,6 +170,20 @@ def _print_energy(st: dict[str, Any]) -> None:
     print(" · ".join(parts))
     for note in e.get("selection_notes") or []:
         print(f"  note: {note}")
+
+
+def _print_calibration(st: dict[str, Any]) -> None:
+    from calm_edge.calibration.report import calibration_table
+
+    cal = st.get("calibration")
+    if not cal:
+        return
+    dev, run = cal["device"], cal.get("running")
+    print(f"\ncalibration on device {dev['key']} ({dev['cpu']} · gpu {dev['gpu']}; auto "
+          f"{'on' if cal['auto'] else 'off'})"
+          + (f" · now: {run['model']} {run['done']}/{run['total']}" if run else ""))
+    for line in calibration_table(cal["models"]):
+        print(f"  {line}")
 
 
 def _print_estimates(st: dict[str, Any]) -> None:
@@ -222,8 +239,8 @@ def _select(fleet: Any, names: Sequence[str]) -> list[Any]:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from calm_edge.fleet import cached_status, model_path
-    from calm_edge.gguf_meta import GGUFError, estimate_footprint, read_gguf
+    from calm_edge.fleet import cached_status, model_footprint, model_path
+    from calm_edge.gguf_meta import GGUFError, read_gguf
 
     settings = _settings(args)
     fleet = _fleet(settings)
@@ -235,8 +252,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         if status.value not in ("missing", "wrong-size"):
             try:
                 info = read_gguf(model_path(settings.models_dir, spec))
-                footprint = estimate_footprint(info, spec.n_ctx, rt.n_batch,
-                                               cpu_repack=rt.n_gpu_layers == 0)
+                footprint = model_footprint(info, spec, rt)
             except GGUFError as e:
                 note = str(e)
         rows.append({"name": spec.name, "file": str(model_path(settings.models_dir, spec)),
@@ -310,6 +326,62 @@ def cmd_config(args: argparse.Namespace) -> int:
                       "state_dir": str(s.state_dir), "models_dir": str(s.models_dir),
                       "fleet": str(s.fleet_path), "profile": _asdict(s.profile)}, indent=2))
     return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Calibrate the fleet on this device, in this process (see calm_edge.calibration)."""
+    import time
+
+    from calm_edge.backends.llama_cpp import build_info, llama_cpp_factory
+    from calm_edge.calibration import CalibrationParams, device_priors
+    from calm_edge.calibration.local import calibrate_locally
+    from calm_edge.calibration.report import ProgressPrinter, calibration_table
+    from calm_edge.client import Client, ClientError
+    from calm_edge.paths import client_socket_path
+
+    _setup_logging("warning")
+    settings = _settings(args)
+    fleet = _fleet(settings)
+    names = [m.name for m in _select(fleet, args.names)]
+    daemon = None
+    with contextlib.suppress(ClientError), \
+            Client(client_socket_path(args.socket, os.environ), timeout_s=5) as c:
+        daemon = c.get("/health")
+    if daemon is not None:
+        print(f"note: a daemon is running on {settings.socket_path}; this run competes with "
+              "it for CPU and RAM (the daemon also calibrates by itself when idle)",
+              file=sys.stderr)
+    kind = "quick" if args.quick else "full"
+    print(f"calibrating {len(names)} model(s) on this device ({kind}; results in "
+          f"{settings.state_dir / 'knowledge.db'})", file=sys.stderr)
+    t0 = time.monotonic()
+    run = asyncio.run(calibrate_locally(
+        settings, fleet, llama_cpp_factory, build_info(), names, quick=args.quick,
+        restart=args.restart, on_event=ProgressPrinter(n_models=len(names))))
+    wall_s = time.monotonic() - t0
+    p = settings.profile
+    params = CalibrationParams(p.loop.quality_prior_strength, p.calibration.demote_ratio,
+                               p.calibration.demote_p)
+    table = {}
+    for name in names:
+        cal = run.results.get(name)
+        spec = fleet.by_name[name]
+        table[name] = cal.to_status(device_priors(cal, dict(spec.quality), params)) if cal else None
+    if args.json:
+        print(json.dumps({"device": run.identity.to_status(), "wall_s": round(wall_s, 1),
+                          "models": table, "failed": run.failed}, indent=2))
+    else:
+        print(f"device {run.identity.key}: {run.identity.cpu} [{run.identity.cpu_flags}] · "
+              f"gpu {run.identity.gpu} · {run.identity.runtime}")
+        for line in calibration_table(table):
+            print(line)
+        for name, why in run.failed.items():
+            print(f"{name}: not calibrated: {why}")
+        print(f"wall time {int(wall_s // 60)} min {wall_s % 60:.0f} s")
+        if daemon is not None:
+            print("the running daemon uses these after a reload (systemctl reload calm-edge, "
+                  "or POST /calm/reload)")
+    return 1 if run.failed else 0
 
 
 def _asdict(obj: Any) -> Any:
@@ -418,6 +490,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_args(p, serve=True)
     p.add_argument("--fields", action="store_true", help="list every profile field")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("calibrate", help="measure the fleet on this device (speed, load "
+                       "time, memory, canary answers)",
+                       description="Measure each installed model on this device: cold and "
+                       "warm load time, prefill and decode speed with the profile's threads "
+                       "and GPU layers, its memory footprint, and its answers to a graded "
+                       "canary set per domain. The results become the loop's priors on this "
+                       "device. Resumable: a rerun continues where an interrupted one "
+                       "stopped.", epilog=EPILOG)
+    _add_settings_args(p)
+    p.add_argument("names", nargs="*", help="models to calibrate (default: all)")
+    p.add_argument("--quick", action="store_true", help="a shorter pass (fewer canaries)")
+    p.add_argument("--restart", action="store_true", help="forget earlier results first")
+    p.add_argument("--state-dir", type=Path, help="state directory [env CALM_EDGE_STATE_DIR]")
+    p.add_argument("--socket", help="the daemon's socket, to tell if one is running")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("bench", help="benchmark CALM against single-model baselines",
                        description="Replay a workload with checkable answers (code, math, "

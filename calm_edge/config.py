@@ -62,7 +62,8 @@ def _copy(value: Any) -> Any:
 class DeviceConfig:
     name: str = _f("generic", "Short name of the device class.")
     description: str = _f("", "What this profile is for.")
-    board: Literal["x86", "jetson", "rpi", "arm"] = _f("x86", "Board family.")
+    board: Literal["x86", "jetson", "rpi", "arm"] = _f(
+        "x86", "Board family; 'jetson' means unified memory (the GPU allocates from RAM).")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,11 @@ class MemoryConfig:
         "a share of MemTotal ('60%').", ge=16 << 20, size=True)
     drop_page_cache_on_evict: bool = _f(
         False, "posix_fadvise(DONTNEED) a model's file pages when it is evicted.")
+    gpu_memory_source: Literal["auto", "memavailable", "nvml", "none"] = _f(
+        "auto", "Where memory that RSS misses (GPU layers) is measured: 'memavailable' (the "
+        "drop of MemAvailable around a load: unified-memory boards), 'nvml' (a discrete "
+        "NVIDIA GPU), 'auto' (memavailable on a jetson board, else NVML if present), "
+        "'none'. Only used when layers are offloaded.")
 
 
 @dataclass(frozen=True)
@@ -81,10 +87,21 @@ class RuntimeConfig:
     n_threads_batch: int = _f(0, "Prompt threads; 0 = same as n_threads.", ge=0, le=512)
     n_gpu_layers: int = _f(0, "Layers offloaded to the GPU; -1 = all.", ge=-1, le=1000)
     n_batch: int = _f(256, "Prompt batch size (tokens).", ge=8, le=8192)
+    n_ubatch: int = _f(0, "Micro-batch: tokens per graph evaluation; it sizes the compute "
+                       "buffer (n_ubatch x vocabulary floats of logits): 0 = n_batch.",
+                       ge=0, le=8192)
     max_parallel: int = _f(1, "Generations running at once (across models).", ge=1, le=64)
-    use_mmap: bool = _f(True, "mmap model files (pages come from flash on demand).")
+    use_mmap: bool = _f(True, "mmap model files (pages come from flash on demand). On a CPU, "
+                        "llama.cpp repacks Q4_0/Q4_K matrices into a second copy and the "
+                        "mapped pages stay resident too: false reads them once.")
     use_mlock: bool = _f(False, "mlock resident models (needs CAP_IPC_LOCK).")
     flash_attn: bool = _f(False, "Use flash attention where the backend supports it.")
+
+
+    @property
+    def micro_batch(self) -> int:
+        """The n_ubatch llama.cpp runs with."""
+        return min(self.n_ubatch or self.n_batch, self.n_batch)
 
 
 @dataclass(frozen=True)
@@ -266,6 +283,25 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class CalibrationConfig:
+    """`calm-edge calibrate` and the daemon's own calibration of uncalibrated models."""
+
+    auto: bool = _f(True, "When idle, the daemon calibrates every model not yet calibrated "
+                    "on this device (same file, backend build, CPU/GPU and runtime settings).")
+    idle_s: float = _f(30.0, "Seconds without requests before the daemon calibrates.",
+                       ge=0, le=86400)
+    canaries_per_domain: int = _f(10, "Canaries answered per domain in a full calibration.",
+                                  ge=1, le=100)
+    quick_per_domain: int = _f(2, "Canaries per domain with --quick.", ge=1, le=100)
+    canary_timeout_s: float = _f(120.0, "Deadline of one canary answer (besides its "
+                                 "max_tokens).", ge=1, le=3600)
+    demote_ratio: float = _f(0.5, "A model is demoted in a domain when it passes fewer than "
+                             "this share of what its manifest prior promises ...", ge=0, le=1)
+    demote_p: float = _f(0.05, "... and chance alone would give so few passes with at most "
+                         "this probability.", ge=0, le=1)
+
+
+@dataclass(frozen=True)
 class ResidencyConfig:
     prefetch: bool = _f(True, "Prefetch the model the domain forecast expects next when idle "
                         "(load it if it fits the free budget, else warm its file pages).")
@@ -305,6 +341,7 @@ class Profile:
     classifier: ClassifierConfig = _f(ClassifierConfig(), "")
     cache: CacheConfig = _f(CacheConfig(), "")
     residency: ResidencyConfig = _f(ResidencyConfig(), "")
+    calibration: CalibrationConfig = _f(CalibrationConfig(), "")
     paths: PathsConfig = _f(PathsConfig(), "")
 
 

@@ -19,6 +19,7 @@ import random
 import signal
 import socket
 import stat
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 from calm_edge import paths
 from calm_edge.backends.base import BackendFactory
+from calm_edge.calibration import Calibrator, Preempted, identify
 from calm_edge.classifier import ClassifierError, QueryClassifier, load_classifier
 from calm_edge.config import ConfigError, Settings, load_settings
 from calm_edge.energy import EnergyIntegrator, PowerReader, select_reader
@@ -33,7 +35,12 @@ from calm_edge.execute import Executor
 from calm_edge.fleet import Fleet, load_fleet
 from calm_edge.knowledge import KnowledgeStore
 from calm_edge.lanes import InferenceLanes
-from calm_edge.memory import MemoryProbe, process_rss_bytes
+from calm_edge.memory import (
+    DeviceMemoryReader,
+    MemoryProbe,
+    process_rss_bytes,
+    select_device_memory,
+)
 from calm_edge.metrics import Metrics
 from calm_edge.monitor import DeviceMonitor
 from calm_edge.orchestrator import Orchestrator
@@ -172,12 +179,14 @@ class Daemon:
                  housekeeping_interval_s: float = 10.0,
                  settings_loader: Callable[[], Settings] | None = None,
                  outcome_model: OutcomeModel | Literal["profile"] | None = "profile",
+                 backend_build: str = "unknown",
                  ) -> None:
         """Environment seams are injectable: the backend factory, the classifier, the power
         reader, the memory probe, the sysfs root and the random source. `handle_signals`
         and `on_ready` serve tests that run the daemon on a thread. `settings_loader`
         re-resolves the settings (profile file, environment, flags) on reload; without it
-        a reload re-reads the same profile file."""
+        a reload re-reads the same profile file. `backend_build` names the backend build
+        (calm_edge.backends.llama_cpp.build_info): calibrations are valid per build."""
         self.settings = settings
         self._settings_loader = settings_loader
         self._handle_signals, self._on_ready = handle_signals, on_ready
@@ -187,6 +196,7 @@ class Daemon:
         self._classifier, self._power_reader = classifier, power_reader
         self._sysfs_root, self._rng = sysfs_root, rng
         self._outcome_model = outcome_model
+        self._backend_build = backend_build
         self._env = dict(os.environ if env is None else env)
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -274,13 +284,23 @@ class Daemon:
             stack.callback(lanes.shutdown)
             residency = Residency(self.fleet, s.models_dir, p.runtime,
                                   p.memory.ram_budget_bytes, self._factory, pool, lanes,
-                                  memory_probe=self._probe,
+                                  memory_probe=self._probe, device_memory=self._device_memory(),
                                   drop_page_cache_on_evict=p.memory.drop_page_cache_on_evict)
             outcome = await loop.run_in_executor(pool, self._load_outcome_model)
+            executor = Executor(residency, lanes)
             self.orchestrator = orchestrator = Orchestrator(
-                s, self.fleet, residency, Executor(residency, lanes), classifier, store=store,
+                s, self.fleet, residency, executor, classifier, store=store,
                 knowledge=knowledge, energy=integrator, metrics=Metrics(), rng=self._rng,
                 outcome=outcome)
+            calibrator = Calibrator(
+                residency, executor, store, identify(
+                    self._sysfs_root, self._backend_build, p.runtime,
+                    p.runtime.n_threads or _usable_cpus()), pool,
+                canary_timeout_s=p.calibration.canary_timeout_s,
+                busy=lambda: orchestrator.busy())
+            orchestrator.apply_calibration(await calibrator.results())
+            log.info("device %s: %d of %d models calibrated here", calibrator.identity.key,
+                     len(orchestrator.calibration), len(self.fleet.models))
             reload_lock = asyncio.Lock()
 
             async def reload() -> dict[str, Any]:
@@ -298,7 +318,7 @@ class Daemon:
                 app = App(s, orchestrator,
                           DeviceMonitor(self._probe, self._sysfs_root, integrator),
                           in_flight=lambda: self.http.in_flight if self.http else 0,
-                          reload=reload)
+                          reload=reload, calibrator=calibrator)
             except AccessError as e:
                 raise DaemonError(str(e)) from None
             self._check_access(app)
@@ -353,6 +373,8 @@ class Daemon:
                                       on_hup=lambda: loop.create_task(reload())) \
                 if self._handle_signals else contextlib.nullcontext()
             housekeeping = asyncio.create_task(self._housekeeping(residency, store))
+            calibrating = asyncio.create_task(self._calibrate_when_idle(
+                calibrator, orchestrator, residency))
             # Watchdog pings and STATUS= refreshes run on this loop until after the drain and
             # the unloads: a stalled loop stops them. (A SIGHUP reload hook, when added,
             # brackets its work with notifier.reloading() ... notifier.ready().)
@@ -363,6 +385,9 @@ class Daemon:
             with signals:
                 await self._stop.wait()
                 housekeeping.cancel()
+                calibrating.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await calibrating
                 server.close()
                 if tcp_server is not None:
                     tcp_server.close()
@@ -418,6 +443,8 @@ class Daemon:
         fleet_changes = await residency.apply_fleet(fleet, new.models_dir, new.profile.runtime)
         evicted = await residency.set_budget(new.profile.memory.ram_budget_bytes)
         orchestrator.apply(new, fleet)
+        if app.calibrator is not None:  # `calm-edge calibrate` may have run meanwhile
+            orchestrator.apply_calibration(await app.calibrator.results())
         srv = new.profile.server
         http.max_body_bytes, http.keepalive_timeout_s = srv.max_body_bytes, srv.keepalive_timeout_s
         http.write_timeout_s = srv.write_timeout_s
@@ -441,6 +468,45 @@ class Daemon:
             "paths": {"state_dir": str(s.state_dir), "models_dir": str(s.models_dir),
                       "fleet": str(s.fleet_path)}})
 
+    def _device_memory(self) -> DeviceMemoryReader | None:
+        """The reader of memory RSS misses, where layers are offloaded to a GPU."""
+        p = self.settings.profile
+        if p.runtime.n_gpu_layers == 0:
+            return None
+        return select_device_memory(p.memory.gpu_memory_source,
+                                    unified_board=p.device.board == "jetson",
+                                    root=self._sysfs_root)
+
+    async def _calibrate_when_idle(self, calibrator: Calibrator, orchestrator: Orchestrator,
+                                   residency: Residency) -> None:
+        """Calibrate, one model at a time, every available model not yet calibrated on this
+        device, whenever no request has come for `calibration.idle_s`. A request preempts
+        it within a token; it resumes at the next idle spell. A model whose calibration
+        fails is not retried until the daemon restarts or reloads."""
+        failed: set[str] = set()
+        while True:
+            cfg = self.settings.profile.calibration
+            await asyncio.sleep(min(1.0, max(cfg.idle_s / 4, 0.05)))
+            if not cfg.auto or orchestrator.busy() or \
+                    orchestrator.idle_s() < cfg.idle_s:
+                continue
+            now = time.monotonic()
+            todo = [n for n, sl in residency.slots.items()
+                    if n not in failed and sl.unavailable_reason(now) is None
+                    and not (n in orchestrator.calibration
+                             and orchestrator.calibration[n].complete)]
+            if not todo:
+                continue
+            log.info("idle: calibrating %s on this device", todo[0])
+            try:
+                await calibrator.run(todo[:1], cfg.canaries_per_domain, quick=False)
+            except Preempted:
+                log.info("calibration of %s paused: a request arrived", todo[0])
+            except Exception as e:
+                failed.add(todo[0])
+                log.error("calibration of %s failed: %s: %s", todo[0], type(e).__name__, e)
+            orchestrator.apply_calibration(await calibrator.results())
+
     async def _housekeeping(self, residency: Residency, store: KnowledgeStore) -> None:
         """Periodic upkeep on the loop: pick up model files installed after start; apply the
         knowledge store's retention about once an hour."""
@@ -456,6 +522,12 @@ class Daemon:
                         log.info("knowledge retention: pruned %d request rows", pruned)
             except Exception:
                 log.exception("housekeeping failed")
+
+
+def _usable_cpus() -> int:
+    from calm_edge.backends.llama_cpp import usable_cpus
+
+    return usable_cpus()
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from calm_edge.config import ConfigError, read_toml
+from calm_edge.config import ConfigError, RuntimeConfig, read_toml
 from calm_edge.domains import DOMAINS, Domain
+from calm_edge.gguf_meta import Footprint, GGUFInfo, estimate_footprint
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.gguf$")
@@ -286,3 +287,10 @@ def verify(models_dir: Path, spec: ModelSpec, *, force: bool = False,
         return FileStatus.HASH_MISMATCH
     record_verified(models_dir, spec)
     return FileStatus.VERIFIED
+
+
+def model_footprint(info: GGUFInfo, spec: ModelSpec, runtime: RuntimeConfig) -> Footprint:
+    """The memory `spec` takes when loaded with `runtime`'s settings (an upper bound of what
+    llama.cpp allocates: see calm_edge.gguf_meta.estimate_footprint)."""
+    return estimate_footprint(info, spec.n_ctx, runtime.micro_batch,
+                              cpu_repack=runtime.n_gpu_layers == 0, mmap=runtime.use_mmap)

@@ -191,19 +191,23 @@ class Footprint:
         return self.weights_bytes + self.repack_bytes + self.kv_cache_bytes + self.compute_bytes
 
 
-# Context structures, output buffer, sampler and Python objects per loaded model.
-_OVERHEAD_BYTES = 8 << 20
+# Context structures, graph metadata, output buffer, sampler and Python objects per loaded
+# model (a fresh process grows ~12 MiB beyond the buffers llama.cpp reports for SmolLM2).
+_OVERHEAD_BYTES = 16 << 20
 # Tensor types llama.cpp's CPU backend repacks into interleaved copies (Q4_0, Q4_K, IQ4_NL).
 _REPACKED_TYPES = (2, 12, 20)
 
 
 def estimate_footprint(info: GGUFInfo, n_ctx: int, n_batch: int, *, cpu_repack: bool = True,
-                       kv_bytes_per_elem: int = 2) -> Footprint:
-    """Weights (mapped tensor data) + CPU repack copies + f16 KV cache + compute buffers.
+                       kv_bytes_per_elem: int = 2, mmap: bool = True) -> Footprint:
+    """Weights (tensor data) + CPU repack copies + f16 KV cache + compute buffers.
 
     - repack: with CPU inference llama.cpp copies Q4_0/Q4_K/IQ4_NL matrices (rows a multiple
-      of 8, not the token embedding) into an interleaved layout, while the mapped pages it
-      read stay resident too; checked against llama.cpp's "CPU_REPACK" figure.
+      of 8, not the token embedding) into an interleaved layout; checked against llama.cpp's
+      "CPU_REPACK" figure. With mmap the mapped pages it read stay resident too (two
+      copies); without mmap those tensors are read straight into their repacked buffer, so
+      the weights are held once (`repack_bytes` is 0).
+    - `n_batch` is the micro-batch (llama.cpp's n_ubatch): it sizes the compute buffers.
     - KV: 2 (K and V) x layers x n_ctx x kv heads x head dim x bytes per element.
     - compute: the graph's logits for one batch (n_batch x n_vocab floats) dominate, plus
       activations (~32 bytes per batch token per embedding dim) and fixed overhead.
@@ -220,7 +224,7 @@ def estimate_footprint(info: GGUFInfo, n_ctx: int, n_batch: int, *, cpu_repack: 
     n_vocab = info.arch_int("vocab_size", vocab if isinstance(vocab, int) else len(vocab))
     compute = n_batch * n_vocab * 4 + n_batch * n_embd * 32 + _OVERHEAD_BYTES
     repack = 0
-    if cpu_repack:
+    if cpu_repack and mmap:
         repack = sum(t.n_bytes or 0 for t in info.tensors
                      if t.ggml_type in _REPACKED_TYPES and t.name != "token_embd.weight"
                      and len(t.shape) == 2 and t.shape[1] % 8 == 0)

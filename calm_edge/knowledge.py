@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS estimates (
     PRIMARY KEY (model, domain));
 CREATE TABLE IF NOT EXISTS health (
     model TEXT PRIMARY KEY, state TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS calibration (
+    device_key TEXT NOT NULL, model TEXT NOT NULL, sha256 TEXT NOT NULL, item TEXT NOT NULL,
+    result TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (device_key, model, sha256, item));
 """
 
 
@@ -131,7 +134,11 @@ def estimate_from_json(text: str) -> Estimate:
         energy_mj_per_token=_stat(d["energy_mj_per_token"]),
         quality=BetaQuality(float(d["quality"]["alpha"]), float(d["quality"]["beta"])),
         requests=int(d["requests"]), errors=int(d["errors"]),
-        slo_breaches=int(d["slo_breaches"]), last_ts=float(d["last_ts"]))
+        slo_breaches=int(d["slo_breaches"]), last_ts=float(d["last_ts"]),
+        limit_share=_stat(d["limit_share"]) if "limit_share" in d else Stat(),
+        quality_prior=BetaQuality(float(d["quality_prior"]["alpha"]),
+                                  float(d["quality_prior"]["beta"]))
+        if d.get("quality_prior") else None)
 
 
 def health_to_json(h: Health) -> str:
@@ -377,13 +384,60 @@ class KnowledgeStore:
 
         return await self._run(lambda: self._write(tx) or 0)
 
+    # -- calibration items (calm_edge.calibration) --------------------------------------------
+
+    async def calibration_items(self, device_key: str,
+                                ) -> dict[tuple[str, str], dict[str, tuple[Any, float]]]:
+        """{(model, sha256): {item: (result, ts)}} measured on this device."""
+        def q() -> dict[tuple[str, str], dict[str, tuple[Any, float]]]:
+            out: dict[tuple[str, str], dict[str, tuple[Any, float]]] = {}
+            if self._conn is None:
+                return out
+            for model, sha, item, result, ts in self._conn.execute(
+                    "SELECT model, sha256, item, result, ts FROM calibration "
+                    "WHERE device_key = ?", (device_key,)):
+                try:
+                    out.setdefault((model, sha), {})[item] = (json.loads(result), float(ts))
+                except ValueError as e:
+                    log.warning("ignoring unreadable calibration item %s/%s: %s", model,
+                                item, e)
+            return out
+
+        return await self._run(q)
+
+    async def record_calibration(self, device_key: str, model: str, sha256: str, item: str,
+                                 result: Mapping[str, Any]) -> None:
+        """Store one finished calibration item (its own transaction: a kill loses at most
+        the item in progress). The first item for a (device, model file) drops that model's
+        items from other devices, builds or files."""
+        now = self._clock()
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM calibration WHERE model = ? AND "
+                         "(device_key != ? OR sha256 != ?)", (model, device_key, sha256))
+            conn.execute("INSERT OR REPLACE INTO calibration VALUES (?,?,?,?,?,?)",
+                         (device_key, model, sha256, item,
+                          json.dumps(result, separators=(",", ":")), now))
+
+        await self._run(lambda: self._write(tx))
+
+    async def clear_calibration(self, model: str | None = None) -> None:
+        """Forget calibration items (of one model, or all): the next run starts afresh."""
+        def tx(conn: sqlite3.Connection) -> None:
+            if model is None:
+                conn.execute("DELETE FROM calibration")
+            else:
+                conn.execute("DELETE FROM calibration WHERE model = ?", (model,))
+
+        await self._run(lambda: self._write(tx))
+
     def counts(self) -> dict[str, int]:
         """Row counts (blocking; for tests and tools, not the event loop)."""
         def q() -> dict[str, int]:
             if self._conn is None:
                 return {}
             return {t: self._conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                    for t in ("requests", "decisions", "estimates", "health")}
+                    for t in ("requests", "decisions", "estimates", "health", "calibration")}
 
         return self._writer.submit(q).result()
 

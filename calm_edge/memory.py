@@ -1,19 +1,28 @@
-"""RAM accounting: process memory probes and the eviction policy (pure).
+"""RAM accounting: process and device memory probes, and the eviction policy (pure).
 
 The residency manager charges each loaded model its footprint and keeps the sum within
 the profile's budget. Which models to evict is decided here, without side effects.
+
+Process RSS does not see memory a GPU driver allocates (CUDA buffers of offloaded layers).
+Where layers run on a GPU, a `DeviceMemoryReader` adds what RSS misses: on a unified-memory
+board (Jetson) the GPU's memory is the board's RAM, so the drop of MemAvailable around a
+load counts it; on a discrete NVIDIA GPU, NVML reports the device memory in use.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
+
+log = logging.getLogger("calm_edge.memory")
 
 MemoryProbe = Callable[[], int]
+DeviceMemorySource = Literal["auto", "memavailable", "nvml", "none"]
 
 
 def process_rss_bytes(proc_root: Path = Path("/proc"), pid: int | str = "self") -> int:
@@ -31,6 +40,110 @@ def process_rss_bytes(proc_root: Path = Path("/proc"), pid: int | str = "self") 
         return pages * resource.getpagesize()
     except (OSError, ValueError, IndexError):
         return 0
+
+
+class DeviceMemoryReader(Protocol):
+    """Memory in use that process RSS may not show, in bytes (device-wide)."""
+
+    source: str       # "memavailable" (unified memory) or "nvml" (a discrete GPU)
+    unified: bool     # True: the reading includes the process's RSS growth as well
+
+    def used_bytes(self) -> int | None:
+        """Bytes in use now, or None when the reading failed."""
+        ...
+
+
+@dataclass
+class MemAvailableReader:
+    """MemTotal - MemAvailable from `<root>/proc/meminfo`: on a unified-memory board the GPU
+    allocates from the same RAM, so this sees CUDA buffers that RSS does not. Device-wide:
+    other processes' allocations during a load are charged to the model too (an upward
+    error only; the estimate stays the floor)."""
+
+    root: Path = Path("/")
+    source: str = "memavailable"
+    unified: bool = True
+
+    def used_bytes(self) -> int | None:
+        total = avail = None
+        try:
+            for line in (self.root / "proc" / "meminfo").read_text().splitlines():
+                key, _, rest = line.partition(":")
+                if key == "MemTotal":
+                    total = int(rest.split()[0]) * 1024
+                elif key == "MemAvailable":
+                    avail = int(rest.split()[0]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+        if total is None or avail is None or not 0 <= avail <= total:
+            return None
+        return total - avail
+
+
+class _NvmlMemory(ctypes.Structure):
+    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
+                ("used", ctypes.c_ulonglong)]
+
+
+class NvmlReader:
+    """Device memory in use on one NVIDIA GPU, through NVML (libnvidia-ml, which the driver
+    installs). Construct with `NvmlReader.open()`; None where NVML is not there."""
+
+    source = "nvml"
+    unified = False
+
+    def __init__(self, lib: Any, handle: Any) -> None:
+        self._lib, self._handle = lib, handle
+
+    @classmethod
+    def open(cls, index: int = 0) -> NvmlReader | None:
+        try:
+            lib = ctypes.CDLL("libnvidia-ml.so.1")
+            if lib.nvmlInit_v2() != 0:
+                return None
+            handle = ctypes.c_void_p()
+            if lib.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) != 0:
+                return None
+        except (OSError, AttributeError):
+            return None
+        return cls(lib, handle)
+
+    def used_bytes(self) -> int | None:
+        info = _NvmlMemory()
+        try:
+            if self._lib.nvmlDeviceGetMemoryInfo(self._handle, ctypes.byref(info)) != 0:
+                return None
+        except (OSError, AttributeError):
+            return None
+        return int(info.used)
+
+
+def select_device_memory(source: DeviceMemorySource, *, unified_board: bool,
+                         root: Path = Path("/"),
+                         nvml: Callable[[], DeviceMemoryReader | None] = NvmlReader.open,
+                         ) -> DeviceMemoryReader | None:
+    """The reader for memory RSS misses: `auto` takes MemAvailable on a unified-memory
+    board, else NVML where a driver answers, else none."""
+    if source == "none":
+        return None
+    if source == "memavailable" or (source == "auto" and unified_board):
+        return MemAvailableReader(root)
+    reader = nvml()
+    if reader is None and source == "nvml":
+        log.warning("memory.gpu_memory_source = nvml, but NVML is not available; GPU "
+                    "memory is charged from the estimate only")
+    return reader
+
+
+def model_growth_bytes(rss_delta: int, device_delta: int | None,
+                       reader: DeviceMemoryReader | None) -> int:
+    """A model's memory from the growth of RSS and of the device reading around its load:
+    unified memory sees both in one number; a discrete GPU adds to RSS."""
+    rss_delta = max(rss_delta, 0)
+    if reader is None or device_delta is None:
+        return rss_delta
+    device_delta = max(device_delta, 0)
+    return max(rss_delta, device_delta) if reader.unified else rss_delta + device_delta
 
 
 _libc: Any = None

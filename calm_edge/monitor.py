@@ -19,7 +19,9 @@ from calm_edge.domains import DOMAINS
 # Characters per token for a prompt-length estimate before a model (and its tokenizer) is
 # chosen; English BPE/SentencePiece vocabularies average close to this.
 CHARS_PER_TOKEN = 3.8
-_CLASSIFY_TAIL_CHARS = 2000  # the question is at the end of a conversation
+# The classifier reads at most this many characters from the end of the query (the question
+# is at the end of a conversation); a client-side router (the bench's `static`) reads the same.
+CLASSIFY_TAIL_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def observe_query(classifier: QueryClassifier, messages: tuple[ChatMessage, ...]
         return QueryObservation(requested_domain, "request",
                                 {d: float(d == requested_domain) for d in DOMAINS}, None,
                                 tokens, chars)
-    text = query_text(messages, prompt)[-_CLASSIFY_TAIL_CHARS:]
+    text = query_text(messages, prompt)[-CLASSIFY_TAIL_CHARS:]
     c: Classification = classifier.classify(text)
     return QueryObservation(c.domain, classifier.runtime, dict(c.probabilities), c.difficulty,
                             tokens, chars)

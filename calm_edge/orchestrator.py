@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from calm_edge.analyze import (
     ALL,
     AnalyzeParams,
+    BetaQuality,
     Knowledge,
     Observation,
     SpeedPrior,
@@ -40,6 +41,12 @@ from calm_edge.analyze import (
 )
 from calm_edge.backends.base import GenerationRequest, GenerationStats, ModelState
 from calm_edge.cache import CachedAnswer, ResponseCache
+from calm_edge.calibration.results import (
+    CalibrationParams,
+    DevicePriors,
+    ModelCalibration,
+    device_priors,
+)
 from calm_edge.classifier import QueryClassifier
 from calm_edge.config import Settings
 from calm_edge.domains import DOMAINS
@@ -171,7 +178,12 @@ class Orchestrator:
         self.metrics = metrics or Metrics()
         self._clock, self._wall, self._rng = clock, wall_clock, rng or random.Random()
         self.knowledge = knowledge or Knowledge()
+        # This device's calibration per model (current model files only), and the priors
+        # the loop takes from it (calm_edge.calibration).
+        self.calibration: dict[str, ModelCalibration] = {}
+        self.device_priors: dict[str, DevicePriors] = {}
         self.served = 0                       # requests answered since start
+        self._last_request_s = clock()        # when a request last arrived or finished
         self._last_used: dict[str, int] = {}  # model -> value of `served` when it last answered
         self._recent = _Recent(collections.deque(
             maxlen=settings.profile.loop.recent_decisions))
@@ -188,19 +200,38 @@ class Orchestrator:
 
     # -- Monitor + Plan ---------------------------------------------------------------------
 
-    def _speed_prior(self, name: str) -> SpeedPrior:
+    def _speed_prior(self, name: str, domain: str) -> SpeedPrior:
+        """Speeds before `name` has answered here: this device's calibration, else guesses
+        from the model's size and the profile."""
         slot = self.residency.slots[name]
         weights_mib = (slot.footprint.weights_bytes if slot.footprint else
                        slot.spec.size_bytes) / MiB
         loop = self.settings.profile.loop
-        return SpeedPrior(decode_ms_per_token=loop.decode_ms_per_weight_mib * weights_mib,
-                          prefill_ms_per_token=loop.prefill_ms_per_weight_mib * weights_mib,
-                          power_mw=self.settings.profile.power.active_power_mw)
+        prior = SpeedPrior(decode_ms_per_token=loop.decode_ms_per_weight_mib * weights_mib,
+                           prefill_ms_per_token=loop.prefill_ms_per_weight_mib * weights_mib,
+                           power_mw=self.settings.profile.power.active_power_mw)
+        dev = self.device_priors.get(name)
+        if dev is None:
+            return prior
+        prior = dataclasses.replace(
+            prior, decode_ms_per_token=dev.decode_ms_per_token or prior.decode_ms_per_token,
+            prefill_ms_per_token=dev.prefill_ms_per_token or prior.prefill_ms_per_token)
+        dom = dev.domains.get(domain)
+        if dom is None:
+            return prior
+        return dataclasses.replace(
+            prior, completion_tokens=dom.answer_tokens if dom.answer_tokens is not None
+            else prior.completion_tokens, limit_share=dom.limit_share, calibrated=True)
 
     def _load_ms(self, name: str) -> float:
+        """Predicted load time: the last load here, else the calibrated cold load, else a
+        guess from the file size."""
         slot = self.residency.slots[name]
         if slot.last_load_s is not None:
             return slot.last_load_s * 1000.0
+        dev = self.device_priors.get(name)
+        if dev is not None and (dev.cold_load_s or dev.warm_load_s):
+            return float(dev.cold_load_s or dev.warm_load_s or 0.0) * 1000.0
         return slot.spec.size_bytes / MiB / self.settings.profile.loop.load_mib_per_s * 1000 \
             + 100.0
 
@@ -224,7 +255,7 @@ class Orchestrator:
         out = []
         for name, slot in res.slots.items():
             pred = predict(self.knowledge, name, domain, prompt_tokens, max_tokens,
-                           self._speed_prior(name), self.analyze_params)
+                           self._speed_prior(name, domain), self.analyze_params)
             per_query = p_correct is not None and name in p_correct
             if per_query:
                 assert p_correct is not None
@@ -239,8 +270,13 @@ class Orchestrator:
                 fits_budget=resident or slot.charged_bytes + others_held <= res.budget_bytes,
                 prediction=pred,
                 since_used=self.served - self._last_used.get(name, -10**9),
-                per_query_quality=per_query))
+                per_query_quality=per_query, demoted=self._demoted(name, domain)))
         return out
+
+    def _demoted(self, name: str, domain: str) -> str | None:
+        dev = self.device_priors.get(name)
+        dom = dev.domains.get(domain) if dev is not None else None
+        return dom.demoted if dom is not None else None
 
     def apply(self, settings: Settings, fleet: Fleet) -> None:
         """(Re)configure from settings and a fleet: at start and on reload. What was learned
@@ -255,11 +291,7 @@ class Orchestrator:
         self.plan_params = PlanParams(explore_epsilon=loop.explore_epsilon,
                                       probe_degraded_every=loop.probe_degraded_every,
                                       difficulty_slope=loop.difficulty_slope)
-        priors: dict[str, dict[str, float]] = {}
-        for m in fleet.models:  # per domain, and the model-level prior: the mean
-            priors[m.name] = {d: m.prior_quality(d) for d in DOMAINS}
-            priors[m.name][ALL] = sum(m.prior_quality(d) for d in DOMAINS) / len(DOMAINS)
-        self.knowledge = seed_priors(self.knowledge, priors, self.analyze_params)
+        self._seed_quality()
         c = settings.profile.cache
         if not c.enabled:
             self.cache = None
@@ -275,6 +307,46 @@ class Orchestrator:
                 near_max_chars=c.near_max_chars, sampled=c.sampled, clock=self._clock)
         if self.cache is not None:
             self.cache.set_fingerprint(fleet_fingerprint(fleet))
+
+    def apply_calibration(self, results: Mapping[str, ModelCalibration]) -> None:
+        """Take this device's calibration as the loop's priors: speeds, answer lengths,
+        load times, quality per domain (manifest prior + canary results; what feedback
+        taught is kept) and demotions. Results for another model file are ignored."""
+        cal = self.settings.profile.calibration
+        params = CalibrationParams(self.analyze_params.quality_prior_strength,
+                                   cal.demote_ratio, cal.demote_p)
+        self.calibration, self.device_priors = {}, {}
+        for name, result in results.items():
+            spec = self.fleet.get(name)
+            if spec is None or spec.sha256 != result.sha256:
+                continue
+            self.calibration[name] = result
+            manifest = {str(d): q for d, q in spec.quality.items()}
+            self.device_priors[name] = device_priors(result, manifest, params)
+        self._seed_quality()
+
+    def _seed_quality(self) -> None:
+        """Quality priors per (model, domain): calibrated where known, else the manifest's;
+        the model-level prior is the mean over domains."""
+        s = self.analyze_params.quality_prior_strength
+        priors: dict[str, dict[str, BetaQuality]] = {}
+        manifest: dict[str, dict[str, BetaQuality]] = {}
+        for m in self.fleet.models:
+            dev = self.device_priors.get(m.name)
+            manifest[m.name] = {d: BetaQuality.prior(m.prior_quality(d), s) for d in DOMAINS}
+            priors[m.name] = {d: dev.domains[d].quality if dev and d in dev.domains
+                              else manifest[m.name][d] for d in DOMAINS}
+            mean = sum(q.mean for q in priors[m.name].values()) / len(DOMAINS)
+            priors[m.name][ALL] = BetaQuality.prior(mean, s)
+            manifest[m.name][ALL] = BetaQuality.prior(
+                sum(m.prior_quality(d) for d in DOMAINS) / len(DOMAINS), s)
+        self.knowledge = seed_priors(self.knowledge, priors, self.analyze_params,
+                                     baseline=manifest)
+
+    def calibration_table(self) -> dict[str, dict[str, Any] | None]:
+        """Per fleet model: its calibration on this device for status, or None."""
+        return {m.name: self.calibration[m.name].to_status(self.device_priors.get(m.name))
+                if m.name in self.calibration else None for m in self.fleet.models}
 
     # -- the response cache ---------------------------------------------------------------
 
@@ -375,10 +447,15 @@ class Orchestrator:
 
         self._background(later())
 
+    def idle_s(self) -> float:
+        """Seconds since a request was last routed or answered."""
+        return self._clock() - self._last_request_s
+
     def route(self, model: str, request: GenerationRequest, mode: str | None,
               slo_ms: float | None, domain: str | None, use_cache: bool = True, *,
               owner: int | None = None, cache_scope: str = "") -> Route:
         """Monitor the query and plan it. Raises NoModelAvailable."""
+        self._last_request_s = self._clock()
         p = self.settings.profile
         query = observe_query(self.classifier, request.messages, request.prompt, domain)
         mode = mode or p.qos.default_mode
@@ -471,6 +548,7 @@ class Orchestrator:
                         per_token_ms, health.baseline_decode_ms)
         self.served += 1
         self._last_used[out.model] = self.served
+        self._last_request_s = self._clock()
         latency_s = self._clock() - t0
         candidates = tuple(sc.to_dict() for sc in plan.scores[:4])
         reason = plan.reason if out.model == plan.model else \

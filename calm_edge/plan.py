@@ -10,14 +10,15 @@ terms are normalised by the largest prediction among the candidates (so the weig
 the same on a Raspberry Pi and on an AGX Orin). Weights come from the request's mode.
 
 Hard constraints: predicted latency within the SLO, the model fits the RAM budget (after
-evicting models not in use), predicted quality at or above the domain's floor, predicted
-energy within the per-query budget and mean power under the power cap when those are set.
-If no candidate meets them all they are relaxed in that order of importance (energy, SLO,
-then quality floor: lowered to 0.9 x the best predicted quality, so the choice stays among
-the strongest) and the reason says so. Exploration: a degraded model is probed every
-`probe_degraded_every` requests so recovery is noticed; otherwise with probability
-`explore_epsilon` the least-observed feasible candidate is tried. Every plan carries the
-scores and a readable reason.
+evicting models not in use), predicted quality at or above the domain's floor, the model
+is not demoted in the domain by its calibration on this device, predicted energy within
+the per-query budget and mean power under the power cap when those are set. If no
+candidate meets them all they are relaxed in that order of importance (energy, SLO, then
+quality floor and demotion: the floor lowered to 0.9 x the best predicted quality, so the
+choice stays among the strongest) and the reason says so. Exploration: a degraded model
+is probed every `probe_degraded_every` requests so recovery is noticed; otherwise with
+probability `explore_epsilon` the least-observed feasible candidate is tried. Every plan
+carries the scores and a readable reason.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class CandidateInput:
     since_used: int               # requests served since this model last answered one
     per_query_quality: bool = False  # quality already judged for this query (no difficulty
                                      # adjustment on top)
+    demoted: str | None = None    # why calibration keeps it off this domain on this device
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ def _exclusion(c: CandidateInput, q: float, lat: float, e: float, req: RequestIn
         return f"predicted {e / lat:.1f} W > power cap {req.power_cap_mw / 1000:.1f} W"
     if level < 2 and req.slo_ms is not None and lat > req.slo_ms:
         return f"predicted {lat:.0f} ms > SLO {req.slo_ms:.0f} ms"
+    if level < 3 and c.demoted:
+        return c.demoted
     if q < floor:
         return f"quality {q:.2f} < floor {floor:.2f} for {req.domain}"
     return None
@@ -180,6 +184,9 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
 
     chosen, explored = best, False
     reason = prefix + _why(best, ranked, req)
+    demoted = [c.name for c, _, _, _ in rows if c.demoted and excluded[c.name] == c.demoted]
+    if demoted:
+        reason += "; " + "; ".join(f"{n} {excluded[n]}" for n in demoted)
     probes = [r for r in ranked[1:] if r[0].prediction.degraded
               and params.probe_degraded_every > 0
               and r[0].since_used >= params.probe_degraded_every]

@@ -1,4 +1,5 @@
-"""A small terminal progress bar for long work (downloads, assembly, hashing)."""
+"""A small terminal progress bar for long work: bytes (downloads, assembly, hashing) or
+items (bench queries, outcome labels)."""
 
 from __future__ import annotations
 
@@ -8,50 +9,85 @@ from typing import TextIO
 
 from calm_edge.units import format_bytes
 
+BYTES = "bytes"
+
 
 class Progress:
-    """Byte progress on a stream: a redrawn bar on a terminal, a line per quarter otherwise.
+    """Progress of `total` units on a stream, with a rate and an ETA: a bar redrawn in place
+    on a terminal (at most every `min_interval_s`), otherwise a line at each quarter of the
+    work and at least every `line_every_s` while it goes on.
 
+    `unit` is BYTES (sizes shown as KiB/MiB, the rate per second) or a noun for items
+    ("query": counts shown as numbers, the rate as seconds per query). `done` is what was
+    already done before this run (a resumed job): it counts toward the bar, not the rate.
     Blocking, single-threaded; the caller owns it.
     """
 
-    def __init__(self, label: str, total_bytes: int, stream: TextIO | None = None,
-                 min_interval_s: float = 0.1) -> None:
-        self.label, self.total_bytes = label, max(total_bytes, 1)
+    def __init__(self, label: str, total: int, stream: TextIO | None = None, *,
+                 done: int = 0, unit: str = BYTES, min_interval_s: float = 0.1,
+                 line_every_s: float = 30.0) -> None:
+        self.label, self.total, self.done, self.unit = label, max(total, 1), done, unit
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty()
-        self.done_bytes = 0
         self._start = time.monotonic()
+        self._start_done = done
         self._last_draw = 0.0
-        self._min_interval_s = min_interval_s
-        self._last_quarter = -1
+        self._min_interval_s, self._line_every_s = min_interval_s, line_every_s
+        self._last_quarter = self._quarter()
 
-    def update(self, n_bytes: int) -> None:
-        self.done_bytes += n_bytes
+    def set_label(self, label: str) -> None:
+        """A new stage of the work (e.g. the next run): redraws at once."""
+        self.label = label
+        self._draw(time.monotonic())
+
+    def update(self, n: int = 1) -> None:
+        """`n` more units done."""
+        self.done += n
         now = time.monotonic()
         if self.tty:
             if now - self._last_draw >= self._min_interval_s:
-                self._draw(now, end="")
-        else:
-            quarter = min(4, self.done_bytes * 4 // self.total_bytes)
-            if quarter > self._last_quarter and quarter < 4:
-                self._last_quarter = quarter
-                self._draw(now, end="\n")
-
-    def _draw(self, now: float, end: str) -> None:
-        self._last_draw = now
-        frac = min(1.0, self.done_bytes / self.total_bytes)
-        width = 28
-        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
-        elapsed = max(now - self._start, 1e-6)
-        rate = self.done_bytes / elapsed
-        eta = (self.total_bytes - self.done_bytes) / rate if rate > 0 else 0.0
-        prefix = "\r" if self.tty else ""
-        self.stream.write(
-            f"{prefix}{self.label} [{bar}] {frac * 100:5.1f}% "
-            f"{format_bytes(self.done_bytes)}/{format_bytes(self.total_bytes)} "
-            f"{format_bytes(rate)}/s eta {eta:4.0f}s{end}")
-        self.stream.flush()
+                self._draw(now)
+            return
+        quarter = self._quarter()
+        if (quarter > self._last_quarter and quarter < 4) or \
+                now - self._last_draw >= self._line_every_s:
+            self._last_quarter = max(quarter, self._last_quarter)
+            self._draw(now)
 
     def close(self) -> None:
-        self._draw(time.monotonic(), end="\n")
+        """Draw the final state and end the line."""
+        self._draw(time.monotonic())
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _quarter(self) -> int:
+        return min(4, self.done * 4 // self.total)
+
+    def _amount(self, n: float) -> str:
+        return format_bytes(int(n)) if self.unit == BYTES else str(int(n))
+
+    def _draw(self, now: float) -> None:
+        self._last_draw = now
+        frac = min(1.0, self.done / self.total)
+        width = 24
+        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
+        elapsed = max(now - self._start, 1e-6)
+        new = self.done - self._start_done
+        left = max(self.total - self.done, 0)
+        if self.unit == BYTES:
+            rate = f"{format_bytes(int(new / elapsed))}/s"
+            eta = _fmt_s(left * elapsed / new) if new > 0 else "?"
+        else:
+            rate = f"{elapsed / new:.1f} s/{self.unit}" if new > 0 else f"? s/{self.unit}"
+            eta = _fmt_s(left * elapsed / new) if new > 0 else "?"
+        line = (f"{self.label} [{bar}] {frac * 100:5.1f}% "
+                f"{self._amount(self.done)}/{self._amount(self.total)} · "
+                f"{_fmt_s(elapsed)} elapsed · {rate} · eta {eta}")
+        self.stream.write(f"\r{line}\x1b[K" if self.tty else line + "\n")
+        self.stream.flush()
+
+
+def _fmt_s(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

@@ -25,10 +25,25 @@ from typing import Any
 
 from calm_edge.backends.base import Backend, BackendFactory, ModelState
 from calm_edge.config import RuntimeConfig
-from calm_edge.fleet import FileStatus, Fleet, ModelSpec, cached_status, model_path, verify
-from calm_edge.gguf_meta import Footprint, GGUFError, estimate_footprint, read_gguf
+from calm_edge.fleet import (
+    FileStatus,
+    Fleet,
+    ModelSpec,
+    cached_status,
+    model_footprint,
+    model_path,
+    verify,
+)
+from calm_edge.gguf_meta import Footprint, GGUFError, read_gguf
 from calm_edge.lanes import InferenceLanes
-from calm_edge.memory import MemoryProbe, ResidentModel, choose_evictions, process_rss_bytes
+from calm_edge.memory import (
+    DeviceMemoryReader,
+    MemoryProbe,
+    ResidentModel,
+    choose_evictions,
+    model_growth_bytes,
+    process_rss_bytes,
+)
 from calm_edge.units import format_bytes
 
 log = logging.getLogger("calm_edge.residency")
@@ -57,8 +72,11 @@ class ModelSlot:
     in_use: int = 0
     pinned: bool = False
     last_used_s: float = 0.0
-    measured_bytes: int | None = None  # RSS growth attributed to this model (load + warm-up)
+    measured_bytes: int | None = None  # memory growth attributed to this model (load + warm-up)
+    memory_source: str = "rss"         # what measured it: rss, rss+nvml, memavailable, or
+                                       # "estimate": GPU layers and no reading of GPU memory
     rss_before_load: int = 0
+    device_before_load: int | None = None
     load_epoch: int = 0                # Residency.load_epoch when this model was loaded
     loads: int = 0
     unloads: int = 0
@@ -123,9 +141,13 @@ class Residency:
         *,
         clock: Callable[[], float] = time.monotonic,
         memory_probe: MemoryProbe = process_rss_bytes,
+        device_memory: DeviceMemoryReader | None = None,
         drop_page_cache_on_evict: bool = False,
     ) -> None:
+        """`device_memory` measures what RSS misses when layers are offloaded to a GPU
+        (calm_edge.memory.select_device_memory); unused for CPU-only runtimes."""
         self.fleet, self.models_dir, self.runtime = fleet, models_dir, runtime
+        self.device_memory = device_memory
         self.budget_bytes = budget_bytes
         self._factory, self._pool, self._lanes = factory, pool, lanes
         self._clock, self._probe = clock, memory_probe
@@ -148,9 +170,7 @@ class Residency:
             info = read_gguf(slot.path)
         except GGUFError as e:
             return status, None, str(e)
-        fp = estimate_footprint(info, slot.spec.n_ctx, self.runtime.n_batch,
-                                cpu_repack=self.runtime.n_gpu_layers == 0)
-        return status, fp, None
+        return status, model_footprint(info, slot.spec, self.runtime), None
 
     async def scan(self) -> None:
         """Check every model file (stat + sidecar + GGUF header; no hashing)."""
@@ -235,12 +255,40 @@ class Residency:
                 # The budget was lowered while this model was busy: fit it now.
                 asyncio.get_running_loop().create_task(self.enforce_budget())
 
+    def _device_reader(self) -> DeviceMemoryReader | None:
+        return self.device_memory if self.runtime.n_gpu_layers != 0 else None
+
+    def _device_used(self) -> int | None:
+        reader = self._device_reader()
+        return reader.used_bytes() if reader is not None else None
+
+    def _growth(self, slot: ModelSlot) -> int:
+        """Memory grown since `slot` started loading: RSS, plus what the device reader sees
+        when layers are offloaded. Sets `slot.memory_source` to say how it was measured."""
+        reader = self._device_reader()
+        rss_delta = self._probe() - slot.rss_before_load
+        now = self._device_used()
+        if reader is None:
+            slot.memory_source = "estimate" if self.runtime.n_gpu_layers != 0 else "rss"
+            return max(rss_delta, 0)
+        if now is None or slot.device_before_load is None:
+            slot.memory_source = "estimate"  # the reading failed: the estimate stays charged
+            return max(rss_delta, 0)
+        slot.memory_source = reader.source if reader.unified else f"rss+{reader.source}"
+        return model_growth_bytes(rss_delta, now - slot.device_before_load, reader)
+
     def measure_after_generation(self, slot: ModelSlot) -> None:
         """Call after a model's first generation since load: page faults and buffers are
-        in RSS now. Attributes the growth since its load if no other load happened since."""
+        in RSS (and GPU memory) now. Attributes the growth since its load if no other load
+        happened since."""
         if slot.load_epoch == self.load_epoch and slot.state is ModelState.READY:
-            grown = max(self._probe() - slot.rss_before_load, 0)
-            slot.measured_bytes = max(slot.measured_bytes or 0, grown)
+            slot.measured_bytes = max(slot.measured_bytes or 0, self._growth(slot))
+
+    async def drop_file_pages(self, name: str) -> None:
+        """Drop `name`'s file pages from the page cache (for a cold-load measurement). Only
+        pages nobody maps go: call while the model is unloaded."""
+        slot = self.slots[name]
+        await asyncio.get_running_loop().run_in_executor(self._pool, _dontneed, slot.path)
 
     async def ensure_ready(self, name: str) -> ModelSlot:
         slot = self.slots[name]
@@ -286,14 +334,14 @@ class Residency:
                 await self._make_room(slot)
                 slot.reserved = True
                 async with self._lanes.lane() as lane:
-                    rss0 = self._probe()
+                    rss0, dev0 = self._probe(), self._device_used()
                     t0 = self._clock()
                     backend = await loop.run_in_executor(
                         lane, self._factory, slot.spec, slot.path, self.runtime)
                 slot.last_load_s = self._clock() - t0
                 slot.load_seconds_total += slot.last_load_s
-                slot.rss_before_load = rss0
-                slot.measured_bytes = max(self._probe() - rss0, 0)
+                slot.rss_before_load, slot.device_before_load = rss0, dev0
+                slot.measured_bytes = self._growth(slot)
                 self.load_epoch += 1
                 slot.load_epoch = self.load_epoch
         except _NoRoom as e:
@@ -315,10 +363,10 @@ class Residency:
         slot.loads += 1
         slot.generations = 0
         slot.last_error = None
-        log.info("loaded %s in %.2fs (estimated %s, measured RSS +%s; %s of %s budget used)",
+        log.info("loaded %s in %.2fs (estimated %s, measured %s +%s; %s of %s budget used)",
                  name, slot.last_load_s, format_bytes(slot.estimated_bytes),
-                 format_bytes(slot.measured_bytes or 0), format_bytes(self.used_bytes()),
-                 format_bytes(self.budget_bytes))
+                 slot.memory_source, format_bytes(slot.measured_bytes or 0),
+                 format_bytes(self.used_bytes()), format_bytes(self.budget_bytes))
 
     async def _make_room(self, slot: ModelSlot) -> None:
         need = slot.charged_bytes
@@ -404,8 +452,7 @@ class Residency:
     def _close(self, slot: ModelSlot, backend: Backend) -> None:
         backend.close()
         if self._drop_pages:
-            with contextlib.suppress(OSError), slot.path.open("rb") as fh:
-                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            _dontneed(slot.path)
 
     async def mark_unhealthy(self, name: str, error: str) -> None:
         """A generation failed inside the backend: take the model out (its state may be
@@ -440,6 +487,12 @@ class Residency:
                 await asyncio.shield(slot.transition)
             if slot.state is ModelState.READY:
                 await self._unload(slot)
+
+
+def _dontneed(path: Path) -> None:
+    """Ask the kernel to drop the file's clean, unmapped pages from the page cache."""
+    with contextlib.suppress(OSError), path.open("rb") as fh:
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _willneed(path: Path) -> None:

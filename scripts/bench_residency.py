@@ -100,7 +100,8 @@ def main() -> int:
     sock = tmp / "calm.sock"
     proc = subprocess.Popen(
         [sys.executable, "-m", "calm_edge.cli", "serve", "--profile", args.profile,
-         "--socket", str(sock), "--state-dir", str(tmp / "state"), "--log-level", "warning"])
+         "--socket", str(sock), "--state-dir", str(tmp / "state"), "--log-level", "warning"],
+        env={**os.environ, "CALM_EDGE_CALIBRATION_AUTO": "false"})
     client = Client(sock, timeout_s=600)
     try:
         deadline = time.monotonic() + 60

@@ -84,7 +84,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="ce-bench-"))
     sock = tmp / "calm.sock"
-    env = {**os.environ, "CALM_EDGE_LOG_LEVEL": "warning"}
+    env = {**os.environ, "CALM_EDGE_LOG_LEVEL": "warning", "CALM_EDGE_CALIBRATION_AUTO": "false"}
     proc = subprocess.Popen([sys.executable, "-m", "calm_edge.cli", "serve", "--profile",
                              args.profile, "--socket", str(sock), "--state-dir", str(tmp)],
                             env=env)

@@ -17,8 +17,14 @@
 #                 files differ from it, are missing, or are not listed in it
 #
 # llama-cpp-python publishes no binary wheels for most targets: build one for the target
-# (on the device, or in a container matching its OS, Python and CUDA), e.g. on a Jetson
-#   CMAKE_ARGS="-DGGML_CUDA=on" pip wheel llama-cpp-python==0.3.36 --no-deps -w wheelhouse/
+# (on the device, or in a container matching its OS, Python and CUDA). --build-llama builds
+# it here, for this machine's architecture, portable across CPUs of that architecture
+# (GGML_NATIVE=OFF: a native build can crash or change answers on another CPU). On a Jetson:
+#   build-bundle.sh --build-llama --llama-cmake-args "-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=87"
+# or build the wheel yourself, e.g.
+#   CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=87 -DGGML_NATIVE=OFF" \
+#     pip wheel --no-cache-dir --no-deps llama-cpp-python==0.3.36 -w wheelhouse/
+# (--no-cache-dir: pip's wheel cache would hand back an earlier build whatever the flags)
 # and pass it with --extra-wheel wheelhouse/llama_cpp_python-0.3.36-*.whl.
 #
 # Options:
@@ -33,6 +39,11 @@
 #   --extras LIST         calm-edge extras to include, comma-separated (default tflite;
 #                         add jetson for jtop, onnx for ONNX Runtime; "" for none)
 #   --extra-wheel WHEEL   a prebuilt wheel to include and to satisfy dependencies with
+#   --build-llama         build llama-cpp-python here (this architecture; portable:
+#                         GGML_NATIVE=OFF) and include it
+#   --llama-cmake-args A  more CMAKE_ARGS for --build-llama (e.g. CUDA, see above)
+#   --llama-native        build for this very CPU (GGML_NATIVE=ON): only for a bundle that
+#                         runs on the machine that builds it
 #   --models NAMES        comma-separated fleet models to include (default: all)
 #   --no-models           no model packages
 #   --fleet FILE          another fleet manifest (also set CALM_EDGE_FLEET on the device)
@@ -53,6 +64,10 @@ PLATFORMS=()
 PYVER=
 EXTRAS=tflite
 EXTRA_WHEELS=()
+BUILD_LLAMA=0
+LLAMA_CMAKE_ARGS=
+LLAMA_NATIVE=0
+LLAMA_VERSION=0.3.36
 MODELS=
 NO_MODELS=0
 FLEET=
@@ -73,6 +88,9 @@ while [ $# -gt 0 ]; do
         --python-version) PYVER=${2:?}; shift ;;
         --extras) EXTRAS=$2; shift ;;
         --extra-wheel) EXTRA_WHEELS+=("${2:?}"); shift ;;
+        --build-llama) BUILD_LLAMA=1 ;;
+        --llama-cmake-args) LLAMA_CMAKE_ARGS=$2; shift ;;
+        --llama-native) LLAMA_NATIVE=1 ;;
         --models) MODELS=${2:?}; shift ;;
         --no-models) NO_MODELS=1 ;;
         --fleet) FLEET=${2:?}; shift ;;
@@ -155,6 +173,19 @@ PROJECT_VERSION=$(basename "${project[0]}" | cut -d- -f2)
 
 # 2. Prebuilt wheels (llama-cpp-python for the target): pip resolves against them first.
 for w in ${EXTRA_WHEELS[@]+"${EXTRA_WHEELS[@]}"}; do cp "$w" "$W/"; done
+if [ "$BUILD_LLAMA" = 1 ]; then
+    arch=$(uname -m)
+    for p in ${PLATFORMS[@]+"${PLATFORMS[@]}"}; do
+        [[ $p == *"$arch" ]] || die "--build-llama builds for this machine ($arch), not $p:
+  build on the target (or a container of its architecture) and pass --extra-wheel"
+    done
+    native=OFF
+    [ "$LLAMA_NATIVE" = 0 ] || native=ON
+    say "building llama-cpp-python $LLAMA_VERSION (GGML_NATIVE=$native $LLAMA_CMAKE_ARGS; minutes)"
+    CMAKE_ARGS="-DGGML_NATIVE=$native $LLAMA_CMAKE_ARGS" "$PY" -m pip wheel "${pip_q[@]}" \
+        --no-cache-dir --no-deps ${PIP_SOURCE[@]+"${PIP_SOURCE[@]}"} -w "$W" \
+        "llama-cpp-python==$LLAMA_VERSION"
+fi
 
 # 3. Dependencies for the target.
 req=${project[0]}
@@ -164,8 +195,8 @@ if [ "$NO_DEPS" = 0 ]; then
     if ! "$PY" -m pip download "${pip_q[@]}" "${target_args[@]}" --find-links "$W" \
             ${PIP_SOURCE[@]+"${PIP_SOURCE[@]}"} -d "$W" "$req"; then
         die "pip could not get every dependency as a wheel for the target. llama-cpp-python
-  publishes no wheels for most targets: build it for the target and pass
-  --extra-wheel llama_cpp_python-VERSION-....whl (see --help)"
+  publishes no wheels for most targets: --build-llama (this architecture), or build it for
+  the target and pass --extra-wheel llama_cpp_python-VERSION-....whl (see --help)"
     fi
 fi
 
@@ -227,6 +258,7 @@ extras=$EXTRAS
 models=$MODEL_NAMES
 dependencies=$([ "$NO_DEPS" = 0 ] && echo included || echo "left out (--no-deps)")
 llama_cpp_python_wheel=$has_llama
+llama_cpp_python_build=$([ "$BUILD_LLAMA" = 1 ] && echo "built here: GGML_NATIVE=$([ "$LLAMA_NATIVE" = 1 ] && echo ON || echo OFF) $LLAMA_CMAKE_ARGS" || echo "not built here")
 EOF
 
 # 6. The manifest: every file but itself, relative paths, sorted.

@@ -3,7 +3,7 @@
 # upgrade, or after editing /etc/calm-edge/calm-edge.env, to bring units and drop-ins up to
 # date. See docs/service.md.
 #
-#   install-service.sh [--venv DIR] [--profile NAME] [--pull [--wheelhouse DIR]]
+#   install-service.sh [--venv DIR] [--profile NAME] [--pull [--wheelhouse DIR]] [--calibrate]
 #   install-service.sh --uninstall [--purge]
 #
 # What it does (as root):
@@ -17,6 +17,8 @@
 #   - with --pull, the fleet's model files into /var/lib/calm-edge/models, pulled as the
 #     service user (runuser) into that directory, which it owns: a link planted there
 #     cannot make the pull write where root could;
+#   - with --calibrate, `calm-edge calibrate` as the service user into the service's state
+#     directory (each model's speed, memory and canary answers on this device: minutes);
 #   - systemctl daemon-reload, enable --now calm-edge.socket, try-restart calm-edge.service,
 #     when systemd runs (skipped with a message otherwise, or with --no-systemctl).
 # --uninstall stops and removes the units, drop-ins and the user and group; state
@@ -39,6 +41,7 @@ ROOT=/
 VENV=$DEFAULT_VENV
 PROFILE=
 PULL=0
+CALIBRATE=0
 WHEELHOUSE=
 UNINSTALL=0
 PURGE=0
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
         --venv) VENV=${2:?--venv needs a directory}; shift ;;
         --profile) PROFILE=${2:?--profile needs a name}; shift ;;
         --pull) PULL=1 ;;
+        --calibrate) CALIBRATE=1 ;;
         --wheelhouse) WHEELHOUSE=${2:?--wheelhouse needs a directory}; shift ;;
         --uninstall) UNINSTALL=1 ;;
         --purge) PURGE=1 ;;
@@ -290,6 +294,22 @@ if [ "$PULL" = 1 ]; then
         pull_args+=(--wheelhouse "$house")
     fi
     as_service_user env PIP_NO_CACHE_DIR=1 "$venv_abs/bin/calm-edge" "${pull_args[@]}"
+fi
+
+if [ "$CALIBRATE" = 1 ]; then
+    # Before the service starts: one process on the board's cores and RAM at a time.
+    cal_args=(calibrate --profile "$PROFILE_NAME" --models-dir "$STATE_DIR/models"
+              --state-dir "$STATE_DIR")
+    install -d -m 0750 "$STATE_DIR"
+    if [ -z "$R" ]; then
+        chown "$NAME:$NAME" "$STATE_DIR"
+        if systemd_running; then systemctl stop "$NAME.service" 2>/dev/null || true; fi
+        runuser -u "$NAME" -- env HOME="$STATE_DIR" "$VENV/bin/calm-edge" "${cal_args[@]}" ||
+            say "calibration did not finish; the daemon calibrates when idle"
+    else
+        "$VENV/bin/calm-edge" "${cal_args[@]}" ||
+            say "calibration did not finish; the daemon calibrates when idle"
+    fi
 fi
 
 if systemd_running; then

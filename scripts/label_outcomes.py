@@ -9,14 +9,15 @@
 Starts one `calm-edge serve` subprocess (profile x86-dev by default, a private socket and
 state directory in a temp dir, `--log-level warning`), then for each model of `--models`
 asks every selected query of models/router/outcome_corpus.jsonl pinned to that model
-(chat completion, not streamed, temperature 0, the query's max_tokens, `calm.cache` false),
+(calm_edge.bench.daemon.ask, as the bench: streamed chat completion, temperature 0, the
+query's max_tokens, `calm.cache` false),
 grades the reply with calm_edge.bench.graders and appends one JSON line to
 models/router/outcomes.jsonl, flushed at once:
 
     {"query_id", "model", "domain", "passed", "detail", "latency_ms", "completion_tokens",
      "prompt_tokens", "finish_reason", "ts"}
 
-latency_ms is measured at the client (request sent -> whole answer received) after a
+latency_ms is measured at the client (request sent -> last event received) after a
 warm-up request has loaded the model; a request the daemon refuses (e.g. a prompt longer
 than the context) is recorded as failed with `error`. Resumable: (query, model) pairs already
 in the output are skipped, so rerunning after an interruption continues where it stopped.
@@ -33,20 +34,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from calm_edge.bench import graders
-from calm_edge.bench.runner import BenchError, Progress, log_tail, stop_process, wait_ready
+from calm_edge.bench.daemon import DaemonProcess, DaemonStartError, ask, serve_daemon, warm_up
 from calm_edge.bench.workload import Query, arrange, load_workload, select
 from calm_edge.client import Client, ClientError
+from calm_edge.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTER_DIR = ROOT / "models" / "router"
@@ -55,7 +55,6 @@ DEFAULT_OUT = ROUTER_DIR / "outcomes.jsonl"
 DEFAULT_MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 READY_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 1800.0
-WARM_UP_TEXT = "Reply with the word ready."  # unlike any corpus query (no KV-prefix reuse)
 
 
 class LabelError(RuntimeError):
@@ -94,60 +93,26 @@ def pending_for(model: str, queries: Sequence[Query], done: set[tuple[str, str]]
 
 # -- the daemon --------------------------------------------------------------------------------
 
-@dataclass
-class Daemon:
-    client: Client
-    proc: subprocess.Popen[bytes]
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-
 @contextmanager
-def daemon(profile: str, python: str, log: TextIO) -> Iterator[Daemon]:
-    """Run `calm-edge serve` on a private socket and state dir until the block ends."""
-    tmp = Path(tempfile.mkdtemp(prefix="ceo-", dir="/tmp"))  # short: sun_path limit
-    sock, state, log_path = tmp / "calm.sock", tmp / "state", tmp / "serve.log"
-    cmd = [python, "-m", "calm_edge.cli", "serve", "--profile", profile, "--socket", str(sock),
-           "--state-dir", str(state), "--log-level", "warning"]
-    with log_path.open("wb") as f:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
-                                start_new_session=True)
-    client = Client(sock, timeout_s=REQUEST_TIMEOUT_S)
+def daemon(profile: str, python: str) -> Iterator[DaemonProcess]:
+    """Run `calm-edge serve` with a private state dir until the block ends."""
+    tmp = Path(tempfile.mkdtemp(prefix="ceo-", dir="/tmp"))
+    log_path = tmp / "serve.log"
+    args = ["--profile", profile, "--state-dir", str(tmp / "state"), "--log-level", "warning"]
     try:
-        try:
-            wait_ready(proc, client, READY_TIMEOUT_S, log_path)
-        except BenchError as e:
-            raise LabelError(str(e)) from None
-        print(f"daemon ready (pid {proc.pid}, {sock})", file=log)
-        yield Daemon(client, proc)
-    except BaseException:
-        if proc.poll() is not None:
-            print(f"daemon log:\n{log_tail(log_path)}", file=sys.stderr)
-        raise
+        with serve_daemon(python, args, log_path, ready_timeout_s=READY_TIMEOUT_S,
+                          request_timeout_s=REQUEST_TIMEOUT_S) as d:
+            print(f"daemon ready (pid {d.proc.pid})", file=sys.stderr)
+            try:
+                yield d
+            except BaseException:
+                if not d.alive():
+                    print(f"daemon log:\n{d.log_tail()}", file=sys.stderr)
+                raise
+    except DaemonStartError as e:
+        raise LabelError(str(e)) from None
     finally:
-        client.close()
-        stop_process(proc)
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def ask(client: Client, model: str, q: Query) -> tuple[str, dict[str, Any], float]:
-    """(reply text, response JSON, client latency ms). Raises ClientError."""
-    body: dict[str, Any] = {"model": model, "max_tokens": q.max_tokens, "temperature": 0.0,
-                            "stream": False, "calm": {"cache": False}}
-    if q.messages is not None:
-        path = "/v1/chat/completions"
-        body["messages"] = [dict(m) for m in q.messages]
-    else:
-        path = "/v1/completions"
-        body["prompt"] = q.prompt
-    t0 = time.perf_counter()
-    resp: dict[str, Any] = client.post(path, body)
-    latency_ms = (time.perf_counter() - t0) * 1000.0
-    choice = (resp.get("choices") or [{}])[0]
-    text = (choice.get("message") or {}).get("content") if q.messages is not None \
-        else choice.get("text")
-    return str(text or ""), resp, latency_ms
 
 
 def label_one(client: Client, model: str, q: Query, alive: Callable[[], bool],
@@ -156,7 +121,7 @@ def label_one(client: Client, model: str, q: Query, alive: Callable[[], bool],
     record; a dead daemon raises LabelError."""
     rec: dict[str, Any] = {"query_id": q.id, "model": model, "domain": q.domain}
     try:
-        text, resp, latency_ms = ask(client, model, q)
+        reply = ask(client, q, model, {"cache": False})
     except ClientError as e:
         if not alive():
             raise LabelError(f"the daemon died during {model} / {q.id}: {e}") from None
@@ -164,16 +129,15 @@ def label_one(client: Client, model: str, q: Query, alive: Callable[[], bool],
                    completion_tokens=None, prompt_tokens=None, finish_reason=None,
                    ts=round(time.time(), 3))
         return rec, ""
-    passed, detail = graders.grade(q.grader, text, q.grader_args)
-    usage = resp.get("usage") or {}
-    calm = resp.get("calm") or {}
+    passed, detail = graders.grade(q.grader, reply.text, q.grader_args)
+    calm = reply.calm
     if calm.get("model") not in (None, model):
         raise LabelError(f"asked for {model} but {calm.get('model')} answered {q.id}")
-    rec.update(passed=bool(passed), detail=detail[:200], latency_ms=round(latency_ms, 1),
-               completion_tokens=usage.get("completion_tokens"),
-               prompt_tokens=usage.get("prompt_tokens"),
+    rec.update(passed=bool(passed), detail=detail[:200], latency_ms=round(reply.latency_ms, 1),
+               completion_tokens=calm.get("completion_tokens"),
+               prompt_tokens=calm.get("prompt_tokens"),
                finish_reason=calm.get("finish_reason"), ts=round(time.time(), 3))
-    return rec, text
+    return rec, reply.text
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -212,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     replies = None if args.replies is None else args.replies.open("a", encoding="utf-8")
     timed_out = False
     try:
-        with daemon(args.profile, args.python, sys.stderr) as d, \
+        with daemon(args.profile, args.python) as d, \
                 args.out.open("a", encoding="utf-8") as out:
             client = d.client
             names = {m["id"] for m in client.get("/v1/models").get("data") or ()}
@@ -225,16 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 t_model = time.monotonic()
                 try:
-                    client.post("/v1/chat/completions", {
-                        "model": model, "max_tokens": 1, "temperature": 0.0,
-                        "calm": {"cache": False},
-                        "messages": [{"role": "user", "content": WARM_UP_TEXT}]})
+                    warm_up(client, model)
                 except ClientError as e:
                     raise LabelError(f"warm-up of {model} failed: {e}") from None
                 print(f"{model}: loaded in {time.monotonic() - t_model:.1f} s",
                       file=sys.stderr)
-                progress = Progress(len(pending), 0, sys.stderr)
-                progress.set_run(model)
+                progress = Progress(model, len(pending), sys.stderr, unit="query")
                 passed = n = 0
                 t0 = time.monotonic()
                 for q in pending:
@@ -250,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         replies.flush()
                     n += 1
                     passed += bool(rec["passed"])
-                    progress.step()
+                    progress.update()
                 progress.close()
                 print(f"{model}: {n} queries in {(time.monotonic() - t0) / 60:.1f} min, "
                       f"{passed} passed", file=sys.stderr)

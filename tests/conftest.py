@@ -92,6 +92,8 @@ n_batch = 64
 [server]
 socket_group = ""
 drain_timeout_s = 10.0
+[calibration]
+auto = false
 """ + body)
     return path
 
@@ -165,3 +167,39 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         fh = getattr(utils, name, None)
         if fh is not None:
             fh.close()
+
+
+_GROWTH = r"""
+import json, sys
+from pathlib import Path
+from calm_edge.backends.base import ChatMessage, GenerationRequest, SamplingParams
+from calm_edge.backends.llama_cpp import LlamaCppBackend
+from calm_edge.config import RuntimeConfig
+from calm_edge.fleet import ModelSpec
+from calm_edge.memory import process_rss_bytes
+
+import llama_cpp, llama_cpp.llama_chat_format  # a daemon imports these once, at its first load
+
+spec = ModelSpec(**json.loads(sys.argv[2]))
+rt = RuntimeConfig(**json.loads(sys.argv[3]))
+rss0 = process_rss_bytes()
+b = LlamaCppBackend(spec, Path(sys.argv[1]), rt)
+req = GenerationRequest(SamplingParams(max_tokens=16, temperature=0.0),
+                        messages=(ChatMessage("user", "Write a haiku about the sea " * 4),))
+list(b.generate(req, lambda: False))
+print(process_rss_bytes() - rss0)
+"""
+
+
+def measured_growth_bytes(path: Path, spec: dict[str, Any], runtime: dict[str, Any]) -> int:
+    """RSS growth of a fresh process from loading `path` with the real backend and answering
+    one request: what the residency manager's measurement sees (no other model, no noise
+    from this test process's allocator)."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _GROWTH, str(path), json.dumps(spec),
+                        json.dumps(runtime)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return int(r.stdout.strip().splitlines()[-1])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +127,21 @@ def test_backend_llama_close_is_idempotent_and_frees(tiny_gguf: Path) -> None:
     assert loaded > before
     # Closing returns (most of) what loading took; the allocator may keep a little.
     assert after - before < (loaded - before) * 0.6
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_backend_llama_footprint_estimate_bounds_measured_rss(tiny_gguf: Path,
+                                                              mmap: bool) -> None:
+    """The estimate the budget charges before a load is measured covers what the load and a
+    first answer really take, in both mmap modes, without overcharging wildly."""
+    from calm_edge.fleet import model_footprint
+    from calm_edge.gguf_meta import read_gguf
+    from tests.conftest import measured_growth_bytes
+
+    rt: dict[str, Any] = {"n_threads": 1, "n_batch": 64, "n_ubatch": 32, "use_mmap": mmap}
+    s = {"name": "tiny", "file": tiny_gguf.name, "sha256": "0" * 64, "size_bytes": 1,
+         "n_ctx": 256, "format": "chat", "stop": [], "quality": {}}
+    est = model_footprint(read_gguf(tiny_gguf), spec(n_ctx=256), RuntimeConfig(**rt))
+    grown = measured_growth_bytes(tiny_gguf, s, rt)
+    assert 0 < grown <= est.total_bytes, (grown, est)
+    assert est.total_bytes <= 3 * grown + (16 << 20), (grown, est)

@@ -26,9 +26,13 @@ from typing import Any
 import pytest
 
 from calm_edge.bench import graders, sandbox
+from calm_edge.bench.daemon import RssSampler
 from calm_edge.bench.policies import (
+    AUTO,
+    Choice,
     ModelFacts,
     largest,
+    live_run,
     oracle,
     random_choice,
     runs_for,
@@ -48,6 +52,7 @@ from calm_edge.bench.workload import (
     read_corpus_texts,
     select,
 )
+from calm_edge.progress import Progress
 from tests.conftest import write_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -449,6 +454,55 @@ def test_random_policy_is_seeded_per_query_and_uniform() -> None:
     assert random_choice(names, 7, "q1") == random_choice(list(reversed(names)), 7, "q1")
     picks = Counter(random_choice(names, 7, f"q{i}") for i in range(600))
     assert set(picks) == set(names) and min(picks.values()) > 150
+
+
+def test_live_run_chooses_each_policys_model_and_options() -> None:
+    q = Query(id="q1", domain="math", messages=({"role": "user", "content": "math: 2+2?"},),
+              prompt=None, grader="number", grader_args={"answer": 4}, max_tokens=8,
+              source="t", licence="t")
+    seen: list[str] = []
+
+    def classify(text: str) -> str:
+        seen.append(text)
+        return text.split(":")[0]
+
+    def run(name: str, cache: bool = True) -> Any:
+        return live_run(name, models=["big", "mid", "tiny"], default_model="mid",
+                        mode="eco", calm_cache=cache, feedback=True, seed=7,
+                        routes={"math": "big"}, classify=classify)
+
+    calm, pinned, static, rnd = run("calm"), run("model:tiny"), run("static"), run("random")
+    assert calm.choose(q) == Choice(AUTO, {"mode": "eco"})
+    assert run("calm", cache=False).choose(q) == Choice(AUTO, {"mode": "eco", "cache": False})
+    assert (calm.sends_feedback, calm.routes_at_client, calm.warm_model) == (True, False, "mid")
+    assert pinned.choose(q) == Choice("tiny", {"cache": False})
+    assert (pinned.name, pinned.warm_model, pinned.sends_feedback) == ("model:tiny", "tiny",
+                                                                       False)
+    assert static.choose(q) == Choice("big", {"cache": False}, routed_domain="math")
+    assert static.routes_at_client and seen == ["math: 2+2?"]
+    assert rnd.choose(q) == Choice(random_choice(["big", "mid", "tiny"], 7, "q1"),
+                                   {"cache": False})
+    with pytest.raises(ValueError, match="not a live run"):
+        run("oracle")
+
+
+def test_progress_counts_items_from_a_resumed_start() -> None:
+    out = io.StringIO()
+    p = Progress("run 1/2 calm", 8, out, done=4, unit="query", line_every_s=3600)
+    for _ in range(4):
+        p.update()
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("run 1/2 calm [") and " 75.0% 6/8 " in lines[0]  # a quarter
+    assert " 100.0% 8/8 " in lines[-1] and "s/query" in lines[-1]
+
+
+def test_rss_sampler_keeps_the_peak_of_its_probe() -> None:
+    readings = iter([100, 0, 300, 200])
+    sampler = RssSampler(pid=1, probe=lambda pid: next(readings))
+    for _ in range(4):
+        sampler.sample()
+    assert sampler.peak_bytes == 300  # 0 (unknown) is not a reading
 
 
 def test_runs_for_policies() -> None:

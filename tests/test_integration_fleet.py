@@ -3,6 +3,13 @@
 Needs the model files (`calm-edge models pull`). A test whose model is missing is skipped,
 unless CALM_TEST_REQUIRE_MODELS names it (comma-separated, or "all"): CI sets
 CALM_TEST_REQUIRE_MODELS=smollm2-135m, so there a missing SmolLM2 is a failure.
+
+These tests assert what holds on every CPU: answers arrive, stop strings and token limits
+are honoured, memory stays within the budget. They never assert a model's wording: greedy
+output of a small quantized model follows the kernels the backend picked for the CPU
+(AVX2, AVX-512, NEON), and SmolLM2-135M names the capital of France on one x86 machine
+but not on another. Whether a model answers well on this device is what
+`calm-edge calibrate` measures (tests/test_calibration.py).
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ def _require(names: list[str]) -> Callable[[Path], Settings]:
     def make(socket_dir: Path) -> Settings:
         s = load_settings("x86-dev", cli={"server": {"socket": str(socket_dir / "c.sock")},
                                           "paths": {"state_dir": str(socket_dir / "state")},
-                                          "loop": {"explore_epsilon": "0"}})
+                                          "loop": {"explore_epsilon": "0"},
+                                          "calibration": {"auto": "false"}})
         fleet = load_fleet(bundled_dir("models") / "fleet.toml")
         missing = [n for n in names
                    if verify(s.models_dir, fleet.by_name[n]) is not FileStatus.VERIFIED]
@@ -45,7 +53,7 @@ def _require(names: list[str]) -> Callable[[Path], Settings]:
     return make
 
 
-def test_integration_smollm2_knows_the_capital_of_france(short_tmp: Path) -> None:
+def test_integration_smollm2_answers_a_chat_question(short_tmp: Path) -> None:
     s = _require(["smollm2-135m"])(short_tmp)
     with run_daemon(s), uds_client(s, timeout_s=120) as c:
         r = c.post("/v1/chat/completions", json={
@@ -53,35 +61,47 @@ def test_integration_smollm2_knows_the_capital_of_france(short_tmp: Path) -> Non
             "messages": [{"role": "user", "content": "What is the capital of France?"}]})
         assert r.status_code == 200, r.text
         body = r.json()
-        assert "Paris" in body["choices"][0]["message"]["content"]
-        assert body["calm"]["model"] == "smollm2-135m"
-        assert body["calm"]["decode_tokens_per_s"] > 0
+        text = body["choices"][0]["message"]["content"]
+        calm, use = body["calm"], body["usage"]
+        assert text.strip() and calm["model"] == "smollm2-135m"
+        assert 1 <= use["completion_tokens"] <= 32 and use["prompt_tokens"] > 5
+        assert calm["completion_tokens"] == use["completion_tokens"]
+        assert body["choices"][0]["finish_reason"] == (
+            "length" if use["completion_tokens"] == 32 else "stop")
+        assert calm["decode_tokens_per_s"] > 0 and calm["energy"] == "estimated"
 
 
-@pytest.mark.parametrize(("model", "kind", "expected"), [
-    ("smollm2-135m", "chat", "Paris"),
-    ("gemma3-270m", "chat", "Paris"),        # base model: rendered as a completion prompt
-    ("qwen2.5-coder-0.5b", "chat", "Paris"),
-    ("qwen2.5-coder-1.5b", "chat", "Paris"),
-    ("gemma3-270m", "completion", "Paris"),
+@pytest.mark.parametrize(("model", "kind"), [
+    ("smollm2-135m", "chat"),
+    ("gemma3-270m", "chat"),        # base model: rendered as a completion prompt
+    ("qwen2.5-coder-0.5b", "chat"),
+    ("qwen2.5-coder-1.5b", "chat"),
+    ("gemma3-270m", "completion"),
 ])
-def test_integration_each_model_answers(short_tmp: Path, model: str, kind: str,
-                                        expected: str) -> None:
+def test_integration_each_model_answers(short_tmp: Path, model: str, kind: str) -> None:
+    """Every model answers within its limits; the base model's stop strings (its
+    completion template's and the request's) end its answer."""
     s = _require([model])(short_tmp)
+    spec = load_fleet(s.fleet_path).by_name[model]
     with run_daemon(s), uds_client(s, timeout_s=300) as c:
         if kind == "chat":
             r = c.post("/v1/chat/completions", json={
                 "model": model, "temperature": 0, "max_tokens": 24,
                 "messages": [{"role": "user", "content": "What is the capital of France?"}]})
             text = r.json()["choices"][0]["message"]["content"]
+            stops = list(spec.stop)
         else:
             r = c.post("/v1/completions", json={
                 "model": model, "temperature": 0, "max_tokens": 24,
                 "prompt": "Question: What is the capital of France?\nAnswer:",
                 "stop": ["\n"]})
             text = r.json()["choices"][0]["text"]
+            stops = ["\n"]
         assert r.status_code == 200, r.text
-        assert expected in text
+        assert text.strip(), r.json()
+        assert r.json()["usage"]["completion_tokens"] <= 24
+        for stop in stops:
+            assert stop not in text, (stop, text)
 
 
 ALL_MODELS = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
@@ -116,11 +136,11 @@ def test_integration_routing_on_the_real_fleet(short_tmp: Path) -> None:
 
 def test_integration_budget_for_one_of_two_real_models(short_tmp: Path) -> None:
     """A budget that holds SmolLM2 or Gemma but not both: alternating requests swap them,
-    every answer is right, and the process never grows past its baseline plus the budget
-    (plus 64 MiB for the allocator and Python objects)."""
+    every request is answered, and the process never grows past its baseline plus the
+    budget (plus 64 MiB for the allocator and Python objects)."""
     s = _require(["smollm2-135m", "gemma3-270m"])(short_tmp)
     s = dataclasses.replace(s, profile=dataclasses.replace(
-        s.profile, memory=dataclasses.replace(s.profile.memory, ram_budget_bytes=600 << 20),
+        s.profile, memory=dataclasses.replace(s.profile.memory, ram_budget_bytes=420 << 20),
         cache=dataclasses.replace(s.profile.cache, enabled=False),
         residency=dataclasses.replace(s.profile.residency, prefetch=False)))
     margin = 64 << 20
@@ -143,7 +163,7 @@ def test_integration_budget_for_one_of_two_real_models(short_tmp: Path) -> None:
                     "model": model, "temperature": 0, "max_tokens": 16,
                     "messages": [{"role": "user", "content": "What is the capital of France?"}]})
                 assert r.status_code == 200, r.text
-                assert "Paris" in r.json()["choices"][0]["message"]["content"]
+                assert r.json()["choices"][0]["message"]["content"].strip()
                 st = c.get("/calm/status").json()
                 assert st["memory"]["resident"] == [model]
                 assert st["memory"]["used_bytes"] <= st["memory"]["budget_bytes"]
@@ -152,4 +172,27 @@ def test_integration_budget_for_one_of_two_real_models(short_tmp: Path) -> None:
             sampler.join()
         loads = {m["name"]: m["loads"] for m in st["models"]}
         assert loads["smollm2-135m"] == 3 and loads["gemma3-270m"] == 3
-    assert peak[0] - baseline <= (600 << 20) + margin, (peak[0] - baseline) >> 20
+    assert peak[0] - baseline <= (420 << 20) + margin, (peak[0] - baseline) >> 20
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_integration_smollm2_footprint_estimate_bounds_measured_rss(short_tmp: Path,
+                                                                    mmap: bool) -> None:
+    """The estimate charged before SmolLM2's load is measured covers the RSS its load and a
+    first answer take (in a fresh process), in both mmap modes, within a sane margin."""
+    from calm_edge.fleet import model_footprint
+    from calm_edge.gguf_meta import read_gguf
+    from tests.conftest import measured_growth_bytes
+
+    s = _require(["smollm2-135m"])(short_tmp)
+    spec = load_fleet(s.fleet_path).by_name["smollm2-135m"]
+    path = s.models_dir / spec.file
+    rt = dataclasses.replace(s.profile.runtime, use_mmap=mmap)
+    est = model_footprint(read_gguf(path), spec, rt).total_bytes
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+              if f.name in ("name", "file", "sha256", "size_bytes", "n_ctx", "format",
+                            "system_prompt")}
+    grown = measured_growth_bytes(path, {**fields, "stop": [], "quality": {}},
+                                  dataclasses.asdict(rt))
+    assert 0 < grown <= est, (grown >> 20, est >> 20)
+    assert est <= 1.5 * grown, (grown >> 20, est >> 20)

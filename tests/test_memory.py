@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from calm_edge.memory import ResidentModel, choose_evictions
@@ -42,3 +44,43 @@ def test_memory_cost_aware_eviction_keeps_valuable_models() -> None:
     # Without a forecast it is least recently used, then name.
     a, b = rm("a", 100, 5), rm("b", 100, 3)
     assert choose_evictions([a, b], 100, 200 * M) == ["b"]
+
+
+# -- device memory readers ------------------------------------------------------------------
+
+def test_memavailable_reader_reads_an_injected_meminfo(tmp_path: Path) -> None:
+    from calm_edge.memory import MemAvailableReader
+
+    (tmp_path / "proc").mkdir()
+    meminfo = tmp_path / "proc" / "meminfo"
+    meminfo.write_text("MemTotal:        8000000 kB\nMemFree:   100 kB\n"
+                       "MemAvailable:    6000000 kB\n")
+    r = MemAvailableReader(tmp_path)
+    assert r.used_bytes() == 2_000_000 * 1024 and r.unified
+    meminfo.write_text("MemTotal: 8000000 kB\n")            # an old kernel: no MemAvailable
+    assert r.used_bytes() is None
+    meminfo.write_text("MemTotal: 10 kB\nMemAvailable: 20 kB\n")  # nonsense
+    assert r.used_bytes() is None
+    meminfo.unlink()
+    assert r.used_bytes() is None
+
+
+def test_select_device_memory_by_board_and_source(tmp_path: Path) -> None:
+    from calm_edge.memory import MemAvailableReader, model_growth_bytes, select_device_memory
+
+    class Nvml:
+        source, unified = "nvml", False
+
+        def used_bytes(self) -> int | None:
+            return 1
+
+    jetson = select_device_memory("auto", unified_board=True, root=tmp_path, nvml=Nvml)
+    assert isinstance(jetson, MemAvailableReader) and jetson.root == tmp_path
+    assert isinstance(select_device_memory("auto", unified_board=False, nvml=Nvml), Nvml)
+    assert select_device_memory("auto", unified_board=False, nvml=lambda: None) is None
+    assert select_device_memory("none", unified_board=True, nvml=Nvml) is None
+    assert select_device_memory("nvml", unified_board=False, nvml=lambda: None) is None
+    assert model_growth_bytes(-5, None, None) == 0
+    assert model_growth_bytes(10, 30, jetson) == 30
+    assert model_growth_bytes(10, 30, Nvml()) == 40
+    assert model_growth_bytes(10, -30, Nvml()) == 10

@@ -154,3 +154,114 @@ def test_execute_closing_the_stream_cancels_generation(tiny_fleet: tuple[Path, P
         pool.shutdown()
 
     asyncio.run(main())
+
+
+# -- memory that RSS misses (layers on a GPU) --------------------------------------------------
+
+class FakeDeviceMemory:
+    """A DeviceMemoryReader whose reading the test moves (None: the reading fails)."""
+
+    def __init__(self, source: str, unified: bool) -> None:
+        self.source, self.unified = source, unified
+        self.used: int | None = 1 << 30
+
+    def used_bytes(self) -> int | None:
+        return self.used
+
+
+class GrowingFactory(FakeFactory):
+    """Loads that allocate: RSS grows by `rss_bytes`, device memory by `device_bytes`."""
+
+    def __init__(self, device: FakeDeviceMemory, rss: list[int], rss_bytes: int,
+                 device_bytes: int) -> None:
+        super().__init__()
+        self.device, self.rss = device, rss
+        self.rss_bytes, self.device_bytes = rss_bytes, device_bytes
+
+    def __call__(self, spec, path, runtime):
+        self.rss[0] += self.rss_bytes
+        if self.device.used is not None:
+            self.device.used += self.device_bytes
+        return super().__call__(spec, path, runtime)
+
+
+def gpu_residency(tiny_fleet: tuple[Path, Path], factory: FakeFactory, rss: list[int],
+                  device: FakeDeviceMemory | None, gpu_layers: int = -1,
+                  ) -> tuple[Residency, ThreadPoolExecutor]:
+    fleet_path, models = tiny_fleet
+    pool = ThreadPoolExecutor(2)
+    r = Residency(load_fleet(fleet_path), models,
+                  RuntimeConfig(n_batch=64, n_gpu_layers=gpu_layers), 1 << 34, factory, pool,
+                  InferenceLanes(1), clock=Clock(), memory_probe=lambda: rss[0],
+                  device_memory=device)
+    return r, pool
+
+
+@pytest.mark.parametrize(("source", "unified", "expected_mib", "label"), [
+    ("memavailable", True, 3000, "memavailable"),  # unified: max(RSS 400, device 3000)
+    ("nvml", False, 3400, "rss+nvml"),             # discrete: RSS 400 + device 3000
+])
+def test_residency_gpu_memory_is_charged_from_the_device_reading(
+        tiny_fleet: tuple[Path, Path], source: str, unified: bool, expected_mib: int,
+        label: str) -> None:
+    """Measured on an H200 (issue 13): RSS saw 443 MB of a ~2 GB fully offloaded model.
+    The device reading sees the rest, and the charge follows it."""
+    MiB = 1 << 20
+    device = FakeDeviceMemory(source, unified)
+    rss = [100 * MiB]
+    factory = GrowingFactory(device, rss, 400 * MiB, 3000 * MiB)
+
+    async def main() -> None:
+        r, pool = gpu_residency(tiny_fleet, factory, rss, device)
+        await r.scan()
+        slot = await r.ensure_ready("tiny-chat")
+        assert slot.measured_bytes == expected_mib * MiB
+        assert slot.memory_source == label
+        assert slot.charged_bytes >= expected_mib * MiB > slot.estimated_bytes
+        # The first generation's buffers (on the GPU) are counted too.
+        device.used = (device.used or 0) + 200 * MiB
+        r.measure_after_generation(slot)
+        assert slot.measured_bytes == (expected_mib + 200) * MiB
+        assert r.used_bytes() >= slot.measured_bytes
+        await r.close_all()
+        pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_residency_missing_gpu_reading_falls_back_to_the_estimate(
+        tiny_fleet: tuple[Path, Path]) -> None:
+    MiB = 1 << 20
+    rss = [100 * MiB]
+    failing = FakeDeviceMemory("nvml", False)
+    failing.used = None
+
+    async def main() -> None:
+        for device in (failing, None):  # a reading that fails; no reader at all
+            factory = GrowingFactory(failing, rss, 1 * MiB, 0)
+            r, pool = gpu_residency(tiny_fleet, factory, rss, device)
+            await r.scan()
+            slot = await r.ensure_ready("tiny-chat")
+            assert slot.memory_source == "estimate"
+            assert slot.charged_bytes == slot.estimated_bytes
+            await r.close_all()
+            pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_residency_cpu_runtime_ignores_the_device_reader(tiny_fleet: tuple[Path, Path]) -> None:
+    MiB = 1 << 20
+    device = FakeDeviceMemory("memavailable", True)
+    rss = [0]
+    factory = GrowingFactory(device, rss, 5 * MiB, 900 * MiB)  # another process's growth
+
+    async def main() -> None:
+        r, pool = gpu_residency(tiny_fleet, factory, rss, device, gpu_layers=0)
+        await r.scan()
+        slot = await r.ensure_ready("tiny-chat")
+        assert (slot.measured_bytes, slot.memory_source) == (5 * MiB, "rss")
+        await r.close_all()
+        pool.shutdown()
+
+    asyncio.run(main())

@@ -57,6 +57,16 @@ def _route_native_logs() -> None:
     llama_cpp.llama_log_set(_cb, ctypes.c_void_p(0))
 
 
+def build_info() -> str:
+    """The llama-cpp-python build: its version and the CPU/GPU features it was compiled
+    with (a native build picks different kernels on another CPU, so answers may differ)."""
+    import llama_cpp
+
+    system = llama_cpp.llama_print_system_info()
+    text = system.decode(errors="replace") if isinstance(system, bytes) else str(system)
+    return f"llama-cpp-python {llama_cpp.__version__}; {' '.join(text.split())}"
+
+
 def usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -83,7 +93,7 @@ class LlamaCppBackend:
                 model_path=str(path),
                 n_ctx=spec.n_ctx,
                 n_batch=runtime.n_batch,
-                n_ubatch=runtime.n_batch,
+                n_ubatch=runtime.micro_batch,
                 n_threads=n_threads,
                 n_threads_batch=runtime.n_threads_batch or n_threads,
                 n_gpu_layers=runtime.n_gpu_layers,

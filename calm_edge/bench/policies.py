@@ -16,16 +16,19 @@ Pure functions over fleet facts and recorded results; no I/O.
   model's answer.
 
 `largest` and `smallest` reuse the pinned per-model runs (the same requests); `random` runs
-live because its swaps are part of its cost.
+live because its swaps are part of its cost. `live_run` gives the `LiveRun` that decides,
+per query, how a live run sends it; the runner does the I/O.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from calm_edge.bench.results import Result
+from calm_edge.bench.workload import Query
 
 POLICIES = ("calm", "static", "random", "largest", "smallest", "oracle")
 DEFAULT_POLICIES = POLICIES
@@ -96,6 +99,133 @@ def runs_for(policies: Iterable[str], model_names: Sequence[str], largest_name: 
     order = [model_run(largest_name), "calm",
              *(model_run(m) for m in model_names if m != largest_name), "static", "random"]
     return [r for r in order if r in wanted]
+
+
+# -- live runs: how each sends a query ------------------------------------------------------
+
+AUTO = "auto"  # the model name that lets the daemon choose
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How one query goes out in a live run."""
+
+    model: str                                  # a pinned fleet model, or AUTO
+    calm: Mapping[str, Any] = field(default_factory=dict)  # the request's `calm` options
+    routed_domain: str | None = None            # the runner's router's domain (static)
+
+
+class LiveRun(Protocol):
+    """One live run's policy. `choose` is deterministic for a query and does no I/O."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def warm_model(self) -> str:
+        """The model the warm-up request loads."""
+
+    @property
+    def routes_at_client(self) -> bool:
+        """`choose` is the client's router: its time counts as the answer's latency."""
+
+    @property
+    def sends_feedback(self) -> bool:
+        """The grades go back as /calm/feedback."""
+
+    def choose(self, query: Query) -> Choice: ...
+
+
+@dataclass(frozen=True)
+class CalmRun:
+    """`calm`: model "auto", the daemon's loop in `mode` (its cache off unless `cache`)."""
+
+    mode: str
+    cache: bool
+    feedback: bool
+    warm_model: str
+    name: str = "calm"
+    routes_at_client: bool = False
+
+    @property
+    def sends_feedback(self) -> bool:
+        return self.feedback
+
+    def choose(self, query: Query) -> Choice:
+        calm: dict[str, Any] = {"mode": self.mode}
+        if not self.cache:
+            calm["cache"] = False
+        return Choice(AUTO, calm)
+
+
+@dataclass(frozen=True)
+class PinnedRun:
+    """`model:<name>`: every query pinned to one model, the daemon's cache off."""
+
+    model: str
+    routes_at_client: bool = False
+    sends_feedback: bool = False
+
+    @property
+    def name(self) -> str:
+        return model_run(self.model)
+
+    @property
+    def warm_model(self) -> str:
+        return self.model
+
+    def choose(self, query: Query) -> Choice:
+        return Choice(self.model, {"cache": False})
+
+
+@dataclass(frozen=True)
+class RandomRun:
+    """`random`: per query a uniformly drawn model (`random_choice`), pinned."""
+
+    models: tuple[str, ...]
+    seed: int
+    warm_model: str
+    name: str = "random"
+    routes_at_client: bool = False
+    sends_feedback: bool = False
+
+    def choose(self, query: Query) -> Choice:
+        return Choice(random_choice(self.models, self.seed, query.id), {"cache": False})
+
+
+@dataclass(frozen=True)
+class StaticRun:
+    """`static`: the runner's classifier names the domain (`classify`: query text ->
+    domain) and the model `routes` assigns to it is pinned."""
+
+    routes: Mapping[str, str]
+    classify: Callable[[str], str]
+    warm_model: str
+    name: str = "static"
+    routes_at_client: bool = True
+    sends_feedback: bool = False
+
+    def choose(self, query: Query) -> Choice:
+        domain = self.classify(query.text)
+        return Choice(self.routes[domain], {"cache": False}, routed_domain=domain)
+
+
+def live_run(run: str, *, models: Sequence[str], default_model: str, mode: str,
+             calm_cache: bool, feedback: bool, seed: int, routes: Mapping[str, str],
+             classify: Callable[[str], str] | None) -> LiveRun:
+    """The policy of live run `run` (a name `runs_for` returns). `classify` is needed for
+    `static` only. ValueError for an unknown run."""
+    if run.startswith(MODEL_RUN_PREFIX):
+        return PinnedRun(run[len(MODEL_RUN_PREFIX):])
+    if run == "calm":
+        return CalmRun(mode, calm_cache, feedback, default_model)
+    if run == "random":
+        return RandomRun(tuple(models), seed, default_model)
+    if run == "static":
+        if classify is None:
+            raise ValueError("the static run needs a classifier")
+        return StaticRun(routes, classify, default_model)
+    raise ValueError(f"not a live run: {run!r}")
 
 
 def policy_results(policy: str, by_run: Mapping[str, Mapping[str, Result]],

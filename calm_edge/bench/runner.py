@@ -23,7 +23,8 @@ How a run happens (see calm_edge.bench.policies for what each run is):
 - **After each answer**: `GET /calm/status` gives the loads since the previous answer (the
   swaps this query caused) and their load time; the answer is graded; for `calm` with
   feedback on, the grade goes back as `POST /calm/feedback {"request_id", "pass"}`; the
-  result is appended to results.jsonl. A thread samples the daemon's VmRSS every 0.25 s.
+  result is appended to results.jsonl. A thread samples the daemon's RSS every 0.25 s
+  (calm_edge.bench.daemon).
 - **Resume.** Rerunning with the same `--out` skips every (run, query) already recorded and
   refuses to mix different workloads, seeds, patterns or query sets.
 
@@ -34,11 +35,7 @@ stops them (SIGTERM, then SIGKILL) on exit, error or interruption.
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -47,13 +44,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from calm_edge.bench import graders
+from calm_edge.bench.daemon import DaemonProcess, DaemonStartError, ask, serve_daemon, warm_up
 from calm_edge.bench.policies import (
+    AUTO,
     DEFAULT_POLICIES,
     MODEL_RUN_PREFIX,
     POLICIES,
+    LiveRun,
     ModelFacts,
     largest,
-    random_choice,
+    live_run,
     runs_for,
     smallest,
     static_routes,
@@ -76,11 +76,10 @@ from calm_edge.bench.workload import (
     select,
     workload_digest,
 )
-from calm_edge.client import Client, ClientError
+from calm_edge.client import ClientError
 from calm_edge.domains import DOMAINS
-
-RSS_SAMPLE_S = 0.25
-CLASSIFY_TAIL_CHARS = 2000  # as the daemon's Monitor: the classifier reads the query's tail
+from calm_edge.monitor import CLASSIFY_TAIL_CHARS
+from calm_edge.progress import Progress
 
 
 class BenchError(RuntimeError):
@@ -114,7 +113,7 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
-class Plan:
+class BenchPlan:
     """What a bench run will do, resolved from the config, the fleet and the workload."""
 
     queries: tuple[Query, ...]          # in arrival order
@@ -156,7 +155,7 @@ def _fleet_facts(cfg: BenchConfig) -> tuple[list[ModelFacts], str, list[str]]:
     return models, fleet.default_model, notes
 
 
-def make_plan(cfg: BenchConfig) -> Plan:
+def make_plan(cfg: BenchConfig) -> BenchPlan:
     unknown = [p for p in cfg.policies if p not in POLICIES and
                not p.startswith(MODEL_RUN_PREFIX)]
     if unknown:
@@ -202,7 +201,7 @@ def make_plan(cfg: BenchConfig) -> Plan:
                        ">= 0.90 x the best prior for it",
         "fleet_notes": notes,
     }
-    return Plan(tuple(ordered), tuple(runs), tuple(models), default_model, big, small,
+    return BenchPlan(tuple(ordered), tuple(runs), tuple(models), default_model, big, small,
                 routes, meta)
 
 
@@ -219,190 +218,47 @@ def check_resume(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
 
 # -- the daemon subprocess ----------------------------------------------------------------------
 
-class RssSampler:
-    """Samples /proc/<pid>/status VmRSS in a daemon thread; `peak_bytes` is the maximum."""
-
-    def __init__(self, pid: int, interval_s: float = RSS_SAMPLE_S) -> None:
-        self.pid, self.interval_s = pid, interval_s
-        self.peak_bytes: int | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="bench-rss", daemon=True)
-
-    def sample(self) -> None:
-        try:
-            with Path(f"/proc/{self.pid}/status").open(encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        rss = int(line.split()[1]) * 1024
-                        self.peak_bytes = max(self.peak_bytes or 0, rss)
-                        return
-        except (OSError, ValueError, IndexError):
-            return
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-
-    def start(self) -> None:
-        self.sample()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sample()
-
-
-@dataclass
-class DaemonProcess:
-    proc: subprocess.Popen[bytes]
-    client: Client
-    socket_dir: Path
-    log_path: Path
-    rss: RssSampler
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, n: int = 15) -> str:
-        return log_tail(self.log_path, n)
-
-
-def log_tail(path: Path, n: int = 15) -> str:
-    """The last n lines of a log file; "" if it cannot be read."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
-
-
 def _safe(run: str) -> str:
     return run.replace(":", "_").replace("/", "_")
 
 
 @contextmanager
 def daemon_for(cfg: BenchConfig, run: str) -> Iterator[DaemonProcess]:
-    """Start `calm-edge serve` for one run, wait until it answers /health, yield it, and
-    stop it (SIGTERM; SIGKILL after 60 s) however the block ends."""
+    """Start `calm-edge serve` for one run (its own state directory, a copy of `cfg.state`
+    at first), wait until it answers /health, yield it, and stop it however the block
+    ends. BenchError if it does not become ready."""
     state = cfg.out_dir / "state" / _safe(run)
     if not state.exists() and cfg.state is not None:
         shutil.copytree(cfg.state, state)
     state.mkdir(parents=True, exist_ok=True)
-    logs = cfg.out_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{_safe(run)}.log"
-    socket_dir = Path(tempfile.mkdtemp(prefix="ceb-", dir="/tmp"))  # short: sun_path limit
-    sock = socket_dir / "calm.sock"
-    cmd = [cfg.python, "-m", "calm_edge.cli", "serve", "--profile", cfg.profile,
-           "--socket", str(sock), "--state-dir", str(state), "--log-level", "info"]
+    args = ["--profile", cfg.profile, "--state-dir", str(state), "--log-level", "info"]
     if cfg.budget:
-        cmd += ["--ram-budget", cfg.budget]
+        args += ["--ram-budget", cfg.budget]
     if cfg.fleet:
-        cmd += ["--fleet", str(cfg.fleet)]
+        args += ["--fleet", str(cfg.fleet)]
     if cfg.models_dir:
-        cmd += ["--models-dir", str(cfg.models_dir)]
-    with log_path.open("ab") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
-    d = DaemonProcess(proc, Client(sock, timeout_s=cfg.request_timeout_s), socket_dir,
-                      log_path, RssSampler(proc.pid))
+        args += ["--models-dir", str(cfg.models_dir)]
     try:
-        wait_ready(proc, d.client, cfg.ready_timeout_s, log_path)
-        d.rss.start()
-        yield d
-    finally:
-        d.client.close()
-        d.rss.stop()
-        stop_process(proc)
-        shutil.rmtree(socket_dir, ignore_errors=True)
-
-
-def wait_ready(proc: subprocess.Popen[bytes], client: Client, timeout_s: float,
-               log_path: Path) -> None:
-    """Poll the daemon's /health until it answers. BenchError if it exits first (with its
-    log's tail) or is not ready within timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"the daemon exited with status {proc.returncode} before it "
-                             f"was ready; its log ({log_path}) ends:\n{log_tail(log_path)}")
-        if client.socket_path.exists():
-            try:
-                client.get("/health")
-                return
-            except ClientError:
-                pass
-        time.sleep(0.1)
-    raise BenchError(f"the daemon was not ready after {timeout_s:.0f} s; see {log_path}")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM a daemon and wait for it (SIGKILL after 60 s); nothing if it has exited."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+        with serve_daemon(cfg.python, args, cfg.out_dir / "logs" / f"{_safe(run)}.log",
+                          ready_timeout_s=cfg.ready_timeout_s,
+                          request_timeout_s=cfg.request_timeout_s) as d:
+            yield d
+    except DaemonStartError as e:
+        raise BenchError(str(e)) from None
 
 
 # -- one request ---------------------------------------------------------------------------
 
-@dataclass
-class Answer:
-    text: str
-    latency_ms: float
-    ttft_ms: float | None
-    calm: dict[str, Any]
+LoadCounts = Mapping[str, tuple[int, float | None, float | None]]
 
 
-def ask(client: Client, query: Query, model: str, calm_opts: Mapping[str, Any],
-        clock: Callable[[], float] = time.perf_counter) -> Answer:
-    """Send one streamed request; time it at the client. Raises ClientError."""
-    body: dict[str, Any] = {"model": model, "max_tokens": query.max_tokens,
-                            "temperature": 0.0, "stream": True}
-    if calm_opts:
-        body["calm"] = dict(calm_opts)
-    if query.messages is not None:
-        path = "/v1/chat/completions"
-        body["messages"] = [dict(m) for m in query.messages]
-    else:
-        path = "/v1/completions"
-        body["prompt"] = query.prompt
-    parts: list[str] = []
-    info: dict[str, Any] = {}
-    # Client.stream opens its own connection and drops (without closing) the keep-alive one
-    # that get/post left idle: close that first so no socket is leaked.
-    client.close()
-    t0 = clock()
-    ttft: float | None = None
-    for event in client.stream(path, body):
-        for choice in event.get("choices") or ():
-            text = (choice.get("delta") or {}).get("content") or choice.get("text")
-            if text:
-                if ttft is None:
-                    ttft = (clock() - t0) * 1000.0
-                parts.append(text)
-        if isinstance(event.get("calm"), dict):
-            info = event["calm"]
-    latency = (clock() - t0) * 1000.0
-    return Answer("".join(parts), latency, ttft, info)
-
-
-def _load_counts(status: Mapping[str, Any]) -> dict[str, tuple[int, float | None, float | None]]:
+def _load_counts(status: Mapping[str, Any]) -> LoadCounts:
     """model -> (loads, load_seconds_total or None, last_load_s or None)."""
     return {m["name"]: (int(m.get("loads") or 0), m.get("load_seconds_total"),
                         m.get("last_load_s")) for m in status.get("models") or ()}
 
 
-def load_delta(before: Mapping[str, tuple[int, float | None, float | None]],
-               after: Mapping[str, tuple[int, float | None, float | None]],
-               ) -> tuple[dict[str, int], float]:
+def load_delta(before: LoadCounts, after: LoadCounts) -> tuple[dict[str, int], float]:
     """Loads between two status snapshots and the time they took: from the daemon's
     `load_seconds_total` when it reports it, else `last_load_s` per load (approximate when
     a model loaded twice in between)."""
@@ -420,53 +276,6 @@ def load_delta(before: Mapping[str, tuple[int, float | None, float | None]],
 
 
 # -- the run loop --------------------------------------------------------------------------
-
-class Progress:
-    """A progress line with an ETA: redrawn in place on a terminal, otherwise a line every
-    10 results or 30 s. ETA = queries left x the mean wall time per query so far."""
-
-    def __init__(self, total: int, done: int, stream: TextIO) -> None:
-        self.total, self.done, self.stream = total, done, stream
-        self.tty = stream.isatty()
-        self.start = time.monotonic()
-        self.new = 0
-        self._last_line = 0.0
-        self.label = ""
-
-    def set_run(self, label: str) -> None:
-        self.label = label
-        self.draw(force=True)
-
-    def step(self) -> None:
-        self.done += 1
-        self.new += 1
-        self.draw()
-
-    def draw(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.tty and not force and self.new % 10 and now - self._last_line < 30:
-            return
-        self._last_line = now
-        frac = self.done / max(self.total, 1)
-        bar = "#" * int(frac * 24) + "." * (24 - int(frac * 24))
-        per = (now - self.start) / self.new if self.new else None
-        eta = _fmt_s(per * (self.total - self.done)) if per is not None else "?"
-        line = (f"[{bar}] {self.done}/{self.total} {self.label} · "
-                f"{_fmt_s(now - self.start)} elapsed · "
-                f"{'?' if per is None else f'{per:.1f}'} s/query · eta {eta}")
-        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _fmt_s(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
 
 @dataclass
 class RunOutcome:
@@ -494,8 +303,8 @@ def run_bench(cfg: BenchConfig) -> RunOutcome:
     done = done_pairs(results)
     total = len(plan.runs) * len(plan.queries)
     already = sum((run, q.id) in done for run in plan.runs for q in plan.queries)
-    progress = Progress(total, already, cfg.progress or sys.stderr)
-    classifier = _classifier() if "static" in plan.runs else None
+    progress = Progress("", total, cfg.progress or sys.stderr, done=already, unit="query")
+    classify = _static_classifier() if "static" in plan.runs else None
     new = 0
     stopped = False
     with ResultStore(cfg.out_dir) as store:
@@ -504,10 +313,13 @@ def run_bench(cfg: BenchConfig) -> RunOutcome:
                 pending = [q for q in plan.queries if (run, q.id) not in done]
                 if not pending:
                     continue
-                progress.set_run(f"run {i}/{len(plan.runs)} {run}")
+                progress.set_label(f"run {i}/{len(plan.runs)} {run}")
+                policy = live_run(run, models=[m.name for m in plan.models],
+                                  default_model=plan.default_model, mode=cfg.mode,
+                                  calm_cache=cfg.calm_cache, feedback=cfg.feedback,
+                                  seed=cfg.seed, routes=plan.static_routes, classify=classify)
                 limit = None if cfg.max_new_results is None else cfg.max_new_results - new
-                n, finished = _run_one(cfg, plan, run, pending, store, progress, classifier,
-                                       limit)
+                n, finished = _run_one(cfg, policy, pending, store, progress, limit)
                 new += n
                 if not finished:
                     stopped = True
@@ -529,27 +341,29 @@ def _policy_key(p: str) -> tuple[int, str]:
     return (POLICIES.index(p) if p in POLICIES else len(POLICIES), p)
 
 
-def _classifier() -> Any:
+def _static_classifier() -> Callable[[str], str]:
+    """The `static` run's router: the bundled classifier on the query's tail, as the
+    daemon's Monitor reads it."""
     from calm_edge.classifier import load_classifier
 
-    return load_classifier()
+    classifier = load_classifier()
+    return lambda text: str(classifier.classify(text[-CLASSIFY_TAIL_CHARS:]).domain)
 
 
-def _run_one(cfg: BenchConfig, plan: Plan, run: str, pending: Sequence[Query],
-             store: ResultStore, progress: Progress, classifier: Any, limit: int | None,
-             ) -> tuple[int, bool]:
-    """One daemon lifetime of `run` over `pending`. Returns (results recorded, whether the
-    run got through all of `pending`). A daemon that dies is an error; a request the
-    daemon refuses is a recorded (failed) result."""
-    names = [m.name for m in plan.models]
+def _run_one(cfg: BenchConfig, policy: LiveRun, pending: Sequence[Query], store: ResultStore,
+             progress: Progress, limit: int | None) -> tuple[int, bool]:
+    """One daemon lifetime of `policy`'s run over `pending`. Returns (results recorded,
+    whether the run got through all of `pending`). A daemon that dies is an error; a
+    request the daemon refuses is a recorded (failed) result."""
     started = time.time()
     n = 0
     finished = False
     budget: int | None = None
-    with daemon_for(cfg, run) as d:
-        warm = run[len(MODEL_RUN_PREFIX):] if run.startswith(MODEL_RUN_PREFIX) \
-            else plan.default_model
-        _warm_up(d.client, warm)
+    with daemon_for(cfg, policy.name) as d:
+        try:
+            warm_up(d.client, policy.warm_model)
+        except ClientError as e:
+            raise BenchError(f"warm-up request to {policy.warm_model} failed: {e}") from None
         status = _status(d)
         budget = (status.get("memory") or {}).get("budget_bytes")
         first_counts = counts = _load_counts(status)
@@ -557,17 +371,16 @@ def _run_one(cfg: BenchConfig, plan: Plan, run: str, pending: Sequence[Query],
             for q in pending:
                 if limit is not None and n >= limit:
                     break
-                result = _one_query(cfg, run, q, d, names, plan, classifier, counts)
-                counts = result.pop("_counts")
-                store.append(Result(**result))
+                result, counts = _one_query(cfg, policy, q, d, counts)
+                store.append(result)
                 n += 1
-                progress.step()
+                progress.update()
             else:
                 finished = True
         finally:
             loads, _ = load_delta({k: (0, None, None) for k in first_counts}, counts)
-            store.append(Segment(run, started, time.time(), n, d.rss.peak_bytes, budget,
-                                 loads, finished))
+            store.append(Segment(policy.name, started, time.time(), n, d.rss.peak_bytes,
+                                 budget, loads, finished))
     return n, finished
 
 
@@ -580,56 +393,26 @@ def _status(d: DaemonProcess) -> dict[str, Any]:
     return status
 
 
-WARM_UP = Query(id="warm-up", domain="instruct", messages=(
-    {"role": "user", "content": "Reply with the word ready."},), prompt=None,
-    grader="instructions", grader_args={}, max_tokens=1, source="bench", licence="")
-
-
-def _warm_up(client: Client, model: str) -> None:
-    """Load `model` with a one-token request unlike any workload query (llama.cpp reuses
-    the KV cache of a shared prompt prefix, which would flatter the first query's TTFT)."""
-    probe = WARM_UP
-    try:
-        ask(client, probe, model, {"cache": False})
-    except ClientError as e:
-        raise BenchError(f"warm-up request to {model} failed: {e}") from None
-
-
-def _one_query(cfg: BenchConfig, run: str, q: Query, d: DaemonProcess, names: Sequence[str],
-               plan: Plan, classifier: Any, counts: Any) -> dict[str, Any]:
-    route_ms: float | None = None
-    routed: str | None = None
-    calm_opts: dict[str, Any] = {"cache": False}
+def _one_query(cfg: BenchConfig, policy: LiveRun, q: Query, d: DaemonProcess,
+               counts: LoadCounts) -> tuple[Result, LoadCounts]:
+    """Route, ask, grade (and send feedback) for one query. Returns its result and the
+    daemon's load counters after it (the next query's `counts`)."""
+    run = policy.name
     t_route = time.perf_counter()
-    if run == "calm":
-        model = "auto"
-        calm_opts = {"mode": cfg.mode}
-        if not cfg.calm_cache:
-            calm_opts["cache"] = False
-    elif run == "random":
-        model = random_choice(names, cfg.seed, q.id)
-    elif run == "static":
-        c = classifier.classify(q.text[-CLASSIFY_TAIL_CHARS:])
-        routed = str(c.domain)
-        model = plan.static_routes[routed]
-    else:
-        model = run[len(MODEL_RUN_PREFIX):]
-    route_s = time.perf_counter() - t_route
-    if run == "static":
-        route_ms = route_s * 1000.0
-    rec: dict[str, Any] = {"run": run, "query_id": q.id, "domain": q.domain,
-                           "routed_domain": routed, "route_ms": route_ms}
+    choice = policy.choose(q)
+    route_ms = (time.perf_counter() - t_route) * 1000.0 if policy.routes_at_client else None
     try:
-        a = ask(d.client, q, model, calm_opts)
+        a = ask(d.client, q, choice.model, choice.calm)
     except ClientError as e:
         if not d.alive():
             raise BenchError(f"the daemon died during {run} / {q.id}; its log "
                              f"({d.log_path}) ends:\n{d.log_tail()}") from None
-        rec.update(passed=False, detail="request failed", error=str(e),
-                   model=None if model == "auto" else model, ts=time.time())
-        rec["_counts"] = _load_counts(_status(d))
-        return rec
-    if route_ms is not None:  # the static router's classification is part of its latency
+        failed = Result(run, q.id, q.domain, passed=False, detail="request failed",
+                        model=None if choice.model == AUTO else choice.model,
+                        routed_domain=choice.routed_domain, route_ms=route_ms, error=str(e),
+                        ts=time.time())
+        return failed, _load_counts(_status(d))
+    if route_ms is not None:  # the client's routing is part of the answer's latency
         a.latency_ms += route_ms
         a.ttft_ms = None if a.ttft_ms is None else a.ttft_ms + route_ms
     after = _load_counts(_status(d))
@@ -637,24 +420,24 @@ def _one_query(cfg: BenchConfig, run: str, q: Query, d: DaemonProcess, names: Se
     passed, detail = graders.grade(q.grader, a.text, q.grader_args)
     info = a.calm
     feedback: bool | None = None
-    if run == "calm" and cfg.feedback and info.get("request_id"):
+    if policy.sends_feedback and info.get("request_id"):
         try:
             d.client.post("/calm/feedback", {"request_id": info["request_id"], "pass": passed})
             feedback = True
         except ClientError:
             feedback = False
-    rec.update(
-        passed=passed, detail=detail, model=info.get("model", model),
-        latency_ms=round(a.latency_ms, 2),
+    # the daemon's domain when it routed, else the client router's (static), else none
+    routed = info.get("domain") if choice.model == AUTO else choice.routed_domain
+    result = Result(
+        run, q.id, q.domain, passed=passed, detail=detail,
+        model=info.get("model", choice.model), latency_ms=round(a.latency_ms, 2),
         ttft_ms=None if a.ttft_ms is None else round(a.ttft_ms, 2),
         server_latency_ms=info.get("latency_ms"), server_ttft_ms=info.get("ttft_ms"),
         wait_ms=info.get("wait_ms"), energy_j=info.get("energy_j"),
         energy_kind=info.get("energy"), prompt_tokens=info.get("prompt_tokens"),
         completion_tokens=info.get("completion_tokens"),
         finish_reason=info.get("finish_reason"), cache=info.get("cache"), loads=loads,
-        load_s=load_s, reason=info.get("reason"), explored=info.get("explored"),
-        feedback=feedback, reply=a.text, ts=time.time())
-    if run == "calm":
-        rec["routed_domain"] = info.get("domain")
-    rec["_counts"] = after
-    return rec
+        load_s=load_s, routed_domain=routed, reason=info.get("reason"),
+        explored=info.get("explored"), route_ms=route_ms, feedback=feedback, reply=a.text,
+        ts=time.time())
+    return result, after

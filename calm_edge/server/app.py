@@ -21,6 +21,7 @@ from typing import Any
 from calm_edge import __version__
 from calm_edge.admission import Admission, Overloaded
 from calm_edge.backends.base import ContextOverflowError, ModelState
+from calm_edge.calibration import Calibrator
 from calm_edge.config import Settings
 from calm_edge.execute import Abort, AllCandidatesFailed
 from calm_edge.monitor import DeviceMonitor, DeviceObservation
@@ -91,8 +92,9 @@ class App:
     def __init__(self, settings: Settings, orchestrator: Orchestrator,
                  device_monitor: DeviceMonitor, in_flight: Callable[[], int] = lambda: 0,
                  reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.orch, self._clock = orchestrator, clock
+                 clock: Callable[[], float] = time.monotonic,
+                 calibrator: Calibrator | None = None) -> None:
+        self.orch, self._clock, self.calibrator = orchestrator, clock, calibrator
         self.device_monitor, self.in_flight, self._reload = device_monitor, in_flight, reload
         self.admission = Admission(settings.profile.runtime.max_parallel,
                                    settings.profile.server.max_queue)
@@ -372,7 +374,8 @@ class App:
                 "name": name, "state": slot.state.value, "file": slot.file_status.value,
                 "unavailable": slot.unavailable_reason(now),
                 "estimated_bytes": slot.estimated_bytes, "measured_bytes": slot.measured_bytes,
-                "charged_bytes": slot.charged_bytes, "pinned": slot.pinned,
+                "charged_bytes": slot.charged_bytes, "memory_source": slot.memory_source,
+                "pinned": slot.pinned,
                 "in_use": slot.in_use, "loads": slot.loads, "unloads": slot.unloads,
                 "evictions": slot.evictions, "prefetch_loads": slot.prefetch_loads,
                 "prefetch_warms": slot.prefetch_warms, "last_load_s": slot.last_load_s,
@@ -403,8 +406,20 @@ class App:
             "knowledge": self.orch.store.status() if self.orch.store else None,
             "estimates": self.orch.estimates_table(),
             "health": self.orch.health_table(),
+            "calibration": self.calibration_status(),
             "recent_decisions": recent[:10],
         })
+
+    def calibration_status(self) -> dict[str, Any] | None:
+        if self.calibrator is None:
+            return None
+        cur = self.calibrator.current
+        return {"device": self.calibrator.identity.to_status(),
+                "auto": self.settings.profile.calibration.auto,
+                "running": None if cur is None else {
+                    "model": cur.model, "phase": cur.phase, "done": cur.done,
+                    "total": cur.total, "detail": cur.detail},
+                "models": self.orch.calibration_table()}
 
     def energy_status(self) -> dict[str, Any] | None:
         integ = self.orch.energy

@@ -1,0 +1,277 @@
+"""Run a calibration: load times, footprint and canary answers, per model, on this device.
+
+Runs on the event loop over the daemon's own machinery (Residency loads and evicts under
+the budget, Executor generates on the inference lanes), so `calm-edge calibrate` and the
+daemon's idle calibration measure exactly what serving does. Every finished item is
+committed to the knowledge store at once: an interrupted run resumes at the next item.
+
+Per model:
+1. `load`: unload it, drop its file pages, load (cold), unload, load again (warm), answer a
+   short warm-up: load times and the measured footprint (RSS, plus GPU memory where
+   layers are offloaded). Skipped while the model is in use.
+2. one item per canary: a greedy answer within the canary's max_tokens and
+   `canary_timeout_s`, graded by calm_edge.bench.graders (code runs in the bench's
+   sandboxed subprocess, never in this process).
+3. `done`: the plan (quick or full) is complete.
+
+`busy()` is polled between items and while a canary runs: when it turns true the canary in
+progress is cancelled (not recorded) and `run` returns, so requests never wait behind a
+calibration for more than one token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor as ThreadPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from calm_edge.backends.base import ChatMessage, GenerationRequest, ModelState, SamplingParams
+from calm_edge.bench.graders import grade
+from calm_edge.bench.workload import Query, load_workload, select
+from calm_edge.calibration.device import DeviceIdentity
+from calm_edge.calibration.results import (
+    CanaryResult,
+    LoadResult,
+    ModelCalibration,
+    summarize,
+)
+from calm_edge.execute import Abort, Executor, Outcome
+from calm_edge.knowledge import KnowledgeStore
+from calm_edge.plan import Plan
+from calm_edge.residency import ModelUnavailable, Residency
+
+log = logging.getLogger("calm_edge.calibration")
+
+CANARIES_PATH = Path(__file__).resolve().parent / "data" / "canaries.jsonl"
+_WARMUP = GenerationRequest(SamplingParams(max_tokens=4, temperature=0.0),
+                            messages=(ChatMessage("user", "Hello"),))
+_POLL_S = 0.1
+
+
+def load_canaries(path: Path | None = None) -> list[Query]:
+    """The canary set (shipped with the package; see data/DATA_CARD.md)."""
+    return load_workload(path or CANARIES_PATH)
+
+
+def canary_request(q: Query) -> GenerationRequest:
+    """A canary as the backend sees it: greedy, within the canary's max_tokens."""
+    params = SamplingParams(max_tokens=q.max_tokens, temperature=0.0, seed=0)
+    if q.messages is not None:
+        return GenerationRequest(params, messages=tuple(
+            ChatMessage(m["role"], m["content"]) for m in q.messages))  # type: ignore[arg-type]
+    return GenerationRequest(params, prompt=q.prompt)
+
+
+@dataclass(frozen=True)
+class CalibrationEvent:
+    """Progress, for a terminal or the daemon's status."""
+
+    model: str
+    phase: Literal["start", "load", "canary", "done", "paused", "skipped"]
+    done: int          # items finished for this model, this plan
+    total: int         # items in this model's plan
+    detail: str = ""
+
+
+class Preempted(Exception):
+    """A request arrived: calibration stopped before finishing its plan."""
+
+
+class Calibrator:
+    """Owned by the event loop; one `run` at a time."""
+
+    def __init__(self, residency: Residency, executor: Executor, store: KnowledgeStore,
+                 identity: DeviceIdentity, pool: ThreadPool, *,
+                 canaries: Sequence[Query] | None = None, canary_timeout_s: float = 120.0,
+                 busy: Callable[[], bool] = lambda: False,
+                 grader: Callable[[str, str, Mapping[str, Any]], tuple[bool, str]] = grade,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._res, self._exec, self._store = residency, executor, store
+        self.identity, self._pool = identity, pool
+        self.canaries = list(canaries) if canaries is not None else load_canaries()
+        self._timeout_s, self._busy, self._grade, self._clock = \
+            canary_timeout_s, busy, grader, clock
+        self.current: CalibrationEvent | None = None  # what runs now (status)
+
+    # -- what is known -----------------------------------------------------------------
+
+    async def results(self) -> dict[str, ModelCalibration]:
+        """Each fleet model's calibration on this device for its current file (partial
+        ones included)."""
+        items = await self._store.calibration_items(self.identity.key)
+        out = {}
+        for name, slot in self._res.slots.items():
+            mine = items.get((name, slot.spec.sha256))
+            if mine:
+                out[name] = self._summary(name, slot.spec.sha256, mine)
+        return out
+
+    def _summary(self, name: str, sha: str, items: Mapping[str, tuple[Any, float]],
+                 ) -> ModelCalibration:
+        load = LoadResult.from_json(items["load"][0]) if "load" in items else None
+        ids = {q.id for q in self.canaries}
+        canaries = [CanaryResult.from_json(r) for key, (r, _) in items.items()
+                    if key.startswith("canary:") and key[7:] in ids]
+        done = items.get("done")
+        return summarize(name, sha, self.identity.key, load, canaries,
+                         complete=done is not None,
+                         quick=bool(done[0].get("quick")) if done else False,
+                         finished_ts=max(ts for _, ts in items.values()))
+
+    def plan_canaries(self, per_domain: int) -> list[Query]:
+        return select(self.canaries, limit=per_domain)
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self, models: Sequence[str], per_domain: int, *, quick: bool,
+                  on_event: Callable[[CalibrationEvent], None] | None = None,
+                  ) -> dict[str, ModelCalibration]:
+        """Calibrate `models` in order, resuming from stored items. Raises Preempted when
+        `busy()` turned true; AllCandidatesFailed when a model cannot load or answer."""
+        planned = self.plan_canaries(per_domain)
+        stored = await self._store.calibration_items(self.identity.key)
+        out: dict[str, ModelCalibration] = {}
+        try:
+            for name in models:
+                sha = self._res.slots[name].spec.sha256
+                out[name] = await self._run_model(
+                    name, dict(stored.get((name, sha), {})), planned, per_domain, quick,
+                    on_event)
+        finally:
+            self.current = None
+        return out
+
+    async def _run_model(self, name: str, items: dict[str, tuple[Any, float]],
+                         planned: list[Query], per_domain: int, quick: bool,
+                         on_event: Callable[[CalibrationEvent], None] | None,
+                         ) -> ModelCalibration:
+        sha = self._res.slots[name].spec.sha256
+        todo = [q for q in planned if f"canary:{q.id}" not in items]
+        total = len(planned) + 1
+        done = total - len(todo) - int("load" not in items)
+
+        def event(phase: Any, detail: str = "") -> None:
+            self._emit(CalibrationEvent(name, phase, done, total, detail), on_event)
+
+        finished = "done" in items and (quick or not items["done"][0].get("quick"))
+        if finished and not todo and "load" in items:
+            event("skipped", "already calibrated on this device")
+            return self._summary(name, sha, items)
+        event("start")
+        try:
+            if "load" not in items:
+                load = await self._measure_load(name)
+                await self._record(name, sha, "load", load.to_json(), items)
+                done += 1
+                event("load", _describe_load(load))
+            for q in todo:
+                result = await self._answer(name, q)
+                await self._record(name, sha, f"canary:{q.id}", result.to_json(), items)
+                done += 1
+                event("canary", f"{q.id}: {'pass' if result.passed else 'fail'}")
+            await self._record(name, sha, "done", {"quick": quick, "per_domain": per_domain},
+                               items)
+        except Preempted:
+            event("paused", "a request arrived")
+            raise
+        event("done")
+        return self._summary(name, sha, items)
+
+    def _emit(self, ev: CalibrationEvent,
+              on_event: Callable[[CalibrationEvent], None] | None) -> None:
+        self.current = ev
+        if on_event is not None:
+            on_event(ev)
+
+    async def _record(self, name: str, sha: str, item: str, result: dict[str, Any],
+                      items: dict[str, tuple[Any, float]]) -> None:
+        await self._store.record_calibration(self.identity.key, name, sha, item, result)
+        items[item] = (result, time.time())
+
+    def _check_idle(self) -> None:
+        if self._busy():
+            raise Preempted()
+
+    async def _measure_load(self, name: str) -> LoadResult:
+        """Cold load (file pages dropped), then warm load, then a warm-up answer."""
+        res = self._res
+        slot = res.slots[name]
+        self._check_idle()
+        if slot.state is ModelState.READY and not await res.unload(name):
+            raise Preempted()  # in use: measure another time
+        await res.drop_file_pages(name)
+        self._check_idle()
+        await res.ensure_ready(name)
+        cold = slot.last_load_s
+        self._check_idle()
+        if not await res.unload(name):
+            raise Preempted()
+        self._check_idle()
+        await res.ensure_ready(name)
+        warm = slot.last_load_s
+        await self._generate(name, _WARMUP, self._timeout_s)  # faults the weights in
+        return LoadResult(cold, warm, slot.measured_bytes, slot.memory_source)
+
+    async def _answer(self, name: str, q: Query) -> CanaryResult:
+        self._check_idle()
+        text, outcome, reason = await self._generate(name, canary_request(q), self._timeout_s)
+        s = outcome.stats
+        if reason == "deadline":
+            passed, detail, finish = False, f"no answer within {self._timeout_s:g} s", \
+                "deadline"
+        else:
+            passed, detail = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._grade, q.grader, text, q.grader_args)
+            finish = s.finish_reason
+        return CanaryResult(q.id, q.domain, passed, detail, s.prompt_tokens,
+                            s.completion_tokens, q.max_tokens, finish, s.ttft_s, s.total_s)
+
+    async def _generate(self, name: str, request: GenerationRequest, timeout_s: float,
+                        ) -> tuple[str, Outcome, str | None]:
+        """Generate with `name` only (no fallback); stop at `timeout_s` ("deadline") or
+        when busy() turns true (raises Preempted)."""
+        abort = Abort()
+        watcher = asyncio.get_running_loop().create_task(self._watch(abort, timeout_s))
+        parts: list[str] = []
+        outcome: Outcome | None = None
+        try:
+            async with contextlib.aclosing(
+                    self._exec.run(Plan(name, (), "calibration"), request, abort)) as gen:
+                async for item in gen:
+                    if isinstance(item, Outcome):
+                        outcome = item
+                    else:
+                        parts.append(item)
+        finally:
+            watcher.cancel()
+        if abort.reason == "preempted":
+            raise Preempted()
+        if outcome is None:  # pragma: no cover - Executor.run ends with an Outcome or raises
+            raise ModelUnavailable(name, "generation ended without a result")
+        return "".join(parts), outcome, abort.reason
+
+    async def _watch(self, abort: Abort, timeout_s: float) -> None:
+        deadline = self._clock() + timeout_s
+        while not abort.is_set():
+            if self._busy():
+                abort.set("preempted")
+            elif self._clock() >= deadline:
+                abort.set("deadline")
+            else:
+                await asyncio.sleep(_POLL_S)
+
+
+def _describe_load(load: LoadResult) -> str:
+    def s(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f} s"
+
+    mib = f"{load.measured_bytes / (1 << 20):.0f} MiB" if load.measured_bytes else "-"
+    return f"cold load {s(load.cold_load_s)}, warm load {s(load.warm_load_s)}, " \
+           f"{mib} ({load.memory_source})"
+
