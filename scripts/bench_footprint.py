@@ -6,11 +6,11 @@
 
 For each (model, lever): load time, RSS after load, peak RSS (VmHWM) after a ~200-token
 prompt and a greedy answer, prefill and decode tokens/s, the estimate
-(calm_edge.gguf_meta.estimate_footprint) for the lever's settings, and whether the greedy
-answer's tokens equal the baseline's. Levers (on top of the x86-dev runtime: n_batch 256,
-the manifest's n_ctx, f16 KV, mmap):
+(calm_edge.fleet.model_footprint) for the lever's settings, and whether the greedy
+answer's tokens equal the baseline's. Levers, each on top of `base` (the profile's threads
+and n_batch 256, the manifest's n_ctx, f16 KV):
 
-    base      as the daemon runs today
+    base      mmap, n_ubatch = n_batch (before issue 16)
     nommap    use_mmap=False: repacked tensors are read into their repacked buffer only
     ubatch64  n_ubatch=64: the graph's logits buffer is n_ubatch x n_vocab floats
     ctx1024   n_ctx=1024: half the KV cache
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 LEVERS: dict[str, dict[str, Any]] = {
-    "base": {},
+    "base": {"use_mmap": True},
     "nommap": {"use_mmap": False},
     "ubatch64": {"n_ubatch": 64},
     "ctx1024": {"n_ctx": 1024},
@@ -78,7 +78,8 @@ total = time.monotonic() - t0
 print(json.dumps({"load_s": load_s, "rss_load": rss_load - rss0,
                   "rss_after": process_rss_bytes() - rss0, "peak": hwm() - rss0,
                   "prompt_tokens": len(toks), "prefill_tok_s": len(toks) / ttft,
-                  "decode_tok_s": (len(out) - 1) / (total - ttft), "tokens": out}))
+                  "decode_tok_s": (len(out) - 1) / (total - ttft) if len(out) > 1 else 0.0,
+                  "tokens": out}))
 """
 
 
@@ -109,7 +110,7 @@ def main() -> int:
         base: dict[str, Any] | None = None
         for lever in args.levers.split(","):
             kw = {"n_ctx": spec.n_ctx, "n_batch": rt.n_batch, "n_ubatch": rt.n_batch,
-                  "use_mmap": rt.use_mmap, "flash_attn": rt.flash_attn, **LEVERS[lever]}
+                  "use_mmap": True, "flash_attn": rt.flash_attn, **LEVERS[lever]}
             est = estimate_footprint(info, kw["n_ctx"], kw["n_ubatch"],
                                      cpu_repack=rt.n_gpu_layers == 0,
                                      kv_bytes_per_elem=1 if kw.get("type_k") == 8 else 2,

@@ -302,7 +302,7 @@ if [ "$CALIBRATE" = 1 ]; then
               --state-dir "$STATE_DIR")
     install -d -m 0750 "$STATE_DIR"
     if [ -z "$R" ]; then
-        chown "$NAME:$NAME" "$STATE_DIR"
+        chown -h "$NAME:$NAME" "$STATE_DIR"
         if systemd_running; then systemctl stop "$NAME.service" 2>/dev/null || true; fi
         runuser -u "$NAME" -- env HOME="$STATE_DIR" "$VENV/bin/calm-edge" "${cal_args[@]}" ||
             say "calibration did not finish; the daemon calibrates when idle"
