@@ -413,5 +413,22 @@ def predict(k: Knowledge, model: str, domain: str, prompt_tokens: int, max_token
                       model_observations=m.requests, degraded=k.health_of(model).degraded)
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def per_query_quality(p_correct: float, learned: BetaQuality, manifest_prior: float | None,
+                      prior_strength: float) -> float:
+    """The outcome model's P(correct) for one query, shifted in logit space by how far what
+    this device taught (calibration, feedback) moved the model's quality in the domain away
+    from the manifest's prior: the outcome model knows which queries are hard, the loop
+    knows how the model does here. Unshifted while nothing beyond the prior was learned."""
+    if manifest_prior is None or learned.n <= prior_strength + 0.5:
+        return p_correct
+    z = _logit(p_correct) + _logit(learned.mean) - _logit(manifest_prior)
+    return 1.0 / (1.0 + math.exp(-z))
+
+
 def slo_breached(latency_ms: float, slo_ms: float | None) -> bool:
     return slo_ms is not None and latency_ms > slo_ms

@@ -307,8 +307,13 @@ class ResidencyConfig:
                         "(load it if it fits the free budget, else warm its file pages).")
     prefetch_min_share: float = _f(0.3, "Prefetch only a model expected to serve at least "
                                    "this share of the coming requests.", ge=0, le=1)
-    mix_alpha: float = _f(0.1, "EWMA step of the recent domain mix (memory ~ 1/alpha "
-                          "requests).", ge=0.001, le=1)
+    mix_alpha: float = _f(0.1, "EWMA step of the recent demand per model and domain mix "
+                          "(memory ~ 1/alpha requests).", ge=0.001, le=1)
+    collate_max_bypass: int = _f(2, "Collation: a waiting request whose model is resident may "
+                                 "go ahead of one that needs a model swap; at most this many "
+                                 "times per request (0 = strict order).", ge=0, le=1000)
+    collate_max_wait_s: float = _f(10.0, "... and never ahead of a request that has waited "
+                                   "this long.", ge=0, le=3600)
 
 
 @dataclass(frozen=True)
@@ -463,6 +468,19 @@ def _parse_size(value: str, ctx: _Ctx, fail: Any) -> int:
         return parse_size_bytes(text)
     except ValueError as e:
         raise fail(str(e)) from None
+
+
+def parse_budget(value: str | int, root: Path = Path("/")) -> int:
+    """A RAM budget as `[memory] ram_budget` takes it ('2G', '800M', '60%' of MemTotal, or
+    bytes), within its bounds. Raises ValueError saying what is wrong."""
+    f = next(f for f in dataclasses.fields(MemoryConfig) if f.name == "ram_budget_bytes")
+    ctx = _Ctx("ram_budget", mem_total_bytes(root), True)
+    try:
+        parsed: int = _coerce(value if isinstance(value, str) else int(value), int, f.metadata,
+                              ctx, "", "")
+    except ConfigError as e:
+        raise ValueError(e.problem) from None
+    return parsed
 
 
 def _bounded(value: float, meta: Mapping[str, Any], fail: Any) -> Any:

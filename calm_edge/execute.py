@@ -1,6 +1,9 @@
-"""Execute: carry out a plan. Loads (through Residency), generates in a worker thread,
-streams text back to the event loop, and falls back to the plan's next model when the
-chosen one fails before producing any output. The stage with side effects.
+"""Execute: run one generation on a lease the scheduler granted, and stream it back.
+
+The backend generates on the lease's lane thread; its deltas are relayed to the event loop
+and yielded as `Delta`s, then one `Final(Generation)`. Which model runs, when, and what
+happens when it fails is decided elsewhere (the orchestrator's attempts, the scheduler's
+leases): this stage only carries out one generation, with its side effects.
 """
 
 from __future__ import annotations
@@ -9,46 +12,37 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import logging
 import threading
 import time
 from collections.abc import AsyncGenerator
 from concurrent.futures import Executor as ThreadPool
 from dataclasses import dataclass
 
-from calm_edge.backends.base import (
-    Backend,
-    ChatMessage,
-    ContextOverflowError,
-    GenerationRequest,
-    GenerationStats,
-)
+from calm_edge.backends.base import Backend, ChatMessage, GenerationRequest, GenerationStats
+from calm_edge.events import Delta, Final
 from calm_edge.fleet import ModelSpec
-from calm_edge.lanes import InferenceLanes
-from calm_edge.plan import Plan
-from calm_edge.residency import ModelUnavailable, Residency
-
-log = logging.getLogger("calm_edge.execute")
+from calm_edge.residency import Residency
+from calm_edge.scheduler import Lease
 
 
 @dataclass(frozen=True)
 class Attempt:
+    """A model that was tried for a request and could not answer."""
+
     model: str
     error: str
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """The last item of `Executor.run`: who answered and how it went."""
+class Generation:
+    """How one generation went: the `Final` of `Executor.stream`."""
 
     model: str
     stats: GenerationStats
-    failed_attempts: tuple[Attempt, ...]
-    wait_s: float        # from the start of run() to the start of generation (load + queue)
     gen_start_s: float   # time.monotonic() when generation started on its lane
     gen_end_s: float     # ... and when it finished
-    cold: bool = False   # the model's first generation since it was loaded
-    text: str = ""       # the whole answer (the deltas joined)
+    cold: bool           # the model's first generation since it was loaded
+    text: str            # the whole answer (the deltas joined)
 
 
 class AllCandidatesFailed(RuntimeError):
@@ -71,17 +65,19 @@ _DONE = _Done()
 
 
 class Abort:
-    """Asks a generation to stop at its next token. `set` from the event loop; read by the
-    worker thread (threading.Event)."""
+    """Asks a generation (or a wait for one) to stop. `set` from the event loop; read by
+    the worker thread (threading.Event) and awaited on the loop (`gone`)."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
-        self.reason: str | None = None  # "disconnected", "deadline", ...
+        self.gone = asyncio.Event()     # the same signal, for waiting on the loop
+        self.reason: str | None = None  # "disconnected", "deadline", "stalled", ...
 
     def set(self, reason: str) -> None:
         if not self._event.is_set():
             self.reason = reason
             self._event.set()
+            self.gone.set()
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -97,95 +93,50 @@ def prepare_request(spec: ModelSpec, request: GenerationRequest) -> GenerationRe
 
 
 class Executor:
-    def __init__(self, residency: Residency, lanes: InferenceLanes,
-                 flush_interval_s: float = 0.02) -> None:
-        self._residency, self._lanes = residency, lanes
+    def __init__(self, residency: Residency, flush_interval_s: float = 0.02) -> None:
+        self._residency = residency
         self._flush_interval_s = flush_interval_s
-        # Generation windows (monotonic s), for sharing energy between overlapping ones:
-        # running ones by a private key, and recently finished ones.
-        self._running: dict[int, float] = {}
-        self._finished: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
-        self._next_key = 0
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    def overlapping(self, t0_s: float, t1_s: float) -> list[tuple[float, float]]:
-        """Other generation windows overlapping [t0_s, t1_s]; running ones end at t1_s."""
-        out = [(a, b) for a, b in self._finished if a < t1_s and b > t0_s
-               and (a, b) != (t0_s, t1_s)]
-        out += [(a, t1_s) for a in self._running.values() if a < t1_s and a != t0_s]
-        return out
+    async def stream(self, lease: Lease, request: GenerationRequest,
+                     abort: Abort | None = None,
+                     ) -> AsyncGenerator[Delta | Final[Generation], None]:
+        """Generate with the leased model: deltas, then one Final(Generation). Closing the
+        iterator stops the generation and returns only once the worker thread has left the
+        model, so the lease can be released right after. Raises ContextOverflowError (the
+        prompt does not fit) or the backend's error."""
+        slot = lease.slot
+        backend = slot.backend
+        if backend is None:  # the scheduler grants only loaded models
+            raise RuntimeError(f"{lease.model}: leased but not loaded")
+        cold = slot.generations == 0
+        slot.generations += 1
+        lease.gen_start_s = time.monotonic()
+        parts: list[str] = []
+        # aclosing: leaving early (client gone, cancellation) must stop the worker thread
+        # before this returns, and so before the lease (the model) is released.
+        try:
+            async with contextlib.aclosing(self._relay(
+                    backend, prepare_request(slot.spec, request), lease.lane, abort)) as relay:
+                async for item in relay:
+                    if isinstance(item, Delta):
+                        parts.append(item.text)
+                        yield item
+                        continue
+                    lease.gen_end_s = time.monotonic()
+                    if cold:
+                        self._residency.measure_after_generation(slot)
+                    slot.failures = 0
+                    yield Final(Generation(lease.model, item.value, lease.gen_start_s,
+                                           lease.gen_end_s, cold, "".join(parts)))
+                    return
+        finally:
+            if lease.gen_end_s is None:
+                lease.gen_end_s = time.monotonic()
+        raise RuntimeError(f"{lease.model}: generation ended without its statistics")
 
-    async def run(self, plan: Plan, request: GenerationRequest, abort: Abort | None = None,
-                  ) -> AsyncGenerator[str | Outcome, None]:
-        """Yield text deltas, then one Outcome. Closing the iterator cancels generation.
-
-        Raises ContextOverflowError (the request is too long for the model),
-        AllCandidatesFailed, or a backend error raised after output began.
-        """
-        t0 = time.monotonic()
-        attempts: list[Attempt] = []
-        for name in (plan.model, *plan.fallbacks):
-            produced = False
-            outcome: Outcome | None = None
-            try:
-                async with self._residency.use(name) as slot, slot.gen_lock, \
-                        self._lanes.lane() as lane:
-                    assert slot.backend is not None
-                    gen_start = time.monotonic()
-                    cold = slot.generations == 0
-                    slot.generations += 1
-                    req = prepare_request(slot.spec, request)
-                    key = self._next_key = self._next_key + 1
-                    self._running[key] = gen_start
-                    parts: list[str] = []
-                    # aclosing: leaving this block early (client gone, cancellation) must
-                    # stop the worker thread before the model's lock and lease are released;
-                    # a suspended generator would otherwise keep decoding on the backend
-                    # while the next request starts on it.
-                    try:
-                        async with contextlib.aclosing(
-                                self._stream(slot.backend, req, lane, abort)) as stream:
-                            async for item in stream:
-                                if isinstance(item, GenerationStats):
-                                    gen_end = time.monotonic()
-                                    self._finished.append((gen_start, gen_end))
-                                    if cold:
-                                        self._residency.measure_after_generation(slot)
-                                    slot.failures = 0
-                                    outcome = Outcome(name, item, tuple(attempts), gen_start - t0,
-                                                      gen_start, gen_end, cold, "".join(parts))
-                                    break
-                                produced = True
-                                parts.append(item)
-                                yield item
-                    finally:
-                        self._running.pop(key, None)
-            except ContextOverflowError:
-                raise
-            except ModelUnavailable as e:
-                attempts.append(Attempt(name, e.reason))
-                continue
-            except Exception as e:
-                error = f"{type(e).__name__}: {e}"
-                task = asyncio.get_running_loop().create_task(
-                    self._residency.mark_unhealthy(name, error))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                if produced:
-                    raise
-                log.exception("model %s failed before answering", name)
-                attempts.append(Attempt(name, error))
-                continue
-            if outcome is None:  # a backend must end with its stats; this one did not
-                raise RuntimeError(f"{name}: generation ended without its statistics")
-            # Yielded after the model and its lane are released: recording the outcome (a
-            # database commit) must not hold up the next request.
-            yield outcome
-            return
-        raise AllCandidatesFailed(attempts)
-
-    async def _stream(self, backend: Backend, request: GenerationRequest, lane: ThreadPool,
-                      abort: Abort | None = None) -> AsyncGenerator[str | GenerationStats, None]:
+    async def _relay(self, backend: Backend, request: GenerationRequest, lane: ThreadPool,
+                     abort: Abort | None = None,
+                     ) -> AsyncGenerator[Delta | Final[GenerationStats], None]:
         """Run backend.generate on the lane's thread and relay its items to the loop.
 
         The first delta and the end are signalled at once; later deltas wake the loop at
@@ -194,17 +145,17 @@ class Executor:
         up are coalesced into one item.
         """
         loop = asyncio.get_running_loop()
-        pending: collections.deque[str | GenerationStats | _Done | _Failed] = \
+        pending: collections.deque[Delta | Final[GenerationStats] | _Done | _Failed] = \
             collections.deque()  # appended by the worker thread, popped by the loop
         ready = asyncio.Event()
         cancel = threading.Event()
         interval_s = self._flush_interval_s
         last_wake = [-1e9]  # worker-thread state
 
-        def push(item: str | GenerationStats | _Done | _Failed) -> None:
+        def push(item: Delta | Final[GenerationStats] | _Done | _Failed) -> None:
             pending.append(item)
             now = time.monotonic()
-            if not isinstance(item, str) or now - last_wake[0] >= interval_s:
+            if not isinstance(item, Delta) or now - last_wake[0] >= interval_s:
                 last_wake[0] = now
                 loop.call_soon_threadsafe(ready.set)
 
@@ -228,11 +179,11 @@ class Executor:
                     await ready.wait()
                     continue
                 item = pending.popleft()
-                if isinstance(item, str):
-                    parts = [item]  # joined once: linear however many piled up
-                    while pending and isinstance(pending[0], str):
-                        parts.append(pending.popleft())  # type: ignore[arg-type]
-                    yield "".join(parts)
+                if isinstance(item, Delta):
+                    texts = [item.text]  # joined once: linear however many piled up
+                    while pending and isinstance(pending[0], Delta):
+                        texts.append(pending.popleft().text)  # type: ignore[union-attr]
+                    yield Delta("".join(texts))
                 elif isinstance(item, _Done):
                     break
                 elif isinstance(item, _Failed):

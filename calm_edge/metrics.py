@@ -162,6 +162,9 @@ class Metrics:
         self.board_energy = r.counter("board_energy_joules_total",
                                       "Energy integrated since start, whole board.")
         self.in_flight = r.gauge("requests_in_flight", "Requests being served.")
+        self.queue_waiting = r.gauge("queue_waiting", "Requests waiting for a generation place.")
+        self.predicted_wait = r.gauge("queue_predicted_wait_seconds",
+                                      "Predicted wait of a new request.")
         self.temperature = r.gauge("max_temperature_celsius", "Hottest thermal zone.")
 
     def render(self) -> str:

@@ -1,22 +1,27 @@
-"""The MAPE-K loop's owner: Monitor -> Analyze -> Plan -> Execute over Knowledge.
+"""The MAPE-K loop's owner, and the owner of each request from arrival to answer.
 
 Runs on the event loop and is the one owner of the loop's mutable state (the current
-`Knowledge` value, usage counters, recent decisions). Per request:
+`Knowledge` value, usage counters, recent decisions). `serve` carries one request through
+every stage, in one place:
 
-1. Monitor: classify the query (or take `calm.domain`), size the prompt.
-2. Plan (pure): predictions from the current Knowledge for every candidate, plus their
-   residency and availability, go into `plan_request`.
-3. Execute: load if needed, generate, stream; fall back if the chosen model fails.
-4. Monitor + Analyze (pure): the completion (latency, tokens, energy over the generation
-   window) is folded into the Knowledge; drift detection runs.
-5. Knowledge: the request, the decision and the changed estimates are committed to the
-   store before the answer's last bytes go out.
+1. the response cache (a hit ends here);
+2. Monitor: classify the query (or take `calm.domain`), size the prompt;
+3. Plan (pure): predictions from the current Knowledge for every candidate, plus their
+   residency and availability, go into `plan_request`;
+4. Execute, as a sequence of attempts: the scheduler grants a lease on the planned model
+   (queueing, loading, evicting as needed), the executor streams its answer; a model that
+   fails before answering gives way to the plan's next candidate;
+5. Analyze (pure): the completion (latency, tokens, energy over the generation window) is
+   folded into the Knowledge; drift detection runs;
+6. Knowledge: the request, the decision and the changed estimates are committed to the
+   store before the last event goes out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -36,10 +41,16 @@ from calm_edge.analyze import (
     SpeedPrior,
     feedback,
     observe,
+    per_query_quality,
     predict,
     seed_priors,
 )
-from calm_edge.backends.base import GenerationRequest, GenerationStats, ModelState
+from calm_edge.backends.base import (
+    ContextOverflowError,
+    GenerationRequest,
+    GenerationStats,
+    ModelState,
+)
 from calm_edge.cache import CachedAnswer, ResponseCache
 from calm_edge.calibration.results import (
     CalibrationParams,
@@ -50,23 +61,24 @@ from calm_edge.calibration.results import (
 from calm_edge.classifier import QueryClassifier
 from calm_edge.config import Settings
 from calm_edge.domains import DOMAINS
-from calm_edge.energy import RequestWindow, attribute_energy
-from calm_edge.execute import Abort, AllCandidatesFailed, Attempt, Executor, Outcome
+from calm_edge.energy import EnergyIntegrator, RequestWindow, attribute_energy
+from calm_edge.events import Delta, Final
+from calm_edge.execute import Abort, AllCandidatesFailed, Attempt, Executor, Generation
 from calm_edge.fleet import Fleet
 from calm_edge.knowledge import DecisionRecord, KnowledgeStore, RequestRecord
 from calm_edge.metrics import Metrics
 from calm_edge.monitor import QueryObservation, observe_query, query_text
 from calm_edge.plan import (
     CandidateInput,
+    NoModelAvailable,
     Plan,
     PlanParams,
     RequestInput,
     Weights,
-    forecast_use,
-    plan_prefetch,
     plan_request,
 )
-from calm_edge.residency import Residency
+from calm_edge.residency import ModelUnavailable, Residency
+from calm_edge.scheduler import Cancelled, Lease, Overloaded, QueueTimeout, Scheduler
 
 log = logging.getLogger("calm_edge.loop")
 MiB = 1 << 20
@@ -86,8 +98,26 @@ class EnergyFigure:
 
 
 @dataclass(frozen=True)
+class ServeRequest:
+    """One request as the HTTP layer hands it over."""
+
+    rid: str
+    kind: str                    # "chat" | "completion"
+    model: str                   # "auto" or a fleet model's name
+    request: GenerationRequest
+    mode: str | None = None      # None: the profile's default mode
+    slo_ms: float | None = None
+    domain: str | None = None    # skips the classifier
+    use_cache: bool = True
+    priority: int = 0
+    deadline_s: float = math.inf  # on the orchestrator's clock (time.monotonic)
+    owner: int | None = None     # the requesting peer's uid (None: unknown, e.g. TCP)
+    cache_scope: str = ""        # whose cached answers this request may get and add to
+
+
+@dataclass(frozen=True)
 class Answer:
-    """How a request was served; the last item `Orchestrator.run` yields."""
+    """How a request was served: the `Final` of `Orchestrator.serve`."""
 
     model: str
     reason: str
@@ -105,15 +135,29 @@ class Answer:
 
 
 @dataclass(frozen=True)
-class Route:
-    """The Monitor and Plan outcome for one request, before execution."""
+class Routed:
+    """Monitor's observation and Plan's decision for one request, before execution."""
 
     query: QueryObservation
     request: RequestInput
     plan: Plan
     cache: str = "off"   # "miss" when the answer may be cached, "bypass", or "off"
-    owner: int | None = None  # the requesting peer's uid (None: unknown, e.g. TCP)
-    cache_scope: str = ""     # whose cached answers this request may get and add to
+
+
+@dataclass(frozen=True)
+class LoopView:
+    """A snapshot of the loop for status."""
+
+    classifier_runtime: str
+    served: int
+    cache: dict[str, Any] | None
+    domain_mix: dict[str, float]
+    estimates: tuple[dict[str, Any], ...]
+    health: tuple[dict[str, Any], ...]
+    calibration: dict[str, dict[str, Any] | None]
+    decisions: tuple[dict[str, Any], ...]   # newest first, every peer's
+    knowledge: dict[str, Any] | None
+    degraded: tuple[str, ...]
 
 
 class FeedbackError(ValueError):
@@ -130,20 +174,27 @@ class _Recent:
         default_factory=collections.OrderedDict)
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-4), 1 - 1e-4)
-    return math.log(p / (1 - p))
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z))
-
-
 def _status(finish: str, abort: Abort | None) -> int:
     """The HTTP status a finished generation is logged with."""
     if finish == "cancelled" and abort is not None:
         return {"deadline": 504, "disconnected": 499}.get(abort.reason or "", 499)
     return 200
+
+
+def _failure(e: Exception, abort: Abort | None) -> tuple[int, str]:
+    """(status, error) a request that failed with `e` is recorded with."""
+    status = 500
+    if isinstance(e, (AllCandidatesFailed, NoModelAvailable)):
+        status = 503
+    elif isinstance(e, Overloaded):
+        status = 429
+    elif isinstance(e, QueueTimeout):
+        status = 504
+    elif isinstance(e, Cancelled):
+        return _unanswered(abort)
+    elif isinstance(e, ContextOverflowError):
+        status = 400
+    return status, f"{type(e).__name__}: {e}"
 
 
 def _unanswered(abort: Abort | None) -> tuple[int, str]:
@@ -165,14 +216,16 @@ def fleet_fingerprint(fleet: Fleet) -> str:
 
 class Orchestrator:
     def __init__(self, settings: Settings, fleet: Fleet, residency: Residency,
-                 executor: Executor, classifier: QueryClassifier, *,
+                 scheduler: Scheduler, executor: Executor, classifier: QueryClassifier, *,
                  store: KnowledgeStore | None = None, knowledge: Knowledge | None = None,
-                 energy: Any = None, metrics: Metrics | None = None,
+                 energy: EnergyIntegrator | None = None, metrics: Metrics | None = None,
                  outcome: OutcomePredictor | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None) -> None:
-        self.residency, self.executor = residency, executor
+        """`residency` is read for planning (which models are loaded, their footprints);
+        everything that changes what is loaded goes through `scheduler`."""
+        self.residency, self.scheduler, self.executor = residency, scheduler, executor
         self.outcome = outcome
         self.classifier, self.store, self.energy = classifier, store, energy
         self.metrics = metrics or Metrics()
@@ -188,15 +241,9 @@ class Orchestrator:
         self._recent = _Recent(collections.deque(
             maxlen=settings.profile.loop.recent_decisions))
         self.cache: ResponseCache | None = None
-        self.apply(settings, fleet)
         self.domain_mix: dict[str, float] = {}     # EWMA of recent domain frequencies
-        self._choice_by_domain: dict[str, str] = {}
-        self.prefetches: dict[str, int] = {"load": 0, "warm": 0}
-        self._prefetch_pending = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        # Whether requests are admitted or queued (set by the daemon from its admission
-        # queue); a prefetch must not take the load lock and a lane from them.
-        self.busy: Callable[[], bool] = lambda: False
+        self.apply(settings, fleet)
 
     # -- Monitor + Plan ---------------------------------------------------------------------
 
@@ -207,44 +254,24 @@ class Orchestrator:
         weights_mib = (slot.footprint.weights_bytes if slot.footprint else
                        slot.spec.size_bytes) / MiB
         loop = self.settings.profile.loop
-        prior = SpeedPrior(decode_ms_per_token=loop.decode_ms_per_weight_mib * weights_mib,
+        guess = SpeedPrior(decode_ms_per_token=loop.decode_ms_per_weight_mib * weights_mib,
                            prefill_ms_per_token=loop.prefill_ms_per_weight_mib * weights_mib,
                            power_mw=self.settings.profile.power.active_power_mw)
         dev = self.device_priors.get(name)
-        if dev is None:
-            return prior
-        prior = dataclasses.replace(
-            prior, decode_ms_per_token=dev.decode_ms_per_token or prior.decode_ms_per_token,
-            prefill_ms_per_token=dev.prefill_ms_per_token or prior.prefill_ms_per_token)
-        dom = dev.domains.get(domain)
-        if dom is None:
-            return prior
-        return dataclasses.replace(
-            prior, completion_tokens=dom.answer_tokens if dom.answer_tokens is not None
-            else prior.completion_tokens, limit_share=dom.limit_share, calibrated=True)
+        return dev.speed_prior(domain, guess) if dev is not None else guess
 
     def _load_ms(self, name: str) -> float:
-        """Predicted load time: the last load here, else the calibrated cold load, else a
-        guess from the file size."""
+        """Predicted load time: the last load here, else the calibrated one, else a guess
+        from the file size."""
         slot = self.residency.slots[name]
         if slot.last_load_s is not None:
             return slot.last_load_s * 1000.0
         dev = self.device_priors.get(name)
-        if dev is not None and (dev.cold_load_s or dev.warm_load_s):
-            return float(dev.cold_load_s or dev.warm_load_s or 0.0) * 1000.0
+        calibrated = dev.load_s() if dev is not None else None
+        if calibrated:
+            return calibrated * 1000.0
         return slot.spec.size_bytes / MiB / self.settings.profile.loop.load_mib_per_s * 1000 \
             + 100.0
-
-    def per_query_quality(self, model: str, domain: str, p_correct: float) -> float:
-        """The outcome model's P(correct) for this query, shifted by what feedback taught
-        about the model in this domain since the manifest's prior (in logit space): the
-        outcome model knows which queries are hard; the loop knows if the model drifted."""
-        est = self.knowledge.estimate(model, domain)
-        spec = self.fleet.get(model)
-        prior = spec.prior_quality(domain) if spec and domain in DOMAINS else None
-        if prior is None or est.quality.n <= self.analyze_params.quality_prior_strength + 0.5:
-            return p_correct  # no feedback yet for this (model, domain)
-        return _sigmoid(_logit(p_correct) + _logit(est.quality.mean) - _logit(prior))
 
     def candidates(self, domain: str, prompt_tokens: int, max_tokens: int,
                    p_correct: Mapping[str, float] | None = None) -> list[CandidateInput]:
@@ -252,15 +279,17 @@ class Orchestrator:
         res = self.residency
         held = {n: s.charged_bytes for n, s in res.slots.items()
                 if s.state is ModelState.READY and (s.in_use or s.pinned)}
+        strength = self.analyze_params.quality_prior_strength
         out = []
         for name, slot in res.slots.items():
             pred = predict(self.knowledge, name, domain, prompt_tokens, max_tokens,
                            self._speed_prior(name, domain), self.analyze_params)
             per_query = p_correct is not None and name in p_correct
-            if per_query:
-                assert p_correct is not None
-                pred = dataclasses.replace(pred, quality=self.per_query_quality(
-                    name, domain, p_correct[name]))
+            if p_correct is not None and name in p_correct:
+                manifest = slot.spec.prior_quality(domain) if domain in DOMAINS else None
+                pred = dataclasses.replace(pred, quality=per_query_quality(
+                    p_correct[name], self.knowledge.estimate(name, domain).quality, manifest,
+                    strength))
             reason = slot.unavailable_reason(now)
             resident = slot.state is ModelState.READY
             others_held = sum(b for n, b in held.items() if n != name)
@@ -348,18 +377,105 @@ class Orchestrator:
         return {m.name: self.calibration[m.name].to_status(self.device_priors.get(m.name))
                 if m.name in self.calibration else None for m in self.fleet.models}
 
+    # -- serving a request -------------------------------------------------------------------
+
+    def idle_s(self) -> float:
+        """Seconds since a request was last routed or answered."""
+        return self._clock() - self._last_request_s
+
+    async def serve(self, req: ServeRequest, abort: Abort,
+                    ) -> AsyncGenerator[Delta | Final[Answer], None]:
+        """Serve one request end to end: deltas, then one Final(Answer), recorded in the
+        knowledge store before it is yielded. `abort` stops the request (the client went
+        away or stopped reading); the request's deadline stops it too.
+
+        Raises, before any delta: NoModelAvailable, Overloaded (the queue is full or the
+        predicted wait exceeds the deadline), QueueTimeout, Cancelled (the client left
+        while queued), ContextOverflowError, AllCandidatesFailed; a backend error after
+        output began propagates as it is."""
+        t0 = self._clock()
+        hit = self._cache_hit(req, t0)
+        if hit is not None:  # answered from memory: no queue, no deadline
+            if hit.text:
+                yield Delta(hit.text)
+            yield Final(hit)
+            return
+        routed = self.route(req)
+        timer = asyncio.get_running_loop().call_later(
+            max(req.deadline_s - self._clock(), 0.0), abort.set, "deadline") \
+            if not math.isinf(req.deadline_s) else None
+        recorded = False
+        try:
+            attempts: list[Attempt] = []
+            for model in (routed.plan.model, *routed.plan.fallbacks):
+                lease = await self._lease(req, routed, model, abort, attempts)
+                if lease is None:
+                    continue
+                gen: Generation | None = None
+                error: str | None = None
+                produced = False
+                try:
+                    async with contextlib.aclosing(
+                            self.executor.stream(lease, req.request, abort)) as stream:
+                        async for item in stream:
+                            if isinstance(item, Delta):
+                                produced = True
+                                yield item
+                            else:
+                                gen = item.value
+                except ContextOverflowError:
+                    raise
+                except Exception as e:
+                    error = f"{type(e).__name__}: {e}"
+                    if produced:
+                        raise  # output went out: no other model can take over now
+                    log.exception("model %s failed before answering", model)
+                    attempts.append(Attempt(model, error))
+                    continue
+                finally:
+                    self.scheduler.release(lease, error=error)
+                if gen is None:  # pragma: no cover - the executor ends with a Final
+                    raise RuntimeError(f"{model}: generation ended without a result")
+                answer = await self._complete(req, routed, gen, lease, attempts, t0, abort)
+                recorded = True
+                yield Final(answer)
+                return
+            raise AllCandidatesFailed(attempts)
+        except Exception as e:
+            if not recorded:
+                recorded = True
+                await self._record_failure(req, routed, t0, *_failure(e, abort))
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not recorded:  # the client went away, was dropped, or we are stopping
+                await self._record_failure(req, routed, t0, *_unanswered(abort))
+
+    async def _lease(self, req: ServeRequest, routed: Routed, model: str, abort: Abort,
+                     attempts: list[Attempt]) -> Lease | None:
+        """A lease on `model` from the scheduler, or None (noted in `attempts`) when the
+        model cannot be loaded; the scheduler's refusals propagate."""
+        predicted_s = next((sc.latency_ms / 1000 for sc in routed.plan.scores
+                            if sc.model == model), 0.0)
+        try:
+            return await self.scheduler.acquire(
+                model, priority=req.priority, deadline_s=req.deadline_s,
+                predicted_s=predicted_s, gone=abort.gone)
+        except ModelUnavailable as e:
+            attempts.append(Attempt(model, e.reason))
+            return None
+
     # -- the response cache ---------------------------------------------------------------
 
-    def cached(self, model: str, request: GenerationRequest, mode: str | None, kind: str,
-               rid: str, *, owner: int | None = None, cache_scope: str = "",
-               ) -> Answer | None:
-        """A cache hit within `cache_scope` as a finished Answer (recorded in Knowledge in
-        the background), or None. No classification or planning happens on a hit."""
-        if self.cache is None:
+    def _cache_hit(self, req: ServeRequest, t0: float) -> Answer | None:
+        """A cache hit within the request's scope as a finished Answer (recorded in the
+        knowledge store in the background), or None. No classification or planning
+        happens on a hit."""
+        if self.cache is None or not req.use_cache:
             return None
-        t0 = self._clock()
-        mode = mode or self.settings.profile.qos.default_mode
-        hit = self.cache.get(kind, model, mode, request, scope=cache_scope)
+        mode = req.mode or self.settings.profile.qos.default_mode
+        hit = self.cache.get(req.kind, req.model, mode, req.request, scope=req.cache_scope)
         if hit is None:
             return None
         c, how = hit
@@ -369,9 +485,9 @@ class Orchestrator:
                         query, mode, False, (), None, cache="hit" if how == "exact" else "near",
                         text=c.text)
         self.metrics.cache_hits.inc(1, kind=how)
-        self._remember(rid, answer, owner)
+        self._remember(req.rid, answer, req.owner)
         if self.store is not None and self.store.note(RequestRecord(
-                id=rid, ts=self._wall(), kind=kind, model=c.model, domain=c.domain,
+                id=req.rid, ts=self._wall(), kind=req.kind, model=c.model, domain=c.domain,
                 domain_source="cache", difficulty=None, mode=mode,
                 prompt_tokens=c.stats.prompt_tokens, completion_tokens=c.stats.completion_tokens,
                 ttft_ms=answer.latency_s * 1000, latency_ms=answer.latency_s * 1000,
@@ -392,142 +508,65 @@ class Orchestrator:
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
-        """Wait for background work (cache-hit records, prefetches); write what is queued."""
+        """Wait for background work (cache-hit records); write what is queued."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.store is not None:
             await self.store.flush()
 
-    # -- residency: forecast and prefetch ----------------------------------------------------
-
-    def _update_forecast(self, domain: str, model: str, chosen_by_plan: bool) -> None:
-        alpha = self.settings.profile.residency.mix_alpha
-        for d in list(self.domain_mix):
-            self.domain_mix[d] *= 1 - alpha
-        self.domain_mix[domain] = self.domain_mix.get(domain, 0.0) + alpha
-        if chosen_by_plan:
-            self._choice_by_domain[domain] = model
-        self.residency.forecast = forecast_use(self.domain_mix, self._choice_by_domain)
-
-    def _schedule_prefetch(self) -> None:
-        """At most one pending prefetch; it decides from the state when it wakes."""
-        if not self.settings.profile.residency.prefetch or self._prefetch_pending:
-            return
-        self._prefetch_pending = True
-
-        async def later() -> None:
-            try:
-                await asyncio.sleep(0.05)  # let the answering request release its model
-                await prefetch()
-            finally:
-                self._prefetch_pending = False
-
-        async def prefetch() -> None:
-            res = self.residency
-            if self.busy() or any(s.in_use or s.state is ModelState.LOADING
-                                  for s in res.slots.values()):
-                return  # not idle: a prefetch now would compete with a request
-            now = self._clock()
-            action = plan_prefetch(
-                res.forecast, res.resident(),
-                [n for n, s in res.slots.items() if s.unavailable_reason(now) is None],
-                self.settings.profile.residency.prefetch_min_share)
-            if action is None:
-                return
-            try:
-                done = await res.prefetch(action.model)
-            except Exception as e:  # a prefetch is best effort
-                log.info("prefetch of %s skipped: %s", action.model, e)
-                return
-            if done:
-                self.prefetches[done] += 1
-                self.metrics.prefetches.inc(1, model=action.model, kind=done)
-                log.info("prefetched %s (%s; forecast share %.2f)", action.model, done,
-                         action.share)
-
-        self._background(later())
-
-    def idle_s(self) -> float:
-        """Seconds since a request was last routed or answered."""
-        return self._clock() - self._last_request_s
-
-    def route(self, model: str, request: GenerationRequest, mode: str | None,
-              slo_ms: float | None, domain: str | None, use_cache: bool = True, *,
-              owner: int | None = None, cache_scope: str = "") -> Route:
-        """Monitor the query and plan it. Raises NoModelAvailable."""
+    def route(self, req: ServeRequest) -> Routed:
+        """Monitor the query and plan it (pure planning over a snapshot). Raises
+        NoModelAvailable."""
         self._last_request_s = self._clock()
         p = self.settings.profile
-        query = observe_query(self.classifier, request.messages, request.prompt, domain)
-        mode = mode or p.qos.default_mode
+        request = req.request
+        query = observe_query(self.classifier, request.messages, request.prompt, req.domain)
+        mode = req.mode or p.qos.default_mode
         w = p.qos.weights(mode)  # type: ignore[arg-type]
         budget_j = p.loop.energy_budget_j
-        req = RequestInput(
-            requested_model=model, domain=query.domain, difficulty=query.difficulty, mode=mode,
-            weights=Weights(w.quality, w.latency, w.energy),
-            slo_ms=slo_ms if slo_ms is not None else p.slo.latency_ms,
+        inp = RequestInput(
+            requested_model=req.model, domain=query.domain, difficulty=query.difficulty,
+            mode=mode, weights=Weights(w.quality, w.latency, w.energy),
+            slo_ms=req.slo_ms if req.slo_ms is not None else p.slo.latency_ms,
             quality_floor=p.loop.quality_floor.floor(query.domain),
             energy_budget_mj=budget_j * 1000 if budget_j > 0 else None,
             power_cap_mw=p.loop.power_cap_w * 1000 if p.loop.power_cap_w > 0 else None)
         p_correct = None
-        if self.outcome is not None and model == "auto":
+        if self.outcome is not None and req.model == "auto":
             p_correct = self.outcome.predict_text(
                 query_text(request.messages, request.prompt), query.domain)
         cands = self.candidates(query.domain, query.prompt_tokens_est,
                                 request.params.max_tokens, p_correct)
-        plan = plan_request(req, cands, self.plan_params, self._rng.random())
+        plan = plan_request(inp, cands, self.plan_params, self._rng.random())
         cache = "off" if self.cache is None else (
-            "miss" if use_cache and self.cache.cacheable(request) else "bypass")
-        return Route(query, req, plan, cache, owner, cache_scope)
+            "miss" if req.use_cache and self.cache.cacheable(request) else "bypass")
+        return Routed(query, inp, plan, cache)
 
-    # -- Execute + Analyze + Knowledge --------------------------------------------------------
+    # -- Analyze + Knowledge ----------------------------------------------------------------
 
     def _energy(self, t0: float, t1: float) -> EnergyFigure | None:
         """Board energy over this generation's window. Where other generations overlapped
         it (max_parallel > 1), each stretch of time is split equally among the
         generations running in it (calm_edge.energy.attribute_energy)."""
-        if self.energy is None:
+        meter = self.energy
+        if meter is None:
             return None
-        reading = self.energy.energy_between(t0, t1)
+        reading = meter.energy_between(t0, t1)
         energy_mj = reading.energy_mj
-        others = self.executor.overlapping(t0, t1)
+        others = self.scheduler.overlapping(t0, t1)
         if others:
             windows = [RequestWindow(t0, t1, t1 - t0)] + [
                 RequestWindow(a, b, b - a) for a, b in others]
             energy_mj = attribute_energy(
-                windows, lambda a, b: float(self.energy.energy_between(a, b).energy_mj))[0]
+                windows, lambda a, b: float(meter.energy_between(a, b).energy_mj))[0]
         return EnergyFigure(energy_mj / 1000.0, reading.measured, reading.source)
 
-    async def run(self, route: Route, request: GenerationRequest, rid: str, kind: str,
-                  abort: Abort | None = None) -> AsyncGenerator[str | Answer, None]:
-        """Execute the plan: yield text deltas, then one Answer (after it is recorded).
-        `abort` stops the generation at its next token (finish_reason "cancelled")."""
-        t0 = self._clock()
-        gen = self.executor.run(route.plan, request, abort)
-        recorded = False
-        try:
-            async for item in gen:
-                if not isinstance(item, Outcome):
-                    yield item
-                    continue
-                answer = await self._complete(route, request, rid, kind, item, t0, abort)
-                recorded = True
-                yield answer
-        except Exception as e:
-            recorded = True
-            status = 503 if isinstance(e, AllCandidatesFailed) else 500
-            await self._record_failure(route, rid, kind, t0, status, f"{type(e).__name__}: {e}")
-            raise
-        finally:
-            await gen.aclose()
-            if not recorded:  # the client went away, was dropped, or we are stopping
-                await self._record_failure(route, rid, kind, t0, *_unanswered(abort))
-
-    async def _complete(self, route: Route, request: GenerationRequest, rid: str, kind: str,
-                        out: Outcome, t0: float, abort: Abort | None) -> Answer:
-        s, q, plan = out.stats, route.query, route.plan
+    async def _complete(self, req: ServeRequest, routed: Routed, out: Generation, lease: Lease,
+                        failed: list[Attempt], t0: float, abort: Abort) -> Answer:
+        s, q, plan = out.stats, routed.query, routed.plan
         energy = self._energy(out.gen_start_s, out.gen_end_s)
         now_wall = self._wall()
-        for a in out.failed_attempts:  # a failure is an observation too
+        for a in failed:  # a failure is an observation too
             self.knowledge = observe(self.knowledge, Observation(
                 a.model, q.domain, now_wall, 0, 0, 0.0, 0.0, 0, error=True),
                 self.analyze_params)
@@ -535,9 +574,9 @@ class Orchestrator:
         obs = Observation(model=out.model, domain=q.domain, ts=now_wall,
                           prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens,
                           ttft_ms=s.ttft_s * 1000.0, latency_ms=s.total_s * 1000.0,
-                          max_tokens=request.params.max_tokens,
+                          max_tokens=req.request.params.max_tokens,
                           energy_mj=energy.energy_j * 1000 if energy else None,
-                          slo_ms=route.request.slo_ms, cold=out.cold)
+                          slo_ms=routed.request.slo_ms, cold=out.cold)
         was_degraded = self.knowledge.health_of(out.model).degraded
         self.knowledge = observe(self.knowledge, obs, self.analyze_params)
         health = self.knowledge.health_of(out.model)
@@ -550,42 +589,48 @@ class Orchestrator:
         self._last_used[out.model] = self.served
         self._last_request_s = self._clock()
         latency_s = self._clock() - t0
+        wait_s = lease.waited_s
         candidates = tuple(sc.to_dict() for sc in plan.scores[:4])
         reason = plan.reason if out.model == plan.model else \
-            f"fallback after {', '.join(a.model for a in out.failed_attempts)} failed " \
-            f"({plan.reason})"
-        answer = Answer(out.model, reason, s, out.failed_attempts, out.wait_s, latency_s, q,
-                        route.request.mode, plan.explored and out.model == plan.model,
-                        candidates, energy, cache=route.cache)
-        self._remember(rid, answer, route.owner)
+            f"fallback after {', '.join(a.model for a in failed)} failed ({plan.reason})"
+        answer = Answer(out.model, reason, s, tuple(failed), max(wait_s, 0.0), latency_s, q,
+                        routed.request.mode, plan.explored and out.model == plan.model,
+                        candidates, energy, cache=routed.cache)
+        self._remember(req.rid, answer, req.owner)
         self._count(answer)
-        self._update_forecast(q.domain, out.model, plan.reason != "pinned by the request"
-                              and not answer.explored and out.model == plan.model)
-        if self.cache is not None and route.cache == "miss" and s.finish_reason != "cancelled":
-            self.cache.put(kind, route.request.requested_model, route.request.mode, request,
-                           CachedAnswer(out.text, out.model, q.domain, s, self._clock()),
-                           scope=route.cache_scope)
-        self._schedule_prefetch()
+        self._note_domain(q.domain)
+        if self.cache is not None and routed.cache == "miss" and s.finish_reason != "cancelled":
+            self.cache.put(req.kind, routed.request.requested_model, routed.request.mode,
+                           req.request, CachedAnswer(out.text, out.model, q.domain, s,
+                                                     self._clock()), scope=req.cache_scope)
         if self.store is not None:
-            models = {out.model, *(a.model for a in out.failed_attempts)}
+            models = {out.model, *(a.model for a in failed)}
             est = [self.knowledge.estimate(m, d) for m in models for d in (ALL, q.domain)]
             await self.store.record(
-                RequestRecord(id=rid, ts=now_wall, kind=kind, model=out.model, domain=q.domain,
-                              domain_source=q.domain_source, difficulty=q.difficulty,
-                              mode=route.request.mode, prompt_tokens=s.prompt_tokens,
+                RequestRecord(id=req.rid, ts=now_wall, kind=req.kind, model=out.model,
+                              domain=q.domain, domain_source=q.domain_source,
+                              difficulty=q.difficulty, mode=routed.request.mode,
+                              prompt_tokens=s.prompt_tokens,
                               completion_tokens=s.completion_tokens,
-                              ttft_ms=(out.wait_s + s.ttft_s) * 1000, latency_ms=latency_s * 1000,
-                              wait_ms=out.wait_s * 1000,
+                              ttft_ms=(answer.wait_s + s.ttft_s) * 1000,
+                              latency_ms=latency_s * 1000, wait_ms=answer.wait_s * 1000,
                               energy_j=energy.energy_j if energy else None,
                               energy_measured=energy.measured if energy else None,
                               finish=s.finish_reason, status=_status(s.finish_reason, abort)),
-                self._decision_record(rid, now_wall, route, answer),
+                self._decision_record(req.rid, now_wall, routed, answer),
                 est, [self.knowledge.health_of(m) for m in models])
         return answer
 
-    def _decision_record(self, rid: str, ts: float, route: Route, a: Answer) -> DecisionRecord:
-        return DecisionRecord(rid, ts, route.query.domain, route.query.difficulty,
-                              route.request.mode, a.model, a.reason, a.explored, a.candidates)
+    def _note_domain(self, domain: str) -> None:
+        alpha = self.settings.profile.residency.mix_alpha
+        for d in list(self.domain_mix):
+            self.domain_mix[d] *= 1 - alpha
+        self.domain_mix[domain] = self.domain_mix.get(domain, 0.0) + alpha
+
+    def _decision_record(self, rid: str, ts: float, routed: Routed, a: Answer,
+                         ) -> DecisionRecord:
+        return DecisionRecord(rid, ts, routed.query.domain, routed.query.difficulty,
+                              routed.request.mode, a.model, a.reason, a.explored, a.candidates)
 
     def _remember(self, rid: str, a: Answer, owner: int | None) -> None:
         self._recent.decisions.appendleft({
@@ -613,18 +658,18 @@ class Orchestrator:
             m.energy.inc(a.energy.energy_j, model=a.model,
                          kind="measured" if a.energy.measured else "estimated")
 
-    async def _record_failure(self, route: Route, rid: str, kind: str, t0: float, status: int,
+    async def _record_failure(self, req: ServeRequest, routed: Routed, t0: float, status: int,
                               error: str) -> None:
         if self.store is None:
             return
-        q = route.query
+        q = routed.query
         await asyncio.shield(self.store.record(
-            RequestRecord(id=rid, ts=self._wall(), kind=kind, model=None, domain=q.domain,
-                          domain_source=q.domain_source, difficulty=q.difficulty,
-                          mode=route.request.mode, prompt_tokens=0, completion_tokens=0,
-                          ttft_ms=None, latency_ms=(self._clock() - t0) * 1000, wait_ms=None,
-                          energy_j=None, energy_measured=None, finish=None, status=status,
-                          error=error),
+            RequestRecord(id=req.rid, ts=self._wall(), kind=req.kind, model=None,
+                          domain=q.domain, domain_source=q.domain_source,
+                          difficulty=q.difficulty, mode=routed.request.mode, prompt_tokens=0,
+                          completion_tokens=0, ttft_ms=None,
+                          latency_ms=(self._clock() - t0) * 1000, wait_ms=None, energy_j=None,
+                          energy_measured=None, finish=None, status=status, error=error),
             None, [], []))
 
     # -- Feedback and status -----------------------------------------------------------------
@@ -646,6 +691,18 @@ class Orchestrator:
                                                                                         ALL)])
         return {"request_id": rid, "model": model, "domain": domain, "score": score,
                 "quality": round(est.quality.mean, 4), "quality_n": round(est.quality.n, 1)}
+
+    def snapshot(self) -> LoopView:
+        """What status shows of the loop (decisions unfiltered: the caller decides whose
+        a peer may see)."""
+        return LoopView(
+            classifier_runtime=self.classifier.runtime, served=self.served,
+            cache=self.cache.status() if self.cache is not None else None,
+            domain_mix={d: round(v, 3) for d, v in self.domain_mix.items()},
+            estimates=tuple(self.estimates_table()), health=tuple(self.health_table()),
+            calibration=self.calibration_table(), decisions=tuple(self._recent.decisions),
+            knowledge=self.store.status() if self.store is not None else None,
+            degraded=tuple(m for m, h in self.knowledge.health.items() if h.degraded))
 
     def estimates_table(self) -> list[dict[str, Any]]:
         rows = []
@@ -670,13 +727,3 @@ class Orchestrator:
                  "recoveries": h.recoveries, "baseline_decode_ms": round(h.baseline_decode_ms, 2),
                  "recent_slowdown": round(h.recent_ratio.mean, 2) if h.degraded else None}
                 for m, h in sorted(self.knowledge.health.items())]
-
-    def recent_decisions(self) -> list[dict[str, Any]]:
-        """Everyone's, newest first (for admins and the service status line)."""
-        return list(self._recent.decisions)
-
-    def recent_decisions_of(self, uid: int | None) -> list[dict[str, Any]]:
-        """Those of one peer uid, newest first; none for a peer without credentials."""
-        if uid is None:
-            return []
-        return [d for d in self._recent.decisions if d["uid"] == uid]

@@ -216,32 +216,3 @@ def _why(best: tuple[CandidateInput, float, float, float],
     if not c.resident:
         head += f"; includes a {c.load_ms:.0f} ms load"
     return head
-
-
-def forecast_use(domain_mix: dict[str, float], choices: dict[str, str]) -> dict[str, float]:
-    """Share of the coming requests each model should serve: the recent domain mix (an
-    EWMA of domain frequencies) mapped through the model last chosen for each domain."""
-    out: dict[str, float] = {}
-    for domain, share in domain_mix.items():
-        model = choices.get(domain)
-        if model is not None:
-            out[model] = out.get(model, 0.0) + share
-    return out
-
-
-@dataclass(frozen=True)
-class PrefetchAction:
-    model: str
-    share: float
-
-
-def plan_prefetch(forecast: dict[str, float], resident: Sequence[str],
-                  loadable: Sequence[str], min_share: float) -> PrefetchAction | None:
-    """The non-resident model the forecast expects most, if its share is high enough.
-    Whether it is loaded or only warmed is Execute's call (it must never exceed the
-    budget)."""
-    best = max(((share, m) for m, share in forecast.items()
-                if m not in resident and m in loadable), default=None)
-    if best is None or best[0] < min_share:
-        return None
-    return PrefetchAction(best[1], best[0])

@@ -31,7 +31,7 @@ class Progress:
         self.tty = self.stream.isatty()
         self._start = time.monotonic()
         self._start_done = done
-        self._last_draw = 0.0
+        self._last_draw = self._start  # the first periodic line comes line_every_s in
         self._min_interval_s, self._line_every_s = min_interval_s, line_every_s
         self._last_quarter = self._quarter()
 

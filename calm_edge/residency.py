@@ -1,8 +1,12 @@
-"""Which fleet models are in RAM: loading, eviction under the byte budget, leases.
+"""Which fleet models are in RAM: model slots, loading and unloading, eviction under the
+byte budget.
 
-Owned by the event loop: every method runs on the loop thread; slow work (hashing,
-closing) runs in the injected thread pool, loads on an inference lane; both are awaited.
-One load at a time.
+The scheduler (calm_edge.scheduler) is its one user during serving: it decides when a
+model is loaded, used, evicted or prefetched, and keeps `slot.in_use` and `expected_use`
+current; this module carries those decisions out and does the budget arithmetic (the
+eviction policy itself is pure, in calm_edge.memory). Every method runs on the loop
+thread; slow work (hashing, closing) runs in the injected thread pool, a load on the
+inference lane the caller passes; both are awaited. One load at a time.
 
 State transitions are those of `ModelState`; `ensure_ready()` is idempotent:
 READY returns at once; LOADING/UNLOADING waits for that transition and re-checks;
@@ -14,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +40,6 @@ from calm_edge.fleet import (
     verify,
 )
 from calm_edge.gguf_meta import Footprint, GGUFError, read_gguf
-from calm_edge.lanes import InferenceLanes
 from calm_edge.memory import (
     DeviceMemoryReader,
     MemoryProbe,
@@ -50,6 +54,14 @@ log = logging.getLogger("calm_edge.residency")
 
 _BACKOFF_BASE_S = 5.0
 _BACKOFF_MAX_S = 300.0
+
+
+@dataclass(frozen=True)
+class ResidencyView:
+    budget_bytes: int
+    used_bytes: int
+    resident: tuple[str, ...]
+    models: tuple[dict[str, Any], ...]  # one row per fleet model, in fleet order
 
 
 class ModelUnavailable(RuntimeError):
@@ -90,7 +102,6 @@ class ModelSlot:
     failures: int = 0
     retry_at_s: float = 0.0
     transition: asyncio.Future[None] | None = None
-    gen_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     reserved: bool = False  # holds budget: from room made for its load until it is unloaded
     retired: bool = False   # removed or replaced by a reload: unloaded once nobody uses it
 
@@ -137,7 +148,6 @@ class Residency:
         budget_bytes: int,
         factory: BackendFactory,
         pool: Executor,
-        lanes: InferenceLanes,
         *,
         clock: Callable[[], float] = time.monotonic,
         memory_probe: MemoryProbe = process_rss_bytes,
@@ -149,7 +159,7 @@ class Residency:
         self.fleet, self.models_dir, self.runtime = fleet, models_dir, runtime
         self.device_memory = device_memory
         self.budget_bytes = budget_bytes
-        self._factory, self._pool, self._lanes = factory, pool, lanes
+        self._factory, self._pool = factory, pool
         self._clock, self._probe = clock, memory_probe
         self._drop_pages = drop_page_cache_on_evict
         self.slots: dict[str, ModelSlot] = {
@@ -157,8 +167,9 @@ class Residency:
         self._load_lock = asyncio.Lock()
         self._retired: list[ModelSlot] = []  # replaced by a reload, still loaded and in use
         self.load_epoch = 0
-        # The planner's forecast: share of the coming requests each model should serve.
-        self.forecast: dict[str, float] = {}
+        # Share of the coming requests each model is expected to serve (the scheduler's
+        # demand forecast): eviction keeps what is likely needed soon.
+        self.expected_use: Mapping[str, float] = {}
 
     # -- inspection ---------------------------------------------------------------------
 
@@ -235,25 +246,25 @@ class Residency:
     def resident(self) -> list[str]:
         return [n for n, s in self.slots.items() if s.state is ModelState.READY]
 
-    # -- leases -------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def use(self, name: str) -> AsyncIterator[ModelSlot]:
-        """Hold `name` loaded and safe from eviction for the duration of the block."""
-        slot = self.slots[name]
-        slot.in_use += 1
-        try:
-            await self.ensure_ready(name)
-            slot.last_used_s = self._clock()
-            yield slot
-        finally:
-            slot.in_use -= 1
-            slot.last_used_s = self._clock()
-            if slot.retired and slot.in_use == 0 and slot.state is ModelState.READY:
-                asyncio.get_running_loop().create_task(self._unload(slot))
-            elif slot.in_use == 0 and self.used_bytes() > self.budget_bytes:
-                # The budget was lowered while this model was busy: fit it now.
-                asyncio.get_running_loop().create_task(self.enforce_budget())
+    def snapshot(self) -> ResidencyView:
+        """What status, /metrics and `calm-edge top` show of the models and the budget."""
+        now = self._clock()
+        models = tuple({
+            "name": name, "state": slot.state.value, "file": slot.file_status.value,
+            "unavailable": slot.unavailable_reason(now),
+            "estimated_bytes": slot.estimated_bytes, "measured_bytes": slot.measured_bytes,
+            "charged_bytes": slot.charged_bytes, "memory_source": slot.memory_source,
+            "pinned": slot.pinned, "in_use": slot.in_use, "loads": slot.loads,
+            "unloads": slot.unloads, "evictions": slot.evictions,
+            "prefetch_loads": slot.prefetch_loads, "prefetch_warms": slot.prefetch_warms,
+            "last_load_s": slot.last_load_s,
+            "load_seconds_total": round(slot.load_seconds_total, 3),
+            "expected_use": round(self.expected_use.get(name, 0.0), 3),
+            "last_error": slot.last_error, "format": slot.spec.format,
+            "tags": list(slot.spec.tags),
+        } for name, slot in self.slots.items())
+        return ResidencyView(self.budget_bytes, self.used_bytes(), tuple(self.resident()),
+                             models)
 
     def _device_reader(self) -> DeviceMemoryReader | None:
         return self.device_memory if self.runtime.n_gpu_layers != 0 else None
@@ -284,13 +295,26 @@ class Residency:
         if slot.load_epoch == self.load_epoch and slot.state is ModelState.READY:
             slot.measured_bytes = max(slot.measured_bytes or 0, self._growth(slot))
 
+    async def after_use(self, slot: ModelSlot) -> None:
+        """The last lease on `slot` ended: unload it if a reload retired it; fit the budget
+        if it was lowered while the model was busy."""
+        if slot.in_use:
+            return
+        if slot.retired and slot.state is ModelState.READY:
+            await self._unload(slot)
+        elif self.used_bytes() > self.budget_bytes:
+            await self.enforce_budget()
+
     async def drop_file_pages(self, name: str) -> None:
         """Drop `name`'s file pages from the page cache (for a cold-load measurement). Only
         pages nobody maps go: call while the model is unloaded."""
         slot = self.slots[name]
         await asyncio.get_running_loop().run_in_executor(self._pool, _dontneed, slot.path)
 
-    async def ensure_ready(self, name: str) -> ModelSlot:
+    async def ensure_ready(self, name: str, lane: Executor,
+                           protect: Collection[str] = ()) -> ModelSlot:
+        """`name` loaded (on `lane`, evicting idle models if the budget needs it, those in
+        `protect` only as a last resort), or ModelUnavailable."""
         slot = self.slots[name]
         while True:
             if slot.state is ModelState.READY:
@@ -303,7 +327,7 @@ class Residency:
                 retry = (slot.retry_at_s - self._clock()
                          if slot.state is ModelState.FAILED else None)
                 raise ModelUnavailable(name, reason, retry)
-            await self._transition(slot, ModelState.LOADING, self._load(slot))
+            await self._transition(slot, ModelState.LOADING, self._load(slot, lane, protect))
             if slot.state is ModelState.FAILED:
                 raise ModelUnavailable(name, f"failed to load: {slot.last_error}",
                                        slot.retry_at_s - self._clock())
@@ -319,7 +343,8 @@ class Residency:
             fut, slot.transition = slot.transition, None
             fut.set_result(None)
 
-    async def _load(self, slot: ModelSlot) -> None:
+    async def _load(self, slot: ModelSlot, lane: Executor, protect: Collection[str] = (),
+                    ) -> None:
         """LOADING -> READY, or -> FAILED with back-off. Never raises for load errors."""
         loop = asyncio.get_running_loop()
         name = slot.spec.name
@@ -331,13 +356,12 @@ class Residency:
                         self._pool, verify, self.models_dir, slot.spec)
                     if slot.file_status is not FileStatus.VERIFIED:
                         raise _FileRejected(f"model file {slot.file_status.value}: {slot.path}")
-                await self._make_room(slot)
+                await self._make_room(slot, protect)
                 slot.reserved = True
-                async with self._lanes.lane() as lane:
-                    rss0, dev0 = self._probe(), self._device_used()
-                    t0 = self._clock()
-                    backend = await loop.run_in_executor(
-                        lane, self._factory, slot.spec, slot.path, self.runtime)
+                rss0, dev0 = self._probe(), self._device_used()
+                t0 = self._clock()
+                backend = await loop.run_in_executor(
+                    lane, self._factory, slot.spec, slot.path, self.runtime)
                 slot.last_load_s = self._clock() - t0
                 slot.load_seconds_total += slot.last_load_s
                 slot.rss_before_load, slot.device_before_load = rss0, dev0
@@ -368,13 +392,19 @@ class Residency:
                  slot.memory_source, format_bytes(slot.measured_bytes or 0),
                  format_bytes(self.used_bytes()), format_bytes(self.budget_bytes))
 
-    async def _make_room(self, slot: ModelSlot) -> None:
+    async def _make_room(self, slot: ModelSlot, protect: Collection[str] = ()) -> None:
         need = slot.charged_bytes
         if need > self.budget_bytes:
             raise _NoRoom(f"needs {format_bytes(need)} but the RAM budget is "
                           f"{format_bytes(self.budget_bytes)}")
         others = self._resident_view(exclude=slot)
-        victims = choose_evictions(others, need, self.budget_bytes)
+        # Models with requests waiting for them stay if anything else can go: evicting one
+        # only to load it again a moment later is the thrash to avoid.
+        guarded = [dataclasses.replace(m, in_use=True) if m.name in protect else m
+                   for m in others]
+        victims = choose_evictions(guarded, need, self.budget_bytes)
+        if victims is None:
+            victims = choose_evictions(others, need, self.budget_bytes)
         if victims is None:
             busy = ", ".join(m.name for m in others if m.in_use or m.pinned)
             raise _NoRoom(f"needs {format_bytes(need)}; the budget is held by models in "
@@ -385,7 +415,7 @@ class Residency:
 
     def _resident_view(self, exclude: ModelSlot | None = None) -> list[ResidentModel]:
         return [ResidentModel(s.spec.name, s.charged_bytes, s.in_use > 0, s.pinned,
-                              s.last_used_s, self.forecast.get(s.spec.name, 0.0),
+                              s.last_used_s, self.expected_use.get(s.spec.name, 0.0),
                               s.last_load_s if s.last_load_s is not None else 1.0)
                 for s in self.slots.values() if s is not exclude and s.holds_budget]
 
@@ -420,7 +450,7 @@ class Residency:
     def free_bytes(self) -> int:
         return self.budget_bytes - self.used_bytes()
 
-    async def prefetch(self, name: str) -> str | None:
+    async def prefetch(self, name: str, lane: Executor) -> str | None:
         """Get `name` ready ahead of need without ever exceeding the budget: load it if it
         fits in the free budget as things stand (no eviction), else warm its file pages
         (readahead into the page cache). Returns "load", "warm" or None (nothing done)."""
@@ -429,7 +459,7 @@ class Residency:
             return None
         if slot.charged_bytes <= self.free_bytes() and not self._load_lock.locked():
             slot.prefetch_loads += 1
-            await self._transition(slot, ModelState.LOADING, self._load(slot))
+            await self._transition(slot, ModelState.LOADING, self._load(slot, lane))
             return "load" if self.slots[name].state is ModelState.READY else None
         slot.prefetch_warms += 1
         await asyncio.get_running_loop().run_in_executor(self._pool, _willneed, slot.path)
@@ -456,18 +486,16 @@ class Residency:
 
     async def mark_unhealthy(self, name: str, error: str) -> None:
         """A generation failed inside the backend: take the model out (its state may be
-        broken) and keep it out for a growing back-off; the others keep serving."""
+        broken) and keep it out for a growing back-off; the others keep serving. Call when
+        nobody uses it (the scheduler does, once the failing lease is released)."""
         slot = self.slots[name]
         slot.failures += 1
         slot.last_error = error
         backoff = min(_BACKOFF_BASE_S * 2 ** (slot.failures - 1), _BACKOFF_MAX_S)
         log.error("model %s failed while generating (%s); unhealthy for %.0fs", name, error,
                   backoff)
-        while slot.in_use > 0 or slot.transition is not None:  # let the failing lease end
-            if slot.transition is not None:
-                await asyncio.shield(slot.transition)
-            else:
-                await asyncio.sleep(0.01)
+        while slot.transition is not None:
+            await asyncio.shield(slot.transition)
         if slot.state is ModelState.READY:
             await self._unload(slot)
         slot.state = ModelState.FAILED

@@ -2,7 +2,7 @@
 """Footprint levers, per model of the fleet, each in a fresh process.
 
     .venv/bin/python scripts/bench_footprint.py [--models a,b] [--levers base,nommap,...]
-        [--decode 64] [--json out.json]
+        [--decode 64] [--repeat 3] [--json out.json]
 
 For each (model, lever): load time, RSS after load, peak RSS (VmHWM) after a ~200-token
 prompt and a greedy answer, prefill and decode tokens/s, the estimate
@@ -13,17 +13,22 @@ and n_batch 256, the manifest's n_ctx, f16 KV):
     base      mmap, n_ubatch = n_batch (before issue 16)
     nommap    use_mmap=False: repacked tensors are read into their repacked buffer only
     ubatch64  n_ubatch=64: the graph's logits buffer is n_ubatch x n_vocab floats
+    ubatch128 n_ubatch=128
     ctx1024   n_ctx=1024: half the KV cache
     kvq8      q8_0 K and V cache (needs flash attention)
     combined  nommap + ubatch64 + ctx1024
+    shipped   nommap + ubatch128 (the x86-dev profile)
 
-Measured side by side in one run; decode speed must stay within 3% of base.
+Measured side by side in one run: each repetition runs every lever of a model once, in
+turn, and speeds are the median over repetitions (single runs vary by +-10% on a shared
+2-core VM). Decode speed must stay within 3% of base.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +38,11 @@ LEVERS: dict[str, dict[str, Any]] = {
     "base": {"use_mmap": True},
     "nommap": {"use_mmap": False},
     "ubatch64": {"n_ubatch": 64},
+    "ubatch128": {"n_ubatch": 128},
     "ctx1024": {"n_ctx": 1024},
     "kvq8": {"type_k": 8, "type_v": 8, "flash_attn": True},
     "combined": {"use_mmap": False, "n_ubatch": 64, "n_ctx": 1024},
+    "shipped": {"use_mmap": False, "n_ubatch": 128},
 }
 
 PROMPT = ("Here is a short passage. " + "The quick brown fox jumps over the lazy dog. " * 18
@@ -83,12 +90,21 @@ print(json.dumps({"load_s": load_s, "rss_load": rss_load - rss0,
 """
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the repetitions (tokens from the first)."""
+    out = dict(runs[0])
+    for key in ("load_s", "rss_load", "rss_after", "peak", "prefill_tok_s", "decode_tok_s"):
+        out[key] = statistics.median(r[key] for r in runs)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="x86-dev")
     ap.add_argument("--models", help="comma-separated (default: the whole fleet)")
     ap.add_argument("--levers", default=",".join(LEVERS))
     ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     from calm_edge.config import load_settings
@@ -107,32 +123,41 @@ def main() -> int:
         spec = fleet.by_name[name]
         path = model_path(s.models_dir, spec)
         info = read_gguf(path)
-        base: dict[str, Any] | None = None
-        for lever in args.levers.split(","):
-            kw = {"n_ctx": spec.n_ctx, "n_batch": rt.n_batch, "n_ubatch": rt.n_batch,
-                  "use_mmap": True, "flash_attn": rt.flash_attn, **LEVERS[lever]}
+        levers = args.levers.split(",")
+        runs: dict[str, list[dict[str, Any]]] = {lv: [] for lv in levers}
+        settings: dict[str, dict[str, Any]] = {}
+        for _ in range(args.repeat):
+            for lever in levers:
+                kw = {"n_ctx": spec.n_ctx, "n_batch": rt.n_batch, "n_ubatch": rt.n_batch,
+                      "use_mmap": True, "flash_attn": rt.flash_attn, **LEVERS[lever]}
+                settings[lever] = kw
+                r = subprocess.run([sys.executable, "-c", CHILD, str(path), json.dumps(kw),
+                                    PROMPT, str(args.decode)], capture_output=True, text=True,
+                                   timeout=900)
+                if r.returncode != 0:
+                    print(f"{name:<20} {lever:<9} failed: {r.stderr.strip()[-300:]}")
+                    continue
+                runs[lever].append(json.loads(r.stdout.strip().splitlines()[-1]))
+        base = _median_run(runs[levers[0]])
+        for lever in levers:
+            if not runs[lever]:
+                continue
+            kw = settings[lever]
             est = estimate_footprint(info, kw["n_ctx"], kw["n_ubatch"],
                                      cpu_repack=rt.n_gpu_layers == 0,
                                      kv_bytes_per_elem=1 if kw.get("type_k") == 8 else 2,
                                      mmap=kw["use_mmap"])
-            r = subprocess.run([sys.executable, "-c", CHILD, str(path), json.dumps(kw), PROMPT,
-                                str(args.decode)], capture_output=True, text=True,
-                               timeout=900)
-            if r.returncode != 0:
-                print(f"{name:<20} {lever:<9} failed: {r.stderr.strip()[-300:]}")
-                continue
-            m = json.loads(r.stdout.strip().splitlines()[-1])
-            if base is None:
-                base = m
+            m = _median_run(runs[lever])
             ratio = m["decode_tok_s"] / base["decode_tok_s"] if base["decode_tok_s"] else 0.0
-            same = m["tokens"] == base["tokens"]
+            same = all(x["tokens"] == runs[levers[0]][0]["tokens"] for x in runs[lever])
             print(f"{name:<20} {lever:<9} {format_bytes(est.total_bytes):>10} "
                   f"{format_bytes(m['rss_load']):>10} {format_bytes(m['peak']):>10} "
                   f"{m['load_s']:>7.2f} {m['prefill_tok_s']:>9.0f} {m['decode_tok_s']:>9.1f} "
                   f"{ratio:>7.2f}x {'yes' if same else 'NO'}", flush=True)
             rows.append({"model": name, "lever": lever, "settings": kw,
                          "estimate_bytes": est.total_bytes, "ratio_decode": ratio,
-                         "same_tokens": same, **{k: v for k, v in m.items() if k != "tokens"}})
+                         "same_tokens": same, "repeats": len(runs[lever]),
+                         **{k: v for k, v in m.items() if k != "tokens"}})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

@@ -20,19 +20,15 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from calm_edge.backends.base import ChatMessage, GenerationRequest, SamplingParams
 from calm_edge.classifier import load_classifier
 from calm_edge.config import load_settings
-from calm_edge.execute import Executor
 from calm_edge.fleet import fleet_from_mapping, load_fleet, verify
-from calm_edge.lanes import InferenceLanes
-from calm_edge.orchestrator import Answer, Orchestrator
+from calm_edge.orchestrator import Answer
 from calm_edge.paths import bundled_dir
-from calm_edge.residency import Residency
-from calm_edge.testing.fakes import FakeFactory, FixedClassifier
+from calm_edge.runtime import build_core, close_core
+from calm_edge.testing.fakes import FakeFactory, FixedClassifier, chat_request, serve_to_end
 from calm_edge.testing.tiny_gguf import write_tiny_gguf
 
 
@@ -45,18 +41,13 @@ def queries() -> list[str]:
 async def decision_cost(n: int) -> dict[str, float]:
     settings = load_settings("x86-dev")
     fleet = load_fleet(settings.fleet_path)
-    pool = ThreadPoolExecutor(1)
-    residency = Residency(fleet, settings.models_dir, settings.profile.runtime,
-                          settings.profile.memory.ram_budget_bytes, FakeFactory(), pool,
-                          InferenceLanes(1))
-    await residency.scan()
-    orch = Orchestrator(settings, fleet, residency, Executor(residency, InferenceLanes(1)),
-                        load_classifier(), rng=random.Random(0))
+    core = build_core(settings, fleet, FakeFactory(), load_classifier(), rng=random.Random(0))
+    await core.residency.scan()
+    orch = core.orchestrator
     texts = queries()
-    reqs = [GenerationRequest(SamplingParams(max_tokens=256),
-                              messages=(ChatMessage("user", t),)) for t in texts]
+    reqs = [chat_request(f"d{i}", t, max_tokens=256) for i, t in enumerate(texts)]
     for r in reqs[:50]:  # warm up
-        orch.route("auto", r, None, None, None)
+        orch.route(r)
     times_us = []
     classify_us = []
     for i in range(n):
@@ -64,11 +55,11 @@ async def decision_cost(n: int) -> dict[str, float]:
         t0 = time.perf_counter()
         orch.classifier.classify(texts[i % len(texts)])
         t1 = time.perf_counter()
-        orch.route("auto", r, None, None, None)
+        orch.route(r)
         t2 = time.perf_counter()
         classify_us.append((t1 - t0) * 1e6)
         times_us.append((t2 - t1) * 1e6)
-    pool.shutdown()
+    await close_core(core)
     q = statistics.quantiles(times_us, n=100)
     qc = statistics.quantiles(classify_us, n=100)
     return {"decisions": n, "route_p50_us": statistics.median(times_us), "route_p99_us": q[98],
@@ -93,20 +84,13 @@ async def drift_scenario(probe_every: int) -> dict[str, int | None]:
         "paths": {"state_dir": str(tmp / "state"), "models_dir": str(tmp)},
         "loop": {"explore_epsilon": "0", "probe_degraded_every": str(probe_every)}})
     factory = FakeFactory(answer_tokens=20, sim_token_ms={"fast": 10.0, "backup": 14.0})
-    pool = ThreadPoolExecutor(1)
-    lanes = InferenceLanes(1)
-    residency = Residency(fleet, tmp, settings.profile.runtime, 1 << 30, factory, pool, lanes)
-    await residency.scan()
-    orch = Orchestrator(settings, fleet, residency, Executor(residency, lanes),
-                        FixedClassifier("code"), rng=random.Random(0))
-    req = GenerationRequest(SamplingParams(max_tokens=32), messages=(ChatMessage("user", "x"),))
+    core = build_core(settings, fleet, factory, FixedClassifier("code"), budget_bytes=1 << 30,
+                      rng=random.Random(0))
+    await core.residency.scan()
+    orch = core.orchestrator
 
     async def ask(i: int) -> Answer:
-        route = orch.route("auto", req, None, None, None)
-        async for item in orch.run(route, req, f"r{i}", "chat"):
-            if isinstance(item, Answer):
-                return item
-        raise RuntimeError("no answer")
+        return await serve_to_end(orch, chat_request(f"r{i}", "x"))
 
     i = 0
     for _ in range(12):
@@ -129,9 +113,7 @@ async def drift_scenario(probe_every: int) -> dict[str, int | None]:
         if a.model == "fast" and not orch.knowledge.health_of("fast").degraded:
             returned = k
             break
-    await residency.close_all()
-    pool.shutdown()
-    lanes.shutdown()
+    await close_core(core)
     return {"probe_degraded_every": probe_every, "flagged_degraded": int(degraded),
             "requests_until_traffic_moved": moved, "requests_until_it_returned": returned}
 

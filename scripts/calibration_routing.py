@@ -19,23 +19,19 @@ import collections
 import dataclasses
 import random
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from calm_edge.backends.base import ChatMessage, GenerationRequest, SamplingParams
 from calm_edge.bench.workload import load_workload
-from calm_edge.calibration import Calibrator, ModelCalibration, identify
-from calm_edge.calibration.local import resolved_threads
+from calm_edge.calibration import ModelCalibration
 from calm_edge.calibration.results import DomainScore
 from calm_edge.classifier import load_classifier
 from calm_edge.config import load_settings
-from calm_edge.execute import Executor
 from calm_edge.fleet import load_fleet
 from calm_edge.knowledge import KnowledgeStore
-from calm_edge.lanes import InferenceLanes
-from calm_edge.orchestrator import Orchestrator
+from calm_edge.orchestrator import ServeRequest
 from calm_edge.outcome import OutcomeModel
-from calm_edge.residency import Residency
+from calm_edge.runtime import build_core, close_core
 from calm_edge.testing.fakes import FakeFactory
 
 
@@ -57,41 +53,41 @@ async def main() -> int:
 
     s = load_settings(args.profile, cli={"paths": {"state_dir": str(args.state_dir)}})
     fleet = load_fleet(s.fleet_path)
-    pool = ThreadPoolExecutor(2)
-    lanes = InferenceLanes(1)
-    res = Residency(fleet, s.models_dir, s.profile.runtime, s.profile.memory.ram_budget_bytes,
-                    FakeFactory(), pool, lanes)
-    await res.scan()
     store = KnowledgeStore(args.state_dir / "knowledge.db", retention_days=30,
                            max_requests=1000)
     await store.open()
-    ident = identify(Path("/"), build_info(), s.profile.runtime, resolved_threads(s))
-    cal = await Calibrator(res, Executor(res, lanes), store, ident, pool).results()
+    classifier, outcome = load_classifier(), OutcomeModel.load(None)
+    core = build_core(s, fleet, FakeFactory(), classifier, store=store, outcome=outcome,
+                      backend_build=build_info(), rng=random.Random(0))
+    await core.residency.scan()
+    assert core.calibrator is not None
+    cal = await core.calibrator.results()
     if not cal:
-        print(f"no calibration for device {ident.key} in {args.state_dir}", file=sys.stderr)
+        print(f"no calibration for device {core.calibrator.identity.key} in "
+              f"{args.state_dir}", file=sys.stderr)
         return 2
     model, domain, passed = args.fail.split(":")
     edited = {**cal, model: failing(cal[model], domain, int(passed))}
     queries = load_workload()
-    classifier, outcome = load_classifier(), OutcomeModel.load(None)
     table: dict[str, dict[str, collections.Counter[str]]] = {}
     reasons: dict[str, str] = {}
+    orch = core.orchestrator
     for label, results in (("manifest priors", {}), ("this device's calibration", cal),
                            (f"calibration with {model} {domain} {passed}/10", edited)):
-        orch = Orchestrator(s, fleet, res, Executor(res, lanes), classifier, outcome=outcome,
-                            rng=random.Random(0))
         orch.apply_calibration(results)
         counts: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter)
         for q in queries:
             assert q.messages is not None
-            req = GenerationRequest(SamplingParams(max_tokens=q.max_tokens, temperature=0.0),
-                                    messages=tuple(ChatMessage(m["role"], m["content"])  # type: ignore[arg-type]
-                                                   for m in q.messages))
-            route = orch.route("auto", req, args.mode, None, None)
-            counts[q.domain][route.plan.model] += 1
+            req = ServeRequest(rid=q.id, kind="chat", model="auto", mode=args.mode,
+                               request=GenerationRequest(
+                                   SamplingParams(max_tokens=q.max_tokens, temperature=0.0),
+                                   messages=tuple(ChatMessage(m["role"], m["content"])  # type: ignore[arg-type]
+                                                  for m in q.messages)))
+            routed = orch.route(req)
+            counts[q.domain][routed.plan.model] += 1
             if q.domain == domain and label.startswith("calibration with"):
-                reasons.setdefault(route.plan.model, route.plan.reason)
+                reasons.setdefault(routed.plan.model, routed.plan.reason)
         table[label] = counts
     for label, counts in table.items():
         print(f"\n{label} ({args.mode}, before any answer):")
@@ -101,9 +97,8 @@ async def main() -> int:
     print(f"\nreasons ({domain}, edited calibration):")
     for m, r in reasons.items():
         print(f"  -> {m}: {r}")
+    await close_core(core)
     store.close()
-    lanes.shutdown()
-    pool.shutdown()
     return 0
 
 

@@ -13,6 +13,7 @@ from calm_edge.backends.base import (
     SamplingParams,
 )
 from calm_edge.backends.llama_cpp import LlamaCppBackend
+from calm_edge.events import Delta, Final
 from calm_edge.config import RuntimeConfig
 from calm_edge.fleet import ModelSpec
 from calm_edge.memory import process_rss_bytes
@@ -36,10 +37,10 @@ def chat(text: str, **params: object) -> GenerationRequest:
 
 def run(backend: LlamaCppBackend, req: GenerationRequest) -> tuple[list[str], GenerationStats]:
     items = list(backend.generate(req, lambda: False))
-    stats = items[-1]
-    assert isinstance(stats, GenerationStats)
-    assert all(isinstance(x, str) for x in items[:-1])
-    return items[:-1], stats  # type: ignore[return-value]
+    final = items[-1]
+    assert isinstance(final, Final) and isinstance(final.value, GenerationStats)
+    assert all(isinstance(x, Delta) for x in items[:-1])
+    return [x.text for x in items[:-1] if isinstance(x, Delta)], final.value
 
 
 def test_backend_llama_chat_stream_and_counts(tiny_gguf: Path) -> None:
@@ -91,8 +92,9 @@ def test_backend_llama_max_tokens_and_cancel(tiny_gguf: Path) -> None:
 
         items = list(b.generate(chat("go on", max_tokens=50, temperature=1.5, seed=3,
                                      min_p=0.0, top_k=0), stop_after_two))
-        last = items[-1]
-        assert isinstance(last, GenerationStats)
+        final = items[-1]
+        assert isinstance(final, Final) and isinstance(final.value, GenerationStats)
+        last = final.value
         if last.finish_reason == "cancelled":
             assert last.completion_tokens == 2
         else:  # the model chose EOS before we asked it to stop

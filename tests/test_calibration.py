@@ -39,6 +39,7 @@ from calm_edge.calibration.local import calibrate_locally
 from calm_edge.calibration.results import DomainScore, binomial_cdf, demotion, summarize
 from calm_edge.config import RuntimeConfig, Settings
 from calm_edge.domains import DOMAINS
+from calm_edge.events import Delta, Final
 from calm_edge.fleet import ModelSpec, load_fleet, verify
 from calm_edge.knowledge import KnowledgeStore, estimate_from_json, estimate_to_json
 from calm_edge.orchestrator import Answer, Orchestrator
@@ -182,7 +183,7 @@ class Counting:
 
         class Wrapped:
             def generate(self, request: GenerationRequest, should_stop: Callable[[], bool],
-                         ) -> Iterator[str | GenerationStats]:
+                         ) -> Iterator[Delta | Final[GenerationStats]]:
                 outer.generations += 1
                 return inner.generate(request, should_stop)
 
@@ -246,8 +247,8 @@ def test_calibration_interrupted_run_keeps_its_items_and_resumes(
 
     from calm_edge.calibration import Calibrator
     from calm_edge.execute import Executor
-    from calm_edge.lanes import InferenceLanes
     from calm_edge.residency import Residency
+    from calm_edge.scheduler import Scheduler
 
     s = make_settings()
     fleet = load_fleet(s.fleet_path)
@@ -257,13 +258,13 @@ def test_calibration_interrupted_run_keeps_its_items_and_resumes(
     async def run(factory: Counting, stop_after: int | None) -> tuple[int, bool]:
         answered: list[CalibrationEvent] = []
         pool = ThreadPoolExecutor(2)
-        lanes = InferenceLanes(1)
-        res = Residency(fleet, s.models_dir, s.profile.runtime, 1 << 30, factory, pool, lanes)
+        res = Residency(fleet, s.models_dir, s.profile.runtime, 1 << 30, factory, pool)
+        sched = Scheduler(res, lanes=1, capacity=8, prefetch=False)
         await res.scan()
         store = KnowledgeStore(tmp_path / "k.db", retention_days=1, max_requests=1000)
         await store.open()
         ident = identify(Path("/"), "b", s.profile.runtime, 1)
-        cal = Calibrator(res, Executor(res, lanes), store, ident, pool, canaries=canaries,
+        cal = Calibrator(res, sched, Executor(res), store, ident, pool, canaries=canaries,
                          busy=lambda: stop_after is not None and len(answered) >= stop_after)
         preempted = False
         try:
@@ -272,7 +273,9 @@ def test_calibration_interrupted_run_keeps_its_items_and_resumes(
         except Preempted:
             preempted = True
         results = await cal.results()
+        await sched.aclose()
         await res.close_all()
+        sched.shutdown()
         store.close()
         pool.shutdown()
         return results[name].canaries, preempted

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calm_edge.admission import Admission, Overloaded
 from calm_edge.config import Settings
 from calm_edge.testing.fakes import FakeFactory
 from tests.conftest import run_daemon, uds_client
@@ -44,35 +43,6 @@ def http(method: str, target: str, body: bytes = b"", headers: dict[str, str] | 
          "Content-Length": str(len(body))}
     head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items())
     return head.encode("latin-1") + b"\r\n" + body
-
-
-def test_admission_orders_by_priority_and_refuses_when_full() -> None:
-    async def main() -> list[str]:
-        adm = Admission(active_limit=1, capacity=2)
-        order: list[str] = []
-        release = asyncio.Event()
-
-        async def job(name: str, prio: int) -> None:
-            async with adm.admit(prio):
-                order.append(name)
-                if name == "first":
-                    await release.wait()
-
-        first = asyncio.create_task(job("first", 0))
-        await asyncio.sleep(0)
-        low = asyncio.create_task(job("low", 0))
-        high = asyncio.create_task(job("high", 5))
-        await asyncio.sleep(0)
-        with pytest.raises(Overloaded) as ei:
-            async with adm.admit(9):
-                pass
-        assert ei.value.retry_after_s >= 1 and adm.rejected == 1
-        release.set()
-        await asyncio.gather(first, low, high)
-        assert adm.active == 0 and adm.waiting == 0
-        return order
-
-    assert asyncio.run(main()) == ["first", "high", "low"]
 
 
 def test_hardening_queue_full_is_429_with_retry_after(make_settings: Callable[..., Settings],

@@ -8,20 +8,23 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from calm_edge.analyze import Estimate
-from calm_edge.backends.base import ChatMessage, GenerationRequest, ModelState, SamplingParams
+from calm_edge.analyze import Estimate, per_query_quality
+from calm_edge.backends.base import ModelState
 from calm_edge.config import Settings
 from calm_edge.energy import EnergyIntegrator
-from calm_edge.execute import Executor
 from calm_edge.fleet import load_fleet, verify
 from calm_edge.knowledge import KnowledgeStore
-from calm_edge.lanes import InferenceLanes
 from calm_edge.orchestrator import Answer, Orchestrator
-from calm_edge.residency import Residency
-from calm_edge.testing.fakes import ConstantPowerReader, FakeFactory, FixedClassifier
+from calm_edge.runtime import Core, build_core, close_core
+from calm_edge.testing.fakes import (
+    ConstantPowerReader,
+    FakeFactory,
+    FixedClassifier,
+    chat_request,
+    serve_to_end,
+)
 from tests.conftest import model_entry
 
 LOOP = """
@@ -49,39 +52,34 @@ def two_model_fleet(tmp_path: Path, tiny_gguf: Path) -> tuple[Path, Path]:
 
 
 class Loop:
-    def __init__(self, settings: Settings, factory: FakeFactory, store: KnowledgeStore | None):
-        self.pool = ThreadPoolExecutor(2)
-        lanes = InferenceLanes(1)
-        fleet = load_fleet(settings.fleet_path)
-        self.residency = Residency(fleet, settings.models_dir, settings.profile.runtime,
-                                   1 << 30, factory, self.pool, lanes, memory_probe=lambda: 0)
-        self.store = store
+    """The loop's core (calm_edge.runtime) with fakes, driven request by request."""
+
+    def __init__(self, settings: Settings, factory: FakeFactory, store: KnowledgeStore | None,
+                 budget_bytes: int = 1 << 30):
+        self.settings, self.factory, self.store = settings, factory, store
+        self.fleet = load_fleet(settings.fleet_path)
+        self.budget_bytes = budget_bytes
+        self.core: Core | None = None
         self.orch: Orchestrator | None = None
-        self.settings, self.fleet, self.lanes = settings, fleet, lanes
 
     async def start(self) -> Orchestrator:
-        await self.residency.scan()
         knowledge = await self.store.open() if self.store else None
-        self.orch = Orchestrator(self.settings, self.fleet, self.residency,
-                                 Executor(self.residency, self.lanes), FixedClassifier("code"),
-                                 store=self.store, knowledge=knowledge, rng=random.Random(1))
+        self.core = build_core(self.settings, self.fleet, self.factory, FixedClassifier("code"),
+                               store=self.store, knowledge=knowledge, memory_probe=lambda: 0,
+                               rng=random.Random(1), budget_bytes=self.budget_bytes)
+        await self.core.residency.scan()
+        self.residency = self.core.residency
+        self.orch = self.core.orchestrator
         return self.orch
 
-    async def ask(self, text: str = "code: sort a list", i: int = 0) -> Answer:
+    async def ask(self, text: str = "code: sort a list", i: int = 0,
+                  model: str = "auto") -> Answer:
         assert self.orch is not None
-        req = GenerationRequest(SamplingParams(max_tokens=32),
-                                messages=(ChatMessage("user", text),))
-        route = self.orch.route("auto", req, None, None, None)
-        answer = None
-        async for item in self.orch.run(route, req, f"r{i}", "chat"):
-            if isinstance(item, Answer):
-                answer = item
-        assert answer is not None
-        return answer
+        return await serve_to_end(self.orch, chat_request(f"r{i}", text, model=model))
 
     async def stop(self) -> None:
-        await self.residency.close_all()
-        self.pool.shutdown()
+        assert self.core is not None
+        await close_core(self.core)
         if self.store:
             self.store.close()
 
@@ -175,18 +173,11 @@ def test_loop_energy_of_overlapping_generations_is_shared(
 
     async def main() -> list[Answer]:
         loop = Loop(s, factory, None)
-        loop.lanes = InferenceLanes(2)
         orch = await loop.start()
         orch.energy = integ
 
         async def pinned(name: str, i: int) -> Answer:
-            req = GenerationRequest(SamplingParams(max_tokens=32),
-                                    messages=(ChatMessage("user", "x"),))
-            route = orch.route(name, req, None, None, None)
-            async for item in orch.run(route, req, f"e{i}", "chat"):
-                if isinstance(item, Answer):
-                    return item
-            raise AssertionError("no answer")
+            return await loop.ask("x", i, model=name)
 
         await pinned("fast", 0)  # load both first, so the timed pair overlaps fully
         await pinned("backup", 1)
@@ -231,9 +222,10 @@ def test_loop_prefetches_the_forecast_model_when_idle(
 
     async def scenario(budget_models: float) -> tuple[str, int, int]:
         loop = Loop(s, FakeFactory(answer_tokens=4), None)
-        orch = await loop.start()
+        await loop.start()
         one = max(sl.charged_bytes for sl in loop.residency.slots.values())
         loop.residency.budget_bytes = int(one * budget_models)
+        assert loop.core is not None
         assert (await loop.ask("code: sort", 99)).model == "fast"
         for i in range(5):
             assert (await loop.ask("math: what is 2+2", i)).model == "backup"
@@ -241,7 +233,7 @@ def test_loop_prefetches_the_forecast_model_when_idle(
             assert await loop.residency.unload("backup")
         assert (await loop.ask("code: sort", 10)).model == "fast"
         await asyncio.sleep(0.3)  # the prefetch runs once the loop is idle
-        await orch.aclose()
+        await loop.core.scheduler.aclose()
         slot = loop.residency.slots["backup"]
         assert loop.residency.used_bytes() <= loop.residency.budget_bytes
         out = (slot.state.value, slot.prefetch_loads, slot.prefetch_warms)
@@ -276,23 +268,23 @@ def test_loop_per_query_quality_routes_each_query(
                                                                     "backup": 20.0}), None)
         orch = await loop.start()
         orch.outcome = outcome
-        pinned = GenerationRequest(SamplingParams(max_tokens=8),
-                                   messages=(ChatMessage("user", "x"),))
         for i in range(4):  # measure both models first
             await loop.ask("code: warm up easy", i)
-            route = orch.route("backup", pinned, None, None, None)
-            async for _ in orch.run(route, pinned, f"w{i}", "chat"):
-                pass
+            await loop.ask("x", 100 + i, model="backup")
         easy = await loop.ask("code: sort a list easy", 10)
         hard = await loop.ask("code: write a parser hard", 11)
         assert easy.model == "fast" and hard.model == "backup"
         fast_hard = next(c for c in hard.candidates if c["model"] == "fast")
         assert fast_hard["quality"] == 0.2  # the per-query figure, no difficulty on top
         # Feedback: "fast" keeps failing on code; its per-query figures come down with it.
-        before = orch.per_query_quality("fast", "code", 0.9)
+        def fast_code(p_correct: float) -> float:
+            return per_query_quality(p_correct, orch.knowledge.estimate("fast", "code").quality,
+                                     0.80, orch.analyze_params.quality_prior_strength)
+
+        before = fast_code(0.9)
         for _ in range(20):
             await orch.feedback("r10", 0.0)
-        assert orch.per_query_quality("fast", "code", 0.9) < before - 0.2
+        assert fast_code(0.9) < before - 0.2
         await loop.stop()
 
     asyncio.run(main())

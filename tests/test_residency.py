@@ -1,19 +1,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from calm_edge.backends.base import ChatMessage, GenerationRequest, ModelState, SamplingParams
-from calm_edge.config import RuntimeConfig
-from calm_edge.execute import AllCandidatesFailed, Executor, Outcome
+from calm_edge.config import RuntimeConfig, Settings
+from calm_edge.events import Delta, Final
+from calm_edge.execute import Abort, AllCandidatesFailed
 from calm_edge.fleet import load_fleet
-from calm_edge.lanes import InferenceLanes
-from calm_edge.plan import Plan
 from calm_edge.residency import ModelUnavailable, Residency
-from calm_edge.testing.fakes import FakeFactory
+from calm_edge.runtime import Core, build_core, close_core
+from calm_edge.scheduler import Scheduler
+from calm_edge.testing.fakes import FakeFactory, FixedClassifier, chat_request, serve_to_end
 
 
 class Clock:
@@ -24,13 +26,23 @@ class Clock:
         return self.t
 
 
+LANE = ThreadPoolExecutor(1, thread_name_prefix="test-lane")
+
+
 def make(tiny_fleet: tuple[Path, Path], factory: FakeFactory, budget: int,
          clock: Clock | None = None) -> tuple[Residency, ThreadPoolExecutor]:
     fleet_path, models = tiny_fleet
     pool = ThreadPoolExecutor(4)
     r = Residency(load_fleet(fleet_path), models, RuntimeConfig(n_batch=64), budget, factory,
-                  pool, InferenceLanes(1), clock=clock or Clock(), memory_probe=lambda: 0)
+                  pool, clock=clock or Clock(), memory_probe=lambda: 0)
     return r, pool
+
+
+async def core_for(settings: Settings, factory: FakeFactory) -> Core:
+    core = build_core(settings, load_fleet(settings.fleet_path), factory,
+                      FixedClassifier("factual"), memory_probe=lambda: 0)
+    await core.residency.scan()
+    return core
 
 
 REQ = GenerationRequest(SamplingParams(max_tokens=3), messages=(ChatMessage("user", "hi"),))
@@ -42,7 +54,7 @@ def test_residency_concurrent_requests_share_one_load(tiny_fleet: tuple[Path, Pa
     async def main() -> None:
         r, pool = make(tiny_fleet, factory, 1 << 30)
         await r.scan()
-        slots = await asyncio.gather(*(r.ensure_ready("tiny-chat") for _ in range(8)))
+        slots = await asyncio.gather(*(r.ensure_ready("tiny-chat", LANE) for _ in range(8)))
         assert all(s.state is ModelState.READY for s in slots)
         assert factory.loads == ["tiny-chat"]
         await r.close_all()
@@ -61,14 +73,19 @@ def test_residency_evicts_idle_model_to_fit_budget(tiny_fleet: tuple[Path, Path]
         await r.scan()
         one = max(s.charged_bytes for s in r.slots.values())
         r.budget_bytes = one + one // 2  # room for one model at a time
-        async with r.use("tiny-chat"):
-            clock.t += 1
-        async with r.use("tiny-base"):
-            assert r.resident() == ["tiny-base"]
-            assert r.used_bytes() <= r.budget_bytes
-            # tiny-base is in use: loading tiny-chat now cannot evict it.
-            with pytest.raises(ModelUnavailable, match="in use or pinned"):
-                await r.ensure_ready("tiny-chat")
+        sched = Scheduler(r, lanes=2, capacity=8, prefetch=False, clock=clock)
+        lease = await sched.acquire("tiny-chat")
+        clock.t += 1
+        sched.release(lease)
+        lease = await sched.acquire("tiny-base")
+        assert r.resident() == ["tiny-base"]
+        assert r.used_bytes() <= r.budget_bytes
+        # tiny-base is leased: loading tiny-chat now cannot evict it.
+        with pytest.raises(ModelUnavailable, match="in use or pinned"):
+            await sched.acquire("tiny-chat")
+        sched.release(lease)
+        await sched.aclose()
+        sched.shutdown()
         assert factory.loads == ["tiny-chat", "tiny-base"]
         assert factory.backends[0].closed and not factory.backends[1].closed
         await r.close_all()
@@ -85,73 +102,71 @@ def test_residency_failed_load_backs_off(tiny_fleet: tuple[Path, Path]) -> None:
         r, pool = make(tiny_fleet, factory, 1 << 30, clock)
         await r.scan()
         with pytest.raises(ModelUnavailable, match="failed to load"):
-            await r.ensure_ready("tiny-chat")
+            await r.ensure_ready("tiny-chat", LANE)
         assert r.slots["tiny-chat"].state is ModelState.FAILED
         with pytest.raises(ModelUnavailable, match="retrying in"):
-            await r.ensure_ready("tiny-chat")
+            await r.ensure_ready("tiny-chat", LANE)
         assert factory.loads == ["tiny-chat"]  # no retry inside the back-off
         clock.t += 60
         factory.fail_loads.clear()
-        assert (await r.ensure_ready("tiny-chat")).state is ModelState.READY
+        assert (await r.ensure_ready("tiny-chat", LANE)).state is ModelState.READY
         await r.close_all()
         pool.shutdown()
 
     asyncio.run(main())
 
 
-def test_execute_falls_back_when_chosen_model_fails(tiny_fleet: tuple[Path, Path]) -> None:
-    factory = FakeFactory(fail_after_tokens={"tiny-chat": 0})
+def test_serve_falls_back_when_chosen_model_fails(
+        make_settings: Callable[..., Settings]) -> None:
+    """The planned model fails before answering: the next candidate answers, and the
+    failure is in the answer; the failed model is taken out for a back-off."""
+    factory = FakeFactory(fail_after_tokens={"tiny-chat": 0}, answer_tokens=3)
 
     async def main() -> None:
-        r, pool = make(tiny_fleet, factory, 1 << 30)
-        await r.scan()
-        ex = Executor(r, InferenceLanes(1))
-        items = [x async for x in ex.run(Plan("tiny-chat", ("tiny-base",), "test"), REQ)]
-        out = items[-1]
-        assert isinstance(out, Outcome)
-        assert out.model == "tiny-base"
-        assert [a.model for a in out.failed_attempts] == ["tiny-chat"]
-        assert "".join(x for x in items if isinstance(x, str)).startswith("tiny-base-0")
-        with pytest.raises(AllCandidatesFailed, match="tiny-chat exploded"):
-            async for _ in ex.run(Plan("tiny-chat", (), "test"), REQ):
-                pass
-        await r.close_all()
-        pool.shutdown()
+        core = await core_for(make_settings(), factory)
+        a = await serve_to_end(core.orchestrator, chat_request("r1", "hi"))
+        assert a.model == "tiny-base"
+        assert [f.model for f in a.failed_attempts] == ["tiny-chat"]
+        assert "exploded" in a.failed_attempts[0].error
+        await asyncio.sleep(0.05)
+        assert core.residency.slots["tiny-chat"].state is ModelState.FAILED
+        factory.fail_after_tokens["tiny-base"] = 0
+        with pytest.raises(AllCandidatesFailed, match="tiny-base exploded"):
+            await serve_to_end(core.orchestrator, chat_request("r2", "hi"))
+        await close_core(core)
 
     asyncio.run(main())
 
 
-def test_execute_closing_the_stream_cancels_generation(tiny_fleet: tuple[Path, Path]) -> None:
+def test_serve_closing_the_stream_cancels_generation(
+        make_settings: Callable[..., Settings]) -> None:
     factory = FakeFactory(token_delay_s=0.01)
 
     async def main() -> None:
-        r, pool = make(tiny_fleet, factory, 1 << 30)
-        await r.scan()
-        ex = Executor(r, InferenceLanes(1))
-        req = GenerationRequest(SamplingParams(max_tokens=1000),
-                                messages=(ChatMessage("user", "hi"),))
-        gen = ex.run(Plan("tiny-chat", (), "test"), req)
-        first = await gen.__anext__()
-        assert first == "tiny-chat-0 "
-        await gen.aclose()  # returns only once the worker thread has left the backend
-        slot = r.slots["tiny-chat"]
+        core = await core_for(make_settings(), factory)
+        orch = core.orchestrator
+        events = orch.serve(chat_request("r1", "hi", model="tiny-chat", max_tokens=1000),
+                            Abort())
+        first = await events.__anext__()
+        assert first == Delta("tiny-chat-0 ")
+        await events.aclose()  # returns only once the worker thread has left the backend
+        slot = core.residency.slots["tiny-chat"]
         backend = factory.backends[0]
-        assert slot.in_use == 0 and not slot.gen_lock.locked()
+        assert slot.in_use == 0 and not core.scheduler.busy()
         assert len(backend.calls) == 1
         assert backend.active == 0 and len(backend.produced) == 1
         assert backend.produced[0] < 1000
         # A client that walks away mid-stream, then the next request on the same model:
         # the backend never runs two generations at once.
-        gen = ex.run(Plan("tiny-chat", (), "test"), req)
-        await gen.__anext__()
-        del gen  # abandoned, not closed: the finalizer hook closes it later
-        short = GenerationRequest(SamplingParams(max_tokens=3),
-                                  messages=(ChatMessage("user", "hi"),))
-        items = [x async for x in ex.run(Plan("tiny-chat", (), "test"), short)]
-        assert isinstance(items[-1], Outcome)
+        events = orch.serve(chat_request("r2", "hi", model="tiny-chat", max_tokens=1000),
+                            Abort())
+        await events.__anext__()
+        del events  # abandoned, not closed: the finalizer hook closes it later
+        items = [x async for x in orch.serve(chat_request("r3", "hi", model="tiny-chat",
+                                                          max_tokens=3), Abort())]
+        assert isinstance(items[-1], Final)
         assert backend.max_active == 1
-        await r.close_all()
-        pool.shutdown()
+        await close_core(core)
 
     asyncio.run(main())
 
@@ -192,8 +207,7 @@ def gpu_residency(tiny_fleet: tuple[Path, Path], factory: FakeFactory, rss: list
     pool = ThreadPoolExecutor(2)
     r = Residency(load_fleet(fleet_path), models,
                   RuntimeConfig(n_batch=64, n_gpu_layers=gpu_layers), 1 << 34, factory, pool,
-                  InferenceLanes(1), clock=Clock(), memory_probe=lambda: rss[0],
-                  device_memory=device)
+                  clock=Clock(), memory_probe=lambda: rss[0], device_memory=device)
     return r, pool
 
 
@@ -214,7 +228,7 @@ def test_residency_gpu_memory_is_charged_from_the_device_reading(
     async def main() -> None:
         r, pool = gpu_residency(tiny_fleet, factory, rss, device)
         await r.scan()
-        slot = await r.ensure_ready("tiny-chat")
+        slot = await r.ensure_ready("tiny-chat", LANE)
         assert slot.measured_bytes == expected_mib * MiB
         assert slot.memory_source == label
         assert slot.charged_bytes >= expected_mib * MiB > slot.estimated_bytes
@@ -241,7 +255,7 @@ def test_residency_missing_gpu_reading_falls_back_to_the_estimate(
             factory = GrowingFactory(failing, rss, 1 * MiB, 0)
             r, pool = gpu_residency(tiny_fleet, factory, rss, device)
             await r.scan()
-            slot = await r.ensure_ready("tiny-chat")
+            slot = await r.ensure_ready("tiny-chat", LANE)
             assert slot.memory_source == "estimate"
             assert slot.charged_bytes == slot.estimated_bytes
             await r.close_all()
@@ -259,7 +273,7 @@ def test_residency_cpu_runtime_ignores_the_device_reader(tiny_fleet: tuple[Path,
     async def main() -> None:
         r, pool = gpu_residency(tiny_fleet, factory, rss, device, gpu_layers=0)
         await r.scan()
-        slot = await r.ensure_ready("tiny-chat")
+        slot = await r.ensure_ready("tiny-chat", LANE)
         assert (slot.measured_bytes, slot.memory_source) == (5 * MiB, "rss")
         await r.close_all()
         pool.shutdown()

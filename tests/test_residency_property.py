@@ -1,5 +1,7 @@
 """Property: under any interleaving of requests, the resident set stays within the RAM
-budget and no model in use is ever evicted (Residency with fake backends)."""
+budget and no model in use is ever evicted (the scheduler over Residency, fake backends);
+and a model is not loaded, evicted and loaded again while requests for it wait, except
+when the request first in line has used up its collation allowance."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from hypothesis import strategies as st
 from calm_edge.backends.base import ModelState
 from calm_edge.config import RuntimeConfig
 from calm_edge.fleet import load_fleet, verify
-from calm_edge.lanes import InferenceLanes
 from calm_edge.residency import ModelUnavailable, Residency
+from calm_edge.scheduler import Scheduler
 from calm_edge.testing.fakes import FakeFactory
 from calm_edge.testing.tiny_gguf import write_tiny_gguf
 from tests.conftest import model_entry
@@ -54,9 +56,9 @@ def test_residency_never_exceeds_budget_nor_evicts_in_use(
 
     async def main() -> None:
         pool = ThreadPoolExecutor(2)
-        lanes = InferenceLanes(2)
         res = Residency(load_fleet(fleet_path), models, RuntimeConfig(n_batch=64), 1 << 40,
-                        factory, pool, lanes, memory_probe=lambda: 0)
+                        factory, pool, memory_probe=lambda: 0)
+        sched = Scheduler(res, lanes=2, capacity=100, prefetch=False)
         await res.scan()
         sizes = {n: s.charged_bytes for n, s in res.slots.items()}
         res.budget_bytes = int(sum(sizes.values()) * budget_share)
@@ -79,22 +81,25 @@ def test_residency_never_exceeds_budget_nor_evicts_in_use(
             for _ in range(delay):
                 await asyncio.sleep(0)
             try:
-                async with res.use(name):
-                    in_use[name] = in_use.get(name, 0) + 1
-                    check()
-                    for _ in range(hold):
-                        await asyncio.sleep(0)
-                        check()
-                    in_use[name] -= 1
+                lease = await sched.acquire(name)
             except ModelUnavailable:
-                pass  # the budget was held by models in use: refused, not overrun
+                check()
+                return  # the budget was held by models in use: refused, not overrun
+            in_use[name] = in_use.get(name, 0) + 1
+            check()
+            for _ in range(hold):
+                await asyncio.sleep(0)
+                check()
+            in_use[name] -= 1
+            sched.release(lease)
             check()
 
         await asyncio.gather(*(request(n, h, d) for n, h, d in ops))
         check()
+        await sched.aclose()
         await res.close_all()
+        sched.shutdown()
         pool.shutdown()
-        lanes.shutdown()
         assert not violations, violations
 
     asyncio.run(main())

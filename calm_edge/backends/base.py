@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from calm_edge.events import Delta, Final
+
 if TYPE_CHECKING:
     from calm_edge.config import RuntimeConfig
     from calm_edge.fleet import ModelSpec
@@ -94,8 +96,9 @@ class Backend(Protocol):
     """One loaded model."""
 
     def generate(self, request: GenerationRequest,
-                 should_stop: Callable[[], bool]) -> Iterator[str | GenerationStats]:
-        """Yield text deltas, then one GenerationStats. Blocking; call from a worker thread.
+                 should_stop: Callable[[], bool]) -> Iterator[Delta | Final[GenerationStats]]:
+        """Yield text deltas, then one Final(GenerationStats). Blocking; call from a worker
+        thread.
 
         `should_stop` is polled after every token; when it returns True generation ends
         with finish_reason "cancelled". Raises ContextOverflowError before any output.

@@ -26,6 +26,7 @@ from calm_edge.backends.base import (
     GenerationRequest,
     GenerationStats,
 )
+from calm_edge.events import Delta, Final
 from calm_edge.memory import release_free_heap
 from calm_edge.prompting import StopMatcher, render_completion_prompt
 
@@ -143,7 +144,7 @@ class LlamaCppBackend:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False), ()
 
     def generate(self, request: GenerationRequest,
-                 should_stop: Callable[[], bool]) -> Iterator[str | GenerationStats]:
+                 should_stop: Callable[[], bool]) -> Iterator[Delta | Final[GenerationStats]]:
         t0 = time.monotonic()
         p = request.params
         tokens, format_stops = self._prompt_tokens(request)
@@ -177,7 +178,7 @@ class LlamaCppBackend:
                     strip_leading = not piece
                 out, stopped = stops.feed(piece)
                 if out:
-                    yield out
+                    yield Delta(out)
                 if stopped:
                     finish = "stop"
                     break
@@ -192,9 +193,10 @@ class LlamaCppBackend:
             tail, _ = stops.feed(decoder.decode(b"", final=True))
             tail += stops.flush()
             if tail:
-                yield tail
-        yield GenerationStats(prompt_tokens=n_prompt, completion_tokens=n_gen,
-                              finish_reason=finish, ttft_s=ttft_s, total_s=time.monotonic() - t0)
+                yield Delta(tail)
+        yield Final(GenerationStats(prompt_tokens=n_prompt, completion_tokens=n_gen,
+                                    finish_reason=finish, ttft_s=ttft_s,
+                                    total_s=time.monotonic() - t0))
 
     def close(self) -> None:
         self._stack.close()

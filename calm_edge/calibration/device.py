@@ -82,5 +82,6 @@ def identify(root: Path, build: str, runtime: RuntimeConfig, n_threads: int) -> 
     cpu, flags = cpu_description(root)
     rt = (f"threads={n_threads} batch_threads={runtime.n_threads_batch or n_threads} "
           f"gpu_layers={runtime.n_gpu_layers} n_batch={runtime.n_batch} "
+          f"n_ubatch={runtime.micro_batch} "
           f"flash_attn={runtime.flash_attn} mmap={runtime.use_mmap}")
     return DeviceIdentity(cpu, flags, gpu_description(root), build, rt)

@@ -3,24 +3,29 @@ the daemon uses, in this process, one model at a time under the profile's RAM bu
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from calm_edge.backends.base import BackendFactory
 from calm_edge.bench.workload import Query
-from calm_edge.calibration.device import DeviceIdentity, identify
+from calm_edge.calibration.device import DeviceIdentity
 from calm_edge.calibration.results import ModelCalibration
-from calm_edge.calibration.runner import CalibrationEvent, Calibrator
+from calm_edge.calibration.runner import CalibrationEvent
+from calm_edge.classifier import Classification
 from calm_edge.config import Settings
-from calm_edge.execute import Executor
 from calm_edge.fleet import Fleet
 from calm_edge.knowledge import KnowledgeStore
-from calm_edge.lanes import InferenceLanes
-from calm_edge.memory import MemoryProbe, process_rss_bytes, select_device_memory
-from calm_edge.residency import Residency
+from calm_edge.memory import MemoryProbe, process_rss_bytes
+
+
+class _Unrouted:
+    """Calibration routes nothing: a classifier that says so if asked."""
+
+    runtime = "none"
+
+    def classify(self, text: str) -> Classification:
+        raise RuntimeError("calibration does not classify queries")
 
 
 @dataclass(frozen=True)
@@ -28,12 +33,6 @@ class LocalRun:
     identity: DeviceIdentity
     results: dict[str, ModelCalibration]       # every model's calibration after the run
     failed: dict[str, str]                     # models that could not be calibrated: why
-
-
-def resolved_threads(settings: Settings) -> int:
-    from calm_edge.backends.llama_cpp import usable_cpus
-
-    return settings.profile.runtime.n_threads or usable_cpus()
 
 
 async def calibrate_locally(settings: Settings, fleet: Fleet, factory: BackendFactory,
@@ -45,35 +44,29 @@ async def calibrate_locally(settings: Settings, fleet: Fleet, factory: BackendFa
                             memory_probe: MemoryProbe = process_rss_bytes) -> LocalRun:
     """Calibrate `models` (all available ones if empty) and store the results in the
     knowledge store of `settings.state_dir`, where the daemon reads them."""
+    from calm_edge.runtime import build_core, close_core, device_memory_for
+
     p = settings.profile
-    identity = identify(root, build, p.runtime, resolved_threads(settings))
-    async with contextlib.AsyncExitStack() as stack:
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="calm-io")
-        stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-        store = KnowledgeStore(settings.state_dir / "knowledge.db",
-                               retention_days=p.knowledge.retention_days,
-                               max_requests=p.knowledge.max_requests,
-                               max_db_bytes=p.knowledge.max_db_bytes)
-        stack.callback(store.close)
-        await store.open()
-        lanes = InferenceLanes(1)
-        stack.callback(lanes.shutdown)
-        residency = Residency(
-            fleet, settings.models_dir, p.runtime, p.memory.ram_budget_bytes, factory, pool,
-            lanes, memory_probe=memory_probe, device_memory=select_device_memory(
-                p.memory.gpu_memory_source, unified_board=p.device.board == "jetson",
-                root=root))
-        stack.push_async_callback(residency.close_all)
-        await residency.scan()
-        calibrator = Calibrator(residency, Executor(residency, lanes), store, identity, pool,
-                                canaries=canaries,
-                                canary_timeout_s=p.calibration.canary_timeout_s)
-        names = list(models) or list(residency.slots)
-        failed: dict[str, str] = {}
+    store = KnowledgeStore(settings.state_dir / "knowledge.db",
+                           retention_days=p.knowledge.retention_days,
+                           max_requests=p.knowledge.max_requests,
+                           max_db_bytes=p.knowledge.max_db_bytes)
+    await store.open()
+    core = build_core(settings, fleet, factory, _Unrouted(), store=store,
+                      memory_probe=memory_probe, backend_build=build, sysfs_root=root,
+                      device_memory=device_memory_for(settings, root))
+    calibrator = core.calibrator
+    assert calibrator is not None
+    if canaries is not None:
+        calibrator.canaries = list(canaries)
+    failed: dict[str, str] = {}
+    try:
+        await core.residency.scan()
+        names = list(models) or list(core.residency.slots)
         per_domain = p.calibration.quick_per_domain if quick else \
             p.calibration.canaries_per_domain
         for name in names:
-            reason = residency.slots[name].unavailable_reason(0.0)
+            reason = core.residency.slots[name].unavailable_reason(0.0)
             if reason is not None:
                 failed[name] = reason
                 continue
@@ -83,6 +76,9 @@ async def calibrate_locally(settings: Settings, fleet: Fleet, factory: BackendFa
                 await calibrator.run([name], per_domain, quick=quick, on_event=on_event)
             except Exception as e:  # one model's failure must not lose the others'
                 failed[name] = f"{type(e).__name__}: {e}"
-            await residency.unload(name)  # one model in RAM at a time
+            await core.scheduler.unload(name)  # one model in RAM at a time
         results = await calibrator.results()
-    return LocalRun(identity, results, failed)
+    finally:
+        await close_core(core)
+        store.close()
+    return LocalRun(calibrator.identity, results, failed)

@@ -10,12 +10,13 @@ domain, and the domains where the model is demoted on this device.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from calm_edge.analyze import BetaQuality
+from calm_edge.analyze import BetaQuality, SpeedPrior
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,25 @@ class DevicePriors:
     cold_load_s: float | None
     warm_load_s: float | None
     domains: Mapping[str, DomainPrior] = field(default_factory=dict)
+
+    def speed_prior(self, domain: str, fallback: SpeedPrior) -> SpeedPrior:
+        """`fallback` (guessed from the model's size) with what was measured here: speeds,
+        and the domain's answer length and share of answers cut by max_tokens."""
+        prior = dataclasses.replace(
+            fallback, decode_ms_per_token=self.decode_ms_per_token
+            or fallback.decode_ms_per_token,
+            prefill_ms_per_token=self.prefill_ms_per_token or fallback.prefill_ms_per_token)
+        dom = self.domains.get(domain)
+        if dom is None:
+            return prior
+        return dataclasses.replace(
+            prior, completion_tokens=dom.answer_tokens if dom.answer_tokens is not None
+            else prior.completion_tokens, limit_share=dom.limit_share, calibrated=True)
+
+    def load_s(self) -> float | None:
+        """A load's duration to expect before one was timed in this process: the cold one
+        (the file may not be in the page cache)."""
+        return self.cold_load_s or self.warm_load_s
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:

@@ -1,9 +1,10 @@
 """Run a calibration: load times, footprint and canary answers, per model, on this device.
 
-Runs on the event loop over the daemon's own machinery (Residency loads and evicts under
-the budget, Executor generates on the inference lanes), so `calm-edge calibrate` and the
-daemon's idle calibration measure exactly what serving does. Every finished item is
-committed to the knowledge store at once: an interrupted run resumes at the next item.
+Runs on the event loop over the daemon's own machinery (the scheduler grants background
+leases, Residency loads and evicts under the budget, Executor generates on the inference
+lanes), so `calm-edge calibrate` and the daemon's idle calibration measure exactly what
+serving does. Every finished item is committed to the knowledge store at once: an
+interrupted run resumes at the next item.
 
 Per model:
 1. `load`: unload it, drop its file pages, load (cold), unload, load again (warm), answer a
@@ -14,9 +15,9 @@ Per model:
    sandboxed subprocess, never in this process).
 3. `done`: the plan (quick or full) is complete.
 
-`busy()` is polled between items and while a canary runs: when it turns true the canary in
-progress is cancelled (not recorded) and `run` returns, so requests never wait behind a
-calibration for more than one token.
+`busy()` (requests running or waiting) is polled between items and while a canary runs:
+when it turns true the canary in progress is cancelled (not recorded) and `run` raises
+Preempted, so a request never waits behind a calibration for more than one token.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from calm_edge.backends.base import ChatMessage, GenerationRequest, ModelState, SamplingParams
+from calm_edge.backends.base import ChatMessage, GenerationRequest, SamplingParams
 from calm_edge.bench.graders import grade
 from calm_edge.bench.workload import Query, load_workload, select
 from calm_edge.calibration.device import DeviceIdentity
@@ -41,10 +42,11 @@ from calm_edge.calibration.results import (
     ModelCalibration,
     summarize,
 )
-from calm_edge.execute import Abort, Executor, Outcome
+from calm_edge.events import Delta
+from calm_edge.execute import Abort, Executor, Generation
 from calm_edge.knowledge import KnowledgeStore
-from calm_edge.plan import Plan
 from calm_edge.residency import ModelUnavailable, Residency
+from calm_edge.scheduler import Scheduler
 
 log = logging.getLogger("calm_edge.calibration")
 
@@ -86,17 +88,18 @@ class Preempted(Exception):
 class Calibrator:
     """Owned by the event loop; one `run` at a time."""
 
-    def __init__(self, residency: Residency, executor: Executor, store: KnowledgeStore,
-                 identity: DeviceIdentity, pool: ThreadPool, *,
+    def __init__(self, residency: Residency, scheduler: Scheduler, executor: Executor,
+                 store: KnowledgeStore, identity: DeviceIdentity, pool: ThreadPool, *,
                  canaries: Sequence[Query] | None = None, canary_timeout_s: float = 120.0,
-                 busy: Callable[[], bool] = lambda: False,
+                 busy: Callable[[], bool] | None = None,
                  grader: Callable[[str, str, Mapping[str, Any]], tuple[bool, str]] = grade,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._res, self._exec, self._store = residency, executor, store
+        """`busy` defaults to the scheduler's (requests running or waiting)."""
+        self._res, self._sched, self._exec, self._store = residency, scheduler, executor, store
         self.identity, self._pool = identity, pool
         self.canaries = list(canaries) if canaries is not None else load_canaries()
-        self._timeout_s, self._busy, self._grade, self._clock = \
-            canary_timeout_s, busy, grader, clock
+        self._timeout_s, self._grade, self._clock = canary_timeout_s, grader, clock
+        self._busy = busy if busy is not None else scheduler.busy
         self.current: CalibrationEvent | None = None  # what runs now (status)
 
     # -- what is known -----------------------------------------------------------------
@@ -199,29 +202,32 @@ class Calibrator:
             raise Preempted()
 
     async def _measure_load(self, name: str) -> LoadResult:
-        """Cold load (file pages dropped), then warm load, then a warm-up answer."""
+        """Cold load (file pages dropped), then warm load, then a warm-up answer, under one
+        background lease on the model (nobody else uses it meanwhile)."""
         res = self._res
-        slot = res.slots[name]
         self._check_idle()
-        if slot.state is ModelState.READY and not await res.unload(name):
-            raise Preempted()  # in use: measure another time
-        await res.drop_file_pages(name)
-        self._check_idle()
-        await res.ensure_ready(name)
-        cold = slot.last_load_s
-        self._check_idle()
-        if not await res.unload(name):
-            raise Preempted()
-        self._check_idle()
-        await res.ensure_ready(name)
-        warm = slot.last_load_s
+        lease = await self._sched.acquire(name, load=False, background=True)
+        try:
+            slot = lease.slot
+            await res.unload(name)
+            await res.drop_file_pages(name)
+            self._check_idle()
+            await res.ensure_ready(name, lease.lane)
+            cold = slot.last_load_s
+            self._check_idle()
+            await res.unload(name)
+            self._check_idle()
+            await res.ensure_ready(name, lease.lane)
+            warm = slot.last_load_s
+        finally:
+            self._sched.release(lease)
         await self._generate(name, _WARMUP, self._timeout_s)  # faults the weights in
         return LoadResult(cold, warm, slot.measured_bytes, slot.memory_source)
 
     async def _answer(self, name: str, q: Query) -> CanaryResult:
         self._check_idle()
-        text, outcome, reason = await self._generate(name, canary_request(q), self._timeout_s)
-        s = outcome.stats
+        text, gen, reason = await self._generate(name, canary_request(q), self._timeout_s)
+        s = gen.stats
         if reason == "deadline":
             passed, detail, finish = False, f"no answer within {self._timeout_s:g} s", \
                 "deadline"
@@ -233,28 +239,33 @@ class Calibrator:
                             s.completion_tokens, q.max_tokens, finish, s.ttft_s, s.total_s)
 
     async def _generate(self, name: str, request: GenerationRequest, timeout_s: float,
-                        ) -> tuple[str, Outcome, str | None]:
-        """Generate with `name` only (no fallback); stop at `timeout_s` ("deadline") or
+                        ) -> tuple[str, Generation, str | None]:
+        """Generate with `name` on a background lease; stop at `timeout_s` ("deadline") or
         when busy() turns true (raises Preempted)."""
         abort = Abort()
+        lease = await self._sched.acquire(name, background=True)
         watcher = asyncio.get_running_loop().create_task(self._watch(abort, timeout_s))
         parts: list[str] = []
-        outcome: Outcome | None = None
+        gen: Generation | None = None
+        error: str | None = None
         try:
-            async with contextlib.aclosing(
-                    self._exec.run(Plan(name, (), "calibration"), request, abort)) as gen:
-                async for item in gen:
-                    if isinstance(item, Outcome):
-                        outcome = item
+            async with contextlib.aclosing(self._exec.stream(lease, request, abort)) as stream:
+                async for item in stream:
+                    if isinstance(item, Delta):
+                        parts.append(item.text)
                     else:
-                        parts.append(item)
+                        gen = item.value
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            raise
         finally:
             watcher.cancel()
+            self._sched.release(lease, error=error)
         if abort.reason == "preempted":
             raise Preempted()
-        if outcome is None:  # pragma: no cover - Executor.run ends with an Outcome or raises
+        if gen is None:  # pragma: no cover - the executor ends with a Final or raises
             raise ModelUnavailable(name, "generation ended without a result")
-        return "".join(parts), outcome, abort.reason
+        return "".join(parts), gen, abort.reason
 
     async def _watch(self, abort: Abort, timeout_s: float) -> None:
         deadline = self._clock() + timeout_s

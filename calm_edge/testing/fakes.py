@@ -7,13 +7,23 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from calm_edge.backends.base import Backend, GenerationRequest, GenerationStats
+from calm_edge.backends.base import (
+    Backend,
+    ChatMessage,
+    GenerationRequest,
+    GenerationStats,
+    SamplingParams,
+)
 from calm_edge.classifier import Classification
 from calm_edge.config import RuntimeConfig
 from calm_edge.domains import DOMAINS
 from calm_edge.energy import PowerSample
+from calm_edge.events import Delta, Final
+from calm_edge.execute import Abort
 from calm_edge.fleet import ModelSpec
+from calm_edge.orchestrator import Answer, Orchestrator, ServeRequest
 
 
 @dataclass
@@ -34,7 +44,7 @@ class FakeBackend:
     max_active: int = 0  # the most ever running at once
 
     def generate(self, request: GenerationRequest,
-                 should_stop: Callable[[], bool]) -> Iterator[str | GenerationStats]:
+                 should_stop: Callable[[], bool]) -> Iterator[Delta | Final[GenerationStats]]:
         f = self.factory
         self.calls.append(request)
         n_out = min(request.params.max_tokens, f.answer_tokens)
@@ -52,7 +62,7 @@ class FakeBackend:
                 if f.token_delay_s:
                     time.sleep(f.token_delay_s)
                 n += 1
-                yield f"{self.spec.name}-{i} "
+                yield Delta(f"{self.spec.name}-{i} ")
                 if should_stop():
                     finish = "cancelled"
                     break
@@ -61,8 +71,8 @@ class FakeBackend:
             with f.lock:
                 self.active -= 1
         ttft_s = 20 * sim_ms / 1000.0  # prefill of a short prompt
-        yield GenerationStats(20, n, finish, ttft_s,  # type: ignore[arg-type]
-                              ttft_s + max(n - 1, 0) * sim_ms / 1000.0)
+        yield Final(GenerationStats(20, n, finish, ttft_s,  # type: ignore[arg-type]
+                                    ttft_s + max(n - 1, 0) * sim_ms / 1000.0))
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -129,3 +139,20 @@ class ConstantPowerReader:
 
     def close(self) -> None:
         pass
+
+
+async def serve_to_end(orch: Orchestrator, req: ServeRequest,
+                       abort: Abort | None = None) -> Answer:
+    """Serve one request through `Orchestrator.serve` and return its Answer (the text is
+    dropped): the loop end to end, without HTTP."""
+    async for event in orch.serve(req, abort or Abort()):
+        if isinstance(event, Final):
+            return event.value
+    raise AssertionError(f"{req.rid}: serve ended without a Final")
+
+
+def chat_request(rid: str, text: str, *, model: str = "auto", max_tokens: int = 32,
+                 **kw: Any) -> ServeRequest:
+    """A one-message chat request for `serve_to_end`."""
+    return ServeRequest(rid=rid, kind="chat", model=model, request=GenerationRequest(
+        SamplingParams(max_tokens=max_tokens), messages=(ChatMessage("user", text),)), **kw)

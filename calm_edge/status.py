@@ -1,0 +1,95 @@
+"""What the daemon shows of itself: one `StatusView` assembled from the snapshots its parts
+publish (the residency, the scheduler, the loop, the device, energy, calibration), and
+the two renderings of it: the /calm/status document and the /metrics gauges. Pure: the
+views are values; nothing here reaches into a running component."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from calm_edge.metrics import Metrics
+from calm_edge.monitor import DeviceObservation
+from calm_edge.orchestrator import LoopView
+from calm_edge.residency import ResidencyView
+from calm_edge.scheduler import SchedulerView
+
+
+@dataclass(frozen=True)
+class StatusView:
+    profile_name: str
+    profile_source: str
+    socket: str
+    fleet: str
+    default_model: str
+    residency: ResidencyView
+    scheduler: SchedulerView
+    loop: LoopView
+    device: DeviceObservation
+    energy: dict[str, Any] | None       # the power source, and joules since start
+    calibration: dict[str, Any] | None  # the device, what runs now, per model (loop.calibration)
+    in_flight: int
+
+
+def status_document(v: StatusView, *, version: str, uptime_s: float, requests_total: int,
+                    decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The /calm/status body. `decisions` are those the asking peer may see."""
+    res, sched, loop = v.residency, v.scheduler, v.loop
+    return {
+        "version": version,
+        "uptime_s": round(uptime_s, 1),
+        "profile": {"name": v.profile_name, "source": v.profile_source},
+        "socket": v.socket,
+        "fleet": v.fleet,
+        "default_model": v.default_model,
+        "memory": {"budget_bytes": res.budget_bytes, "used_bytes": res.used_bytes,
+                   "resident": list(res.resident)},
+        "requests_total": requests_total,
+        "in_flight": v.in_flight,
+        "models": [dict(m) for m in res.models],
+        "scheduler": dataclasses.asdict(sched),
+        "classifier": {"runtime": loop.classifier_runtime},
+        "cache": loop.cache,
+        "domain_mix": loop.domain_mix,
+        "device": dataclasses.asdict(v.device),
+        "energy": v.energy,
+        "knowledge": loop.knowledge,
+        "estimates": list(loop.estimates),
+        "health": list(loop.health),
+        "calibration": v.calibration,
+        "recent_decisions": decisions[:10],
+    }
+
+
+def refresh_gauges(m: Metrics, v: StatusView) -> None:
+    """Set the /metrics gauges from a view."""
+    res = v.residency
+    m.budget.set(res.budget_bytes)
+    m.budget_used.set(res.used_bytes)
+    m.in_flight.set(v.in_flight)
+    m.queue_waiting.set(sum(1 for q in v.scheduler.queue if not q["background"]))
+    m.predicted_wait.set(v.scheduler.predicted_wait_s)
+    degraded = set(v.loop.degraded)
+    for row in res.models:
+        name = row["name"]
+        m.resident.set(float(row["state"] == "ready"), model=name)
+        m.model_bytes.set(row["charged_bytes"], model=name)
+        m.degraded.set(float(name in degraded), model=name)
+        m.loads.set_total(row["loads"], model=name)
+        m.unloads.set_total(row["unloads"], model=name)
+        m.evictions.set_total(row["evictions"], model=name)
+        m.load_seconds.set_total(row["load_seconds_total"], model=name)
+    if v.loop.cache is not None:
+        m.cache_entries.set(v.loop.cache["entries"])
+    dev = v.device
+    m.rss.set(dev.rss_bytes)
+    if dev.max_temp_c is not None:
+        m.temperature.set(dev.max_temp_c)
+    m.power.clear()
+    for rail, mw in dev.power_rails_mw.items():
+        m.power.set(mw, rail=rail)
+    if dev.power_mw is not None:
+        m.power.set(dev.power_mw, rail="total")
+    if v.energy is not None:
+        m.board_energy.set_total(v.energy["total_j"], kind=v.energy["kind"])
