@@ -82,7 +82,6 @@ class MemoryConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    backend: Literal["llama_cpp", "mlc"] = _f("llama_cpp", "Inference backend.")
     n_threads: int = _f(0, "Decode threads; 0 = number of usable CPUs.", ge=0, le=512)
     n_threads_batch: int = _f(0, "Prompt threads; 0 = same as n_threads.", ge=0, le=512)
     n_gpu_layers: int = _f(0, "Layers offloaded to the GPU; -1 = all.", ge=-1, le=1000)
@@ -174,7 +173,6 @@ class PowerConfig:
 class SloConfig:
     latency_ms: float = _f(20000.0, "Default end-to-end latency objective per request.",
                            ge=1, le=3.6e6)
-    ttft_ms: float = _f(3000.0, "Default time-to-first-token objective.", ge=1, le=3.6e6)
 
 
 @dataclass(frozen=True)
@@ -364,6 +362,9 @@ class Settings:
 
 # TOML keys that differ from the field name (the field carries the unit).
 _KEY_ALIASES = {"ram_budget_bytes": "ram_budget"}
+# Keys earlier versions had, that nothing read: accepted (older profiles still load) with a
+# warning, and ignored.
+_RETIRED = {"runtime": frozenset({"backend"}), "slo": frozenset({"ttft_ms"})}
 # Short environment variables documented in the README, mapped to (section, key).
 ENV_ALIASES: dict[str, tuple[str, str]] = {
     "CALM_EDGE_SOCKET": ("server", "socket"),
@@ -495,6 +496,11 @@ def _bounded(value: float, meta: Mapping[str, Any], fail: Any) -> Any:
 def _build(cls: Any, data: Mapping[str, Any], ctx: _Ctx, section: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {_key(f): f for f in dataclasses.fields(cls)}
+    retired = _RETIRED.get(section, frozenset()) & set(data)
+    for key in sorted(retired):
+        log.warning("%s: [%s] %s is no longer used; ignored (remove it)", ctx.where, section,
+                    key)
+    data = {k: v for k, v in data.items() if k not in retired}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(ctx.where, section, unknown[0],

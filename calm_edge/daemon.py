@@ -37,6 +37,7 @@ from calm_edge.energy import (
     EnergyIntegrator,
     PowerReader,
     describe_reader,
+    energy_kind,
     select_reader,
 )
 from calm_edge.fleet import Fleet, load_fleet
@@ -230,8 +231,7 @@ class Daemon:
         integrator = EnergyIntegrator(reader, p.power.sample_hz, history_s=p.power.history_s)
         integrator.start()
         stack.callback(integrator.stop)
-        log.info("power: %s (%s), rails %s", reader.source,
-                 "measured" if reader.measured else "estimated",
+        log.info("power: %s (%s), rails %s", reader.source, energy_kind(reader.measured),
                  ", ".join(reader.rails) or "-")
         outcome = await loop.run_in_executor(None, self._load_outcome_model)
         core = build_core(s, self.fleet, self._factory, classifier, store=store,

@@ -61,7 +61,7 @@ from calm_edge.calibration.results import (
 from calm_edge.classifier import QueryClassifier
 from calm_edge.config import Settings
 from calm_edge.domains import DOMAINS
-from calm_edge.energy import EnergyIntegrator, RequestWindow, attribute_energy
+from calm_edge.energy import EnergyIntegrator, RequestWindow, attribute_energy, energy_kind
 from calm_edge.events import Delta, Final
 from calm_edge.execute import Abort, AllCandidatesFailed, Attempt, Executor, Generation
 from calm_edge.fleet import Fleet
@@ -95,6 +95,10 @@ class EnergyFigure:
     energy_j: float
     measured: bool
     source: str
+
+    @property
+    def kind(self) -> str:
+        return energy_kind(self.measured)
 
 
 @dataclass(frozen=True)
@@ -656,7 +660,7 @@ class Orchestrator:
         m.ttft.observe(a.wait_s + s.ttft_s, **labels)
         if a.energy is not None:
             m.energy.inc(a.energy.energy_j, model=a.model,
-                         kind="measured" if a.energy.measured else "estimated")
+                         kind=a.energy.kind)
 
     async def _record_failure(self, req: ServeRequest, routed: Routed, t0: float, status: int,
                               error: str) -> None:

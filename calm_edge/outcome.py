@@ -1,7 +1,8 @@
 """Per-query outcome model: P(model answers this query correctly), for every fleet model.
 
-DESIGN.md §6: routing by domain alone gains almost nothing on the default fleet; the gain is
-per query, and which queries a small model gets right must be learned from outcome labels.
+Routing by domain alone gains almost nothing on the default fleet (README: Choosing the
+model): the gain is per query, and which queries a small model gets right must be learned
+from outcome labels.
 scripts/train_outcome_model.py fits one L2-regularized logistic regression per model on the
 classifier's feature vector (calm_edge.classifier.features) plus a one-hot of the query's
 domain as the runtime knows it (the classifier's prediction, or the request's calm.domain),

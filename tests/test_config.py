@@ -131,3 +131,27 @@ def test_paths_defaults_follow_systemd_then_xdg(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "st")}
     assert paths.state_dir("", env) == tmp_path / "st/calm-edge"
     assert paths.state_dir("~/x", env).name == "x"
+
+
+def test_config_retired_keys_load_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Profiles written for earlier versions still load: keys nothing read any more are
+    ignored with a warning that names them; a misspelt key is still an error."""
+    data = {"slo": {"latency_ms": 9000.0, "ttft_ms": 3000.0},
+            "runtime": {"backend": "llama_cpp", "n_threads": 2}}
+    with caplog.at_level("WARNING", logger="calm_edge.config"):
+        prof = profile_from_mapping(data, where="old.toml")
+    assert prof.slo.latency_ms == 9000.0 and prof.runtime.n_threads == 2
+    assert "[slo] ttft_ms is no longer used" in caplog.text
+    assert "[runtime] backend is no longer used" in caplog.text
+    with pytest.raises(ConfigError, match=r"\[slo\] ttft_msx"):
+        profile_from_mapping({"slo": {"ttft_msx": 1.0}}, where="old.toml")
+
+
+def test_config_parse_budget_as_the_profile_does() -> None:
+    from calm_edge.config import parse_budget
+
+    assert parse_budget("1G") == 1 << 30 and parse_budget(1 << 30) == 1 << 30
+    assert parse_budget("50%") > 0
+    for bad in ("x", "1K", "0%"):
+        with pytest.raises(ValueError):
+            parse_budget(bad)

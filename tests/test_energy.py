@@ -619,6 +619,7 @@ def test_integrator_window_edges_interpolate_and_hold() -> None:
 
     class TwoPoints:
         source, measured, rails = "fake", True, ()
+        selection_notes: tuple[str, ...] = ()
 
         def read(self) -> PowerSample:
             return PowerSample(clock(), 1000.0 + 2000.0 * clock(), {})
@@ -691,6 +692,7 @@ def test_integrator_survives_failing_and_bad_reads(caplog: pytest.LogCaptureFixt
 
     class Scripted:
         source, measured, rails = "fake", True, ()
+        selection_notes: tuple[str, ...] = ()
 
         def read(self) -> PowerSample:
             item = script.pop(0)

@@ -1,5 +1,5 @@
 """Energy: power readers (jtop, INA3221/INA238 hwmon, RAPL, CPU-time estimator, replay)
-and an integrator that gives joules per request window. DESIGN.md §5.
+and an integrator that gives joules per request window (README: Energy).
 
 Typical use by the daemon (blocking calls at start-up, cheap queries afterwards)::
 
@@ -25,6 +25,7 @@ from calm_edge.energy.base import (
     ReaderUnavailable,
     SourceName,
     describe_reader,
+    energy_kind,
 )
 from calm_edge.energy.estimator import CpuTimeEstimator, parse_proc_stat_cpu
 from calm_edge.energy.hwmon import HwmonChannel, HwmonReader, discover_channels
@@ -65,6 +66,7 @@ __all__ = [
     "describe_reader",
     "discover_channels",
     "discover_zones",
+    "energy_kind",
     "parse_proc_stat_cpu",
     "select_reader",
     "split_energy",

@@ -55,9 +55,18 @@ class PowerSample:
     rails_mw: Mapping[str, float] = field(default_factory=dict)
 
 
+def energy_kind(measured: bool) -> str:
+    """How every energy figure says where it came from: 'measured' or 'estimated'."""
+    return "measured" if measured else "estimated"
+
+
 @runtime_checkable
 class PowerReader(Protocol):
     """A source of instantaneous power. See the module docstring for the contract."""
+
+    # Why this source was chosen and what was tried before it (set by select_reader; shown
+    # by describe_reader).
+    selection_notes: tuple[str, ...]
 
     @property
     def source(self) -> str:
@@ -85,11 +94,11 @@ class PowerReader(Protocol):
 
 def describe_reader(reader: PowerReader) -> dict[str, object]:
     """What status shows about the chosen source: name, measured, rails, selection notes."""
-    notes: Sequence[str] = getattr(reader, "selection_notes", ())
+    notes: Sequence[str] = reader.selection_notes
     return {
         "source": reader.source,
         "measured": reader.measured,
-        "kind": "measured" if reader.measured else "estimated",
+        "kind": energy_kind(reader.measured),
         "rails": list(reader.rails),
         "selection_notes": list(notes),
     }

@@ -44,7 +44,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from calm_edge.energy.base import PowerReader, PowerSample
+from calm_edge.energy.base import PowerReader, PowerSample, energy_kind
 
 log = logging.getLogger("calm_edge.energy")
 
@@ -79,7 +79,7 @@ class EnergyReading:
     @property
     def kind(self) -> str:
         """'measured' or 'estimated', for API responses and metrics labels."""
-        return "measured" if self.measured else "estimated"
+        return energy_kind(self.measured)
 
 
 class _Ring:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from calm_edge.config import PowerConfig
-from calm_edge.energy.base import PowerReader, ReaderUnavailable, log
+from calm_edge.energy.base import PowerReader, ReaderUnavailable, energy_kind, log
 from calm_edge.energy.estimator import CpuTimeEstimator
 from calm_edge.energy.hwmon import HwmonReader
 from calm_edge.energy.jtop_reader import JtopFactory, JtopReader, default_jtop_factory
@@ -96,12 +96,8 @@ def select_reader(cfg: PowerConfig, *, sysfs_root: Path = Path("/"),
 
 
 def _chosen(reader: PowerReader, skipped: list[str], why: str) -> PowerReader:
-    own: tuple[str, ...] = getattr(reader, "selection_notes", ())
-    notes = (*skipped, *own, f"chosen: {reader.source} ({why}; "
-             f"{'measured' if reader.measured else 'estimated'}; "
-             f"rails: {', '.join(reader.rails) or 'none'})")
-    # Every reader class in this package has this attribute; status reads it through
-    # describe_reader().
-    reader.selection_notes = notes  # type: ignore[attr-defined]
+    notes = (*skipped, *reader.selection_notes, f"chosen: {reader.source} ({why}; "
+             f"{energy_kind(reader.measured)}; rails: {', '.join(reader.rails) or 'none'})")
+    reader.selection_notes = notes
     log.info("power source: %s", notes[-1])
     return reader

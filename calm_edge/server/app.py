@@ -80,7 +80,7 @@ def calm_info(rid: str, a: Answer) -> dict[str, Any]:
     }
     if a.energy is not None:
         info["energy_j"] = round(a.energy.energy_j, 4)
-        info["energy"] = "measured" if a.energy.measured else "estimated"
+        info["energy"] = a.energy.kind
         info["energy_source"] = a.energy.source
     return info
 

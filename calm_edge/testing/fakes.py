@@ -133,6 +133,7 @@ class ConstantPowerReader:
     measured: bool = False
     rails: tuple[str, ...] = ("total",)
     clock: Callable[[], float] = time.monotonic
+    selection_notes: tuple[str, ...] = ()
 
     def read(self) -> PowerSample:
         return PowerSample(self.clock(), self.power_mw, {"total": self.power_mw})
