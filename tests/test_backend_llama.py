@@ -13,8 +13,8 @@ from calm_edge.backends.base import (
     SamplingParams,
 )
 from calm_edge.backends.llama_cpp import LlamaCppBackend
-from calm_edge.events import Delta, Final
 from calm_edge.config import RuntimeConfig
+from calm_edge.events import Delta, Final
 from calm_edge.fleet import ModelSpec
 from calm_edge.memory import process_rss_bytes
 
