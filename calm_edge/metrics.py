@@ -1,171 +1,140 @@
-"""Prometheus text exposition (format 0.0.4) for counters, gauges and histograms.
+"""The daemon's Prometheus metrics, exposed through prometheus_client's text format.
 
-Owned by the event loop: updates and rendering both happen there, so no locking.
+Counters the daemon increments are prometheus_client counters; totals that other parts
+keep (loads per model, the board's energy since start) are set from a snapshot before each
+scrape and exposed as counters by a collector. Label names are sorted, so series read the
+same as before (`calm_edge_completions_total{domain="code",model="..."}`). Update from the
+event loop only.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-LabelKey = tuple[tuple[str, str], ...]
+import prometheus_client
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
+PREFIX = "calm_edge_"
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
 
-def _labels(key: LabelKey, extra: Iterable[tuple[str, str]] = ()) -> str:
-    pairs = [*key, *extra]
-    if not pairs:
-        return ""
-    body = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
-    return "{" + body + "}"
-
-
-def _escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+# No *_created series: a restart shows in the uptime.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
-def _fmt(x: float) -> str:
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    return repr(float(x)) if not float(x).is_integer() else str(int(x))
+class _Counter:
+    def __init__(self, registry: CollectorRegistry, name: str, help_: str,
+                 labels: Sequence[str] = ()) -> None:
+        self._m = prometheus_client.Counter(PREFIX + name, help_, sorted(labels),
+                                            registry=registry)
+        self._labelled = bool(labels)
 
-
-@dataclass
-class _Metric:
-    name: str
-    help: str
-    kind: str
-    values: dict[LabelKey, float] = field(default_factory=dict)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        lines += [f"{self.name}{_labels(k)} {_fmt(v)}" for k, v in sorted(self.values.items())]
-        return lines
-
-
-class Counter(_Metric):
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        self.values[key] = self.values.get(key, 0.0) + amount
-
-    def set_total(self, value: float, **labels: str) -> None:
-        """For totals accumulated elsewhere (e.g. the energy integrator)."""
-        self.values[tuple(sorted(labels.items()))] = value
+        (self._m.labels(**labels) if self._labelled else self._m).inc(amount)
 
 
-class Gauge(_Metric):
+class _Gauge:
+    def __init__(self, registry: CollectorRegistry, name: str, help_: str,
+                 labels: Sequence[str] = ()) -> None:
+        self._m = prometheus_client.Gauge(PREFIX + name, help_, sorted(labels),
+                                          registry=registry)
+        self._labelled = bool(labels)
+
     def set(self, value: float, **labels: str) -> None:
-        self.values[tuple(sorted(labels.items()))] = value
+        (self._m.labels(**labels) if self._labelled else self._m).set(value)
 
     def clear(self) -> None:
-        self.values.clear()
+        self._m.clear()
 
 
-@dataclass
-class Histogram:
-    name: str
-    help: str
-    buckets: Sequence[float]
-    counts: dict[LabelKey, list[int]] = field(default_factory=dict)
-    sums: dict[LabelKey, float] = field(default_factory=dict)
+class _Histogram:
+    def __init__(self, registry: CollectorRegistry, name: str, help_: str,
+                 labels: Sequence[str], buckets: Sequence[float]) -> None:
+        self._m = prometheus_client.Histogram(PREFIX + name, help_, sorted(labels),
+                                              buckets=buckets, registry=registry)
 
     def observe(self, value: float, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        counts = self.counts.setdefault(key, [0] * (len(self.buckets) + 1))
-        for i, b in enumerate(self.buckets):
-            if value <= b:
-                counts[i] += 1
-        counts[-1] += 1
-        self.sums[key] = self.sums.get(key, 0.0) + value
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for key in sorted(self.counts):
-            counts = self.counts[key]
-            for b, c in zip(self.buckets, counts, strict=False):
-                lines.append(f"{self.name}_bucket{_labels(key, [('le', _fmt(b))])} {c}")
-            lines.append(f"{self.name}_bucket{_labels(key, [('le', '+Inf')])} {counts[-1]}")
-            lines.append(f"{self.name}_sum{_labels(key)} {_fmt(self.sums[key])}")
-            lines.append(f"{self.name}_count{_labels(key)} {counts[-1]}")
-        return lines
+        self._m.labels(**labels).observe(value)
 
 
-class Registry:
-    def __init__(self, prefix: str = "calm_edge_") -> None:
-        self.prefix = prefix
-        self._metrics: list[_Metric | Histogram] = []
+class _Total(Collector):
+    """A counter whose value another part keeps: set before each scrape."""
 
-    def counter(self, name: str, help_: str) -> Counter:
-        m = Counter(self.prefix + name, help_, "counter")
-        self._metrics.append(m)
-        return m
+    def __init__(self, registry: CollectorRegistry, name: str, help_: str,
+                 labels: Sequence[str]) -> None:
+        self._name, self._help, self._labels = PREFIX + name, help_, sorted(labels)
+        self._values: dict[tuple[str, ...], float] = {}
+        registry.register(self)
 
-    def gauge(self, name: str, help_: str) -> Gauge:
-        m = Gauge(self.prefix + name, help_, "gauge")
-        self._metrics.append(m)
-        return m
+    def set_total(self, value: float, **labels: str) -> None:
+        self._values[tuple(labels[k] for k in self._labels)] = value
 
-    def histogram(self, name: str, help_: str, buckets: Sequence[float]) -> Histogram:
-        m = Histogram(self.prefix + name, help_, tuple(buckets))
-        self._metrics.append(m)
-        return m
-
-    def render(self) -> str:
-        lines: list[str] = []
-        for m in self._metrics:
-            lines += m.render()
-        return "\n".join(lines) + "\n"
-
-
-LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
+    def collect(self) -> Iterator[Any]:
+        family = CounterMetricFamily(self._name, self._help, labels=self._labels)
+        for key, value in sorted(self._values.items()):
+            family.add_metric(list(key), value)
+        yield family
 
 
 class Metrics:
-    """The daemon's metrics, by name. Update from the event loop only."""
+    """The daemon's metrics, by name."""
 
     def __init__(self) -> None:
-        r = self.registry = Registry()
-        self.requests = r.counter("requests_total", "Requests by route and HTTP status.")
-        self.completions = r.counter("completions_total",
-                                     "Answered requests by model and domain.")
-        self.decisions = r.counter("decisions_total",
-                                   "Routing decisions by chosen model, domain and mode.")
-        self.explorations = r.counter("explorations_total", "Decisions that explored.")
-        self.fallbacks = r.counter("fallbacks_total", "Failed attempts that fell back.")
-        self.tokens = r.counter("tokens_total", "Tokens by model and kind (prompt/completion).")
-        self.energy = r.counter("energy_joules_total",
-                                "Energy attributed to requests, by model and kind "
-                                "(measured/estimated).")
-        self.latency = r.histogram("request_latency_seconds",
-                                   "End-to-end latency of answered requests.",
-                                   LATENCY_BUCKETS_S)
-        self.ttft = r.histogram("time_to_first_token_seconds", "Time to first token.",
-                                LATENCY_BUCKETS_S)
-        self.slo_breaches = r.counter("slo_breaches_total", "Requests slower than their SLO.")
-        self.degraded = r.gauge("model_degraded", "1 while drift detection flags a model.")
-        self.resident = r.gauge("model_resident", "1 if the model is loaded.")
-        self.model_bytes = r.gauge("model_footprint_bytes", "Footprint charged to the budget.")
-        self.budget = r.gauge("ram_budget_bytes", "RAM budget for resident models.")
-        self.budget_used = r.gauge("ram_budget_used_bytes", "Budget in use.")
-        self.rss = r.gauge("process_resident_bytes", "Resident set of the daemon.")
-        self.loads = r.counter("model_loads_total", "Model loads.")
-        self.unloads = r.counter("model_unloads_total", "Model unloads.")
-        self.evictions = r.counter("model_evictions_total",
-                                   "Unloads forced by the RAM budget (to make room or fit).")
-        self.load_seconds = r.counter("model_load_seconds_total", "Time spent loading (swap "
-                                      "time), by model.")
-        self.prefetches = r.counter("prefetches_total", "Prefetches by model and kind "
-                                    "(load ahead / warm file pages).")
-        self.cache_hits = r.counter("cache_hits_total", "Response cache hits (exact/near).")
-        self.cache_entries = r.gauge("cache_entries", "Answers in the response cache.")
-        self.power = r.gauge("power_milliwatts", "Latest power sample by rail.")
-        self.board_energy = r.counter("board_energy_joules_total",
-                                      "Energy integrated since start, whole board.")
-        self.in_flight = r.gauge("requests_in_flight", "Requests being served.")
-        self.queue_waiting = r.gauge("queue_waiting", "Requests waiting for a generation place.")
-        self.predicted_wait = r.gauge("queue_predicted_wait_seconds",
-                                      "Predicted wait of a new request.")
-        self.temperature = r.gauge("max_temperature_celsius", "Hottest thermal zone.")
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = _Counter(r, "requests_total", "Requests by route and HTTP status.",
+                                 ("route", "status"))
+        self.completions = _Counter(r, "completions_total",
+                                    "Answered requests by model and domain.",
+                                    ("model", "domain"))
+        self.decisions = _Counter(r, "decisions_total",
+                                  "Routing decisions by chosen model, domain and mode.",
+                                  ("model", "domain", "mode"))
+        self.explorations = _Counter(r, "explorations_total", "Decisions that explored.",
+                                     ("model",))
+        self.fallbacks = _Counter(r, "fallbacks_total", "Failed attempts that fell back.",
+                                  ("model",))
+        self.tokens = _Counter(r, "tokens_total", "Tokens by model and kind "
+                               "(prompt/completion).", ("model", "kind"))
+        self.energy = _Counter(r, "energy_joules_total", "Energy attributed to requests, by "
+                               "model and kind (measured/estimated).", ("model", "kind"))
+        self.latency = _Histogram(r, "request_latency_seconds",
+                                  "End-to-end latency of answered requests.",
+                                  ("model", "domain"), LATENCY_BUCKETS_S)
+        self.ttft = _Histogram(r, "time_to_first_token_seconds", "Time to first token.",
+                               ("model", "domain"), LATENCY_BUCKETS_S)
+        self.slo_breaches = _Counter(r, "slo_breaches_total", "Answers slower than their "
+                                     "latency SLO, by model.", ("model",))
+        self.degraded = _Gauge(r, "model_degraded", "1 while drift detection flags a model.",
+                               ("model",))
+        self.resident = _Gauge(r, "model_resident", "1 if the model is loaded.", ("model",))
+        self.model_bytes = _Gauge(r, "model_footprint_bytes",
+                                  "Footprint charged to the budget.", ("model",))
+        self.budget = _Gauge(r, "ram_budget_bytes", "RAM budget for resident models.")
+        self.budget_used = _Gauge(r, "ram_budget_used_bytes", "Budget in use.")
+        self.rss = _Gauge(r, "process_resident_bytes", "Resident set of the daemon.")
+        self.loads = _Total(r, "model_loads_total", "Model loads.", ("model",))
+        self.unloads = _Total(r, "model_unloads_total", "Model unloads.", ("model",))
+        self.evictions = _Total(r, "model_evictions_total",
+                                "Unloads forced by the RAM budget (to make room or fit).",
+                                ("model",))
+        self.load_seconds = _Total(r, "model_load_seconds_total",
+                                   "Time spent loading (swap time), by model.", ("model",))
+        self.prefetches = _Counter(r, "prefetches_total", "Prefetches by model and kind "
+                                   "(load ahead / warm file pages).", ("model", "kind"))
+        self.cache_hits = _Counter(r, "cache_hits_total", "Response cache hits (exact/near).",
+                                   ("kind",))
+        self.cache_entries = _Gauge(r, "cache_entries", "Answers in the response cache.")
+        self.power = _Gauge(r, "power_milliwatts", "Latest power sample by rail.", ("rail",))
+        self.board_energy = _Total(r, "board_energy_joules_total",
+                                   "Energy integrated since start, whole board.", ("kind",))
+        self.in_flight = _Gauge(r, "requests_in_flight", "Requests being served.")
+        self.queue_waiting = _Gauge(r, "queue_waiting",
+                                    "Requests waiting for a generation place.")
+        self.predicted_wait = _Gauge(r, "queue_predicted_wait_seconds",
+                                     "Predicted wait of a new request.")
+        self.temperature = _Gauge(r, "max_temperature_celsius", "Hottest thermal zone.")
 
     def render(self) -> str:
-        return self.registry.render()
+        return prometheus_client.generate_latest(self.registry).decode()

@@ -602,6 +602,8 @@ class Orchestrator:
                         candidates, energy, cache=routed.cache)
         self._remember(req.rid, answer, req.owner)
         self._count(answer)
+        if routed.request.slo_ms is not None and latency_s * 1000 > routed.request.slo_ms:
+            self.metrics.slo_breaches.inc(model=out.model)
         self._note_domain(q.domain)
         if self.cache is not None and routed.cache == "miss" and s.finish_reason != "cancelled":
             self.cache.put(req.kind, routed.request.requested_model, routed.request.mode,

@@ -121,7 +121,7 @@ def test_cache_hit_through_the_daemon_skips_the_backend(make_settings: Callable[
         assert '"cache":"hit"' in streamed
         st = c.get("/calm/status").json()
         assert st["cache"]["hits_exact"] == 2
-        assert 'calm_edge_cache_hits_total{kind="exact"} 2' in c.get("/metrics").text
+        assert 'calm_edge_cache_hits_total{kind="exact"} 2.0' in c.get("/metrics").text
 
 
 # -- issue 14: the cache does not cross users --------------------------------------------------

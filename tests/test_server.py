@@ -171,14 +171,20 @@ def test_server_raw_http_edge_cases(make_settings: Callable[..., Settings]) -> N
                 return out
 
         assert raw(b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
-        assert raw(b"GET /health HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n") \
+        assert raw(b"GET /health HTTP/1.1\r\nHost: c\r\nX: " + b"a" * 70000 + b"\r\n\r\n") \
             .startswith(b"HTTP/1.1 431")
-        assert raw(b"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n") \
-            .startswith(b"HTTP/1.1 411")
-        resp = raw(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert raw(b"POST /v1/completions HTTP/1.1\r\nHost: c\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n").startswith(b"HTTP/1.1 411")
+        # HTTP/1.1 requires a Host header (RFC 9112); HTTP/1.0 does not.
+        assert raw(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n") \
+            .startswith(b"HTTP/1.1 400")
+        resp = raw(b"GET /health HTTP/1.0\r\n\r\n")
+        assert resp.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in resp
+        resp = raw(b"GET /health HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n")
         assert resp.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in resp
         # Two pipelined keep-alive requests on one connection.
-        two = raw(b"GET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+        two = raw(b"GET /health HTTP/1.1\r\nHost: c\r\n\r\n"
+                  b"GET /health HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n")
         assert two.count(b"HTTP/1.1 200") == 2
 
 
@@ -219,7 +225,7 @@ def test_server_feedback_metrics_and_status(make_settings: Callable[..., Setting
                      "calm_edge_model_resident", "calm_edge_ram_budget_bytes",
                      "calm_edge_power_milliwatts", "calm_edge_board_energy_joules_total"):
             assert name in text, name
-        assert f'calm_edge_completions_total{{domain="{domain}",model="{model}"}} 1' in text
+        assert f'calm_edge_completions_total{{domain="{domain}",model="{model}"}} 1.0' in text
 
 
 def test_server_model_admin_routes_and_runtime_budget(
@@ -257,4 +263,4 @@ def test_server_model_admin_routes_and_runtime_budget(
         for bad in ({"ram_budget": "lots"}, {"ram_budget": 5}, {}, {"ram_budget": True}):
             assert c.post("/calm/budget", json=bad).status_code == 400
         metrics = c.get("/metrics").text
-        assert 'calm_edge_model_evictions_total{model="tiny-base"} 1' in metrics
+        assert 'calm_edge_model_evictions_total{model="tiny-base"} 1.0' in metrics

@@ -1,10 +1,11 @@
 """A small HTTP/1.1 server on asyncio streams, for a Unix socket (or loopback TCP).
 
-Enough HTTP for OpenAI-style clients (httpx, curl, the openai package): keep-alive,
-Content-Length bodies, `Expect: 100-continue`, chunked responses for server-sent events.
-Request bodies with Transfer-Encoding are refused (411). Limits on head and body size are
-enforced before reading; every malformed request gets a JSON error and the connection
-closes. One task per connection; handlers run on the event loop.
+The protocol itself is h11's (the state machine under httpx and uvicorn): request parsing,
+keep-alive, `Expect: 100-continue`, chunked responses for server-sent events. On top, our
+own limits, stricter than HTTP needs: Content-Length of 1-12 ASCII digits, no CR/LF/NUL in
+a header, no duplicate framing headers, no request body with Transfer-Encoding (411); the
+head and body sizes are bounded before reading. Every malformed request gets a JSON error
+and the connection closes. One task per connection; handlers run on the event loop.
 
 What a peer can hold is bounded: open connections overall and per peer uid (over the cap a
 connection is closed at accept), the head and body read times, and every write: a client
@@ -31,6 +32,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, NoReturn, Protocol
+
+import h11
 
 from calm_edge.server.access import Peer, read_peer
 
@@ -231,8 +234,9 @@ class HttpServer:
                 self._log_refusal(key, refusal)
                 await self._refuse(reader, writer, refusal)
                 return
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_bytes)
             while not self.draining:
-                keep = await self._one_request(reader, writer, peer, tcp, gone)
+                keep = await self._one_request(conn, reader, writer, peer, tcp, gone)
                 if not keep:
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -294,130 +298,160 @@ class HttpServer:
             more = f" ({held} more like it since, not logged)" if held else ""
             log.exception(message + more, *args)
 
-    async def _read_head(self, reader: asyncio.StreamReader) -> bytes | None:
-        try:
-            return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"),
-                                          self.keepalive_timeout_s)
-        except asyncio.IncompleteReadError as e:
-            if e.partial.strip():
-                raise _BadRequest(400, "incomplete request head") from None
-            return None
-        except asyncio.LimitOverrunError:
-            raise _BadRequest(431, f"request head larger than {self.max_header_bytes} bytes") \
-                from None
-        except (asyncio.TimeoutError, TimeoutError):
-            return None
+    async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                          timeout_s: float) -> Any:
+        """The next h11 event, reading as needed; None when the peer closes or is idle for
+        `timeout_s` before a request began. Raises _BadRequest for what h11 refuses."""
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as e:
+                status = e.error_status_hint if e.error_status_hint != 400 else 400
+                if status == 431:
+                    raise _BadRequest(431, f"request head larger than "
+                                      f"{self.max_header_bytes} bytes") from None
+                raise _BadRequest(status, f"malformed request: {e}") from None
+            except ValueError:  # h11's int() of an absurd Content-Length
+                raise _BadRequest(400, "invalid Content-Length (1 to 12 ASCII digits)") \
+                    from None
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = await asyncio.wait_for(reader.read(65536), timeout_s)
+            except (asyncio.TimeoutError, TimeoutError):
+                if conn.their_state is h11.IDLE:
+                    return None  # an idle keep-alive connection
+                raise _BadRequest(408, "timed out reading the request") from None
+            if not data and conn.their_state is h11.IDLE:
+                return None
+            conn.receive_data(data)
 
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           peer: Peer | None, tcp: bool, peer_gone: asyncio.Event) -> bool:
+    async def _one_request(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter, peer: Peer | None, tcp: bool,
+                           peer_gone: asyncio.Event) -> bool:
         """Serve one request; True to keep the connection open."""
         try:
-            head = await self._read_head(reader)
-            if head is None:
+            event = await self._next_event(conn, reader, self.keepalive_timeout_s)
+            if event is None or isinstance(event, h11.ConnectionClosed):
                 return False
             self._connections[writer] = True
             self._begin()
         except _BadRequest as e:
-            await self._send(writer, error_response(e.status, e.message), keep_alive=False)
+            await self._send_raw(writer, error_response(e.status, e.message))
             return False
         try:
             try:
-                request, keep_alive = await self._parse(head, reader, writer, peer, tcp)
+                request = self._request(event, peer, tcp)
                 request.peer_gone = peer_gone
+                refusal = self._gate.head(request) if self._gate is not None else None
+                if refusal is not None:  # before a byte of the body is read or waited for
+                    if request.headers.get("content-length", "0") == "0":
+                        await self._read_body(conn, reader, writer, request)  # nothing to wait
+                    keep = conn.their_state is h11.DONE and not self.draining
+                    await self._send(conn, writer, refusal, keep)
+                    return keep and self._next_cycle(conn)
+                request.body = await self._read_body(conn, reader, writer, request)
             except _BadRequest as e:
-                await self._send(writer, error_response(e.status, e.message), keep_alive=False)
+                await self._send_raw(writer, error_response(e.status, e.message))
                 return False
-            except _Refused as e:
-                keep = e.keep_alive and not self.draining
-                await self._send(writer, e.response, keep_alive=keep)
-                return keep
             try:
                 response = await self._handler(request)
             except Exception:
                 self._trace("handler", "handler failed for %s %s", request.method,
                             request.path)
                 response = error_response(500, "internal error")
-            keep_alive = keep_alive and not self.draining
-            await self._send(writer, response, keep_alive, request)
-            return keep_alive
+            keep = not self.draining
+            await self._send(conn, writer, response, keep, request)
+            return keep and self._next_cycle(conn)
         finally:
             self._connections[writer] = False
             self._end()
 
-    async def _parse(self, head: bytes, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter, peer: Peer | None,
-                     tcp: bool) -> tuple[Request, bool]:
-        try:
-            text = head.decode("latin-1")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
-            raise _BadRequest(400, "undecodable request head") from None
-        lines = text[:-4].split("\r\n")
-        if any(c in line for line in lines for c in _HEAD_CONTROLS):
-            raise _BadRequest(400, "a bare CR, LF or a NUL in the request head")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _BadRequest(400, "malformed request line")
-        method, target, version = parts
-        if not method.isalpha() or not method.isupper():
-            raise _BadRequest(400, "malformed method")
-        if len(lines) - 1 > _MAX_HEADERS:
+    @staticmethod
+    def _next_cycle(conn: h11.Connection) -> bool:
+        """Ready the connection for the next request, if both sides may go on."""
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            return True
+        return False
+
+    def _request(self, event: Any, peer: Peer | None, tcp: bool) -> Request:
+        """Our Request from h11's, with our stricter checks of the head."""
+        if not isinstance(event, h11.Request):
+            raise _BadRequest(400, "expected a request")
+        if len(event.headers) > _MAX_HEADERS:
             raise _BadRequest(431, f"more than {_MAX_HEADERS} headers")
         headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip() or line[0] in " \t":
-                raise _BadRequest(400, "malformed header line")
-            key = name.lower()
-            if key in headers and key in ("content-length", "host", "transfer-encoding"):
+        for raw_name, raw_value in event.headers:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            if any(c in value for c in _HEAD_CONTROLS):
+                raise _BadRequest(400, "a bare CR, LF or a NUL in the request head")
+            if name in headers and name in ("content-length", "host", "transfer-encoding"):
                 raise _BadRequest(400, f"duplicate {name} header")
-            headers[key] = value.strip()
-        path, _, query = target.partition("?")
-        if not path.startswith("/"):
-            raise _BadRequest(400, "request target must be an absolute path")
-        conn = headers.get("connection", "").lower()
-        keep_alive = (version == "HTTP/1.1" and "close" not in conn) or "keep-alive" in conn
+            headers[name] = value
         if "transfer-encoding" in headers:
             raise _BadRequest(411, "chunked request bodies are not supported; "
                               "send Content-Length")
         length_text = headers.get("content-length", "0")
         if not _CONTENT_LENGTH.fullmatch(length_text):
             raise _BadRequest(400, "invalid Content-Length (1 to 12 ASCII digits)")
-        length = int(length_text)
-        if length > self.max_body_bytes:
-            raise _BadRequest(413, f"request body is {length} bytes; the limit is "
+        if int(length_text) > self.max_body_bytes:
+            raise _BadRequest(413, f"request body is {int(length_text)} bytes; the limit is "
                               f"{self.max_body_bytes}")
-        request = Request(method, path, query, headers, b"", peer, tcp)
-        refusal = self._gate.head(request) if self._gate is not None else None
-        if refusal is not None:  # before a byte of the body is read or waited for
-            raise _Refused(refusal, keep_alive and not length)  # an unread body: close
-        if length and headers.get("expect", "").lower() == "100-continue":
-            await self._write(writer, b"HTTP/1.1 100 Continue\r\n\r\n",
-                              _Delivery(time.monotonic()), None, None)
-        try:
-            request.body = await asyncio.wait_for(reader.readexactly(length),
-                                                  self.body_timeout_s) if length else b""
-        except (asyncio.TimeoutError, TimeoutError):
-            raise _BadRequest(408, "timed out reading the request body") from None
-        return request, keep_alive
+        target = event.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        if not path.startswith("/"):
+            raise _BadRequest(400, "request target must be an absolute path")
+        method = event.method.decode("latin-1")
+        return Request(method, path, query, headers, b"", peer, tcp)
 
-    async def _send(self, writer: asyncio.StreamWriter, response: Response, keep_alive: bool,
-                    request: Request | None = None) -> None:
-        """Write the response; every write waits at most write_timeout_s (and not past
-        response.deadline_s) for the client to take it, else the connection is dropped."""
+    async def _read_body(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter, request: Request) -> bytes:
+        """The body (Content-Length was checked), within body_timeout_s."""
+        if conn.they_are_waiting_for_100_continue:
+            go_on = conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+            await self._write(writer, go_on, _Delivery(time.monotonic()), None, None)
+        parts: list[bytes] = []
+        deadline = time.monotonic() + self.body_timeout_s
+        while True:
+            try:
+                event = await self._next_event(conn, reader, max(deadline - time.monotonic(),
+                                                                 0.0))
+            except _BadRequest as e:
+                if e.status == 408:
+                    raise _BadRequest(408, "timed out reading the request body") from None
+                raise
+            if isinstance(event, h11.Data):
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(parts)
+            else:
+                raise _BadRequest(400, "incomplete request body")
+
+    async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter,
+                    response: Response, keep_alive: bool, request: Request | None = None,
+                    ) -> None:
+        """Write the response through h11; every write waits at most write_timeout_s (and
+        not past response.deadline_s) for the client to take it, else the connection is
+        dropped."""
         delivery, deadline_s = _Delivery(time.monotonic()), response.deadline_s
+        headers = _headers(response, keep_alive)
+        head = conn.send(h11.Response(status_code=response.status, headers=headers,
+                                      reason=_reason(response.status).encode()))
         if response.stream is None:
-            await self._write(writer, _encode_head(response, keep_alive) + response.body,
-                              delivery, deadline_s, request)
+            data = head + (conn.send(h11.Data(data=response.body)) if response.body else b"")
+            await self._write(writer, data + conn.send(h11.EndOfMessage()), delivery,
+                              deadline_s, request)
             return
         stream = response.stream
         try:
-            await self._write(writer, _encode_head(response, keep_alive), delivery, deadline_s,
-                              request)
+            await self._write(writer, head, delivery, deadline_s, request)
             async for chunk in stream:
                 if chunk:
-                    await self._write(writer, b"%x\r\n%s\r\n" % (len(chunk), chunk), delivery,
+                    await self._write(writer, conn.send(h11.Data(data=chunk)), delivery,
                                       deadline_s, request)
-            await self._write(writer, b"0\r\n\r\n", delivery, deadline_s, request)
+            await self._write(writer, conn.send(h11.EndOfMessage()), delivery, deadline_s,
+                              request)
         except ConnectionError:
             if request is not None:
                 request.peer_gone.set()
@@ -426,6 +460,11 @@ class HttpServer:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    async def _send_raw(self, writer: asyncio.StreamWriter, response: Response) -> None:
+        """An error answer to a request h11 could not take (the connection then closes)."""
+        await self._write(writer, _encode_head(response, keep_alive=False) + response.body,
+                          _Delivery(time.monotonic()), None, None)
 
     async def _write(self, writer: asyncio.StreamWriter, data: bytes, delivery: _Delivery,
                      deadline_s: float | None, request: Request | None) -> None:
@@ -510,6 +549,18 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
+
+
+def _headers(response: Response, keep_alive: bool) -> list[tuple[str, str]]:
+    """Response headers for h11 (it adds the framing: Content-Length or chunked)."""
+    out = [("Content-Type", response.content_type)]
+    out += list(response.headers.items())
+    out.append(("Connection", "keep-alive" if keep_alive else "close"))
+    if response.stream is None:
+        out.append(("Content-Length", str(len(response.body))))
+    else:
+        out.append(("Cache-Control", "no-cache"))
+    return out
 
 
 def _encode_head(response: Response, keep_alive: bool) -> bytes:
