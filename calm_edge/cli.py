@@ -172,6 +172,13 @@ def _print_energy(st: dict[str, Any]) -> None:
         print(f"  note: {note}")
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from calm_edge import top
+
+    with _client(args) as client:
+        return top.run(lambda: client.get("/calm/status"), args.interval, frames=args.frames)
+
+
 def _print_calibration(st: dict[str, Any]) -> None:
     from calm_edge.calibration.report import calibration_table
 
@@ -456,6 +463,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--decisions", type=int, default=5, help="recent decisions to show")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("top", help="a live view of the daemon (models, queue, power)",
+                       description="Refresh the daemon's models (tier, memory against the "
+                       "budget), queue with predicted waits, generations in flight, power and "
+                       "last decisions every --interval seconds until q (plain lines on a dumb "
+                       "terminal or a pipe).")
+    p.add_argument("--socket", help="daemon socket [env CALM_EDGE_SOCKET]")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
+    p.add_argument("--frames", type=int, help="stop after this many frames")
+    p.set_defaults(func=cmd_top)
 
     p = sub.add_parser("classify", help="classify a query (domain and difficulty)",
                        description="Run the on-device query classifier locally (no daemon).")

@@ -491,6 +491,7 @@ class Daemon:
             ticks += 1
             try:
                 await rt.core.residency.rescan_unavailable()
+                await rt.core.residency.refresh_tiers()
                 if ticks % max(1, round(3600 / self._tick_s)) == 1:
                     pruned = await rt.store.prune()
                     if pruned:

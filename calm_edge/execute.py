@@ -116,7 +116,8 @@ class Executor:
         # before this returns, and so before the lease (the model) is released.
         try:
             async with contextlib.aclosing(self._relay(
-                    backend, prepare_request(slot.spec, request), lease.lane, abort)) as relay:
+                    backend, prepare_request(slot.spec, request), lease.lane, abort,
+                    lease)) as relay:
                 async for item in relay:
                     if isinstance(item, Delta):
                         parts.append(item.text)
@@ -135,7 +136,7 @@ class Executor:
         raise RuntimeError(f"{lease.model}: generation ended without its statistics")
 
     async def _relay(self, backend: Backend, request: GenerationRequest, lane: ThreadPool,
-                     abort: Abort | None = None,
+                     abort: Abort | None = None, lease: Lease | None = None,
                      ) -> AsyncGenerator[Delta | Final[GenerationStats], None]:
         """Run backend.generate on the lane's thread and relay its items to the loop.
 
@@ -154,6 +155,8 @@ class Executor:
 
         def push(item: Delta | Final[GenerationStats] | _Done | _Failed) -> None:
             pending.append(item)
+            if lease is not None and isinstance(item, Delta):
+                lease.tokens_out += 1  # read by status on the loop: a count, never torn
             now = time.monotonic()
             if not isinstance(item, Delta) or now - last_wake[0] >= interval_s:
                 last_wake[0] = now

@@ -14,10 +14,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import mmap
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+import numpy as np
 
 log = logging.getLogger("calm_edge.memory")
 
@@ -146,7 +150,51 @@ def model_growth_bytes(rss_delta: int, device_delta: int | None,
     return max(rss_delta, device_delta) if reader.unified else rss_delta + device_delta
 
 
+def page_cache_share(path: Path) -> float | None:
+    """Share of `path`'s pages in the page cache now (mincore over a read-only mapping), or
+    None where that cannot be read. Blocking, about 1 ms per GiB."""
+    libc = _load_libc()
+    if not libc:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return 1.0
+        page = os.sysconf("SC_PAGE_SIZE")
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long]
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            return None
+        try:
+            pages = (size + page - 1) // page
+            vec = (ctypes.c_ubyte * pages)()
+            if libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) != 0:
+                return None
+            return float((np.frombuffer(memoryview(vec), dtype=np.uint8) & 1).mean())
+        finally:
+            libc.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(size))
+    finally:
+        os.close(fd)
+
+
 _libc: Any = None
+
+
+def _load_libc() -> Any:
+    """glibc (or the platform's libc) through ctypes; False where it cannot be loaded."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        except OSError:
+            _libc = False
+    return _libc
 
 
 def release_free_heap() -> None:
@@ -155,15 +203,10 @@ def release_free_heap() -> None:
     glibc raises its mmap threshold after large frees, so a closed model's KV cache and
     compute buffers would stay in RSS without this.
     """
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _libc.malloc_trim  # noqa: B018 - probe: musl and others lack it
-        except (OSError, AttributeError):
-            _libc = False
-    if _libc:
-        _libc.malloc_trim(0)
+    libc = _load_libc()
+    trim = getattr(libc, "malloc_trim", None) if libc else None  # musl and others lack it
+    if trim is not None:
+        trim(0)
 
 
 @dataclass(frozen=True)

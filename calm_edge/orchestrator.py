@@ -265,17 +265,20 @@ class Orchestrator:
         return dev.speed_prior(domain, guess) if dev is not None else guess
 
     def _load_ms(self, name: str) -> float:
-        """Predicted load time: the last load here, else the calibrated one, else a guess
-        from the file size."""
+        """Predicted load time from the model's tier (warm: its file is in the page cache;
+        cold: read from flash): the last load from that tier in this process, else the
+        calibrated one, else a guess from the file size."""
         slot = self.residency.slots[name]
-        if slot.last_load_s is not None:
+        warm = slot.tier == "warm"
+        if slot.last_load_s is not None and slot.last_load_tier == slot.tier:
             return slot.last_load_s * 1000.0
         dev = self.device_priors.get(name)
-        calibrated = dev.load_s() if dev is not None else None
-        if calibrated:
-            return calibrated * 1000.0
-        return slot.spec.size_bytes / MiB / self.settings.profile.loop.load_mib_per_s * 1000 \
-            + 100.0
+        if dev is not None:
+            calibrated = (dev.warm_load_s if warm else dev.cold_load_s) or dev.load_s()
+            if calibrated:
+                return calibrated * 1000.0
+        mib_per_s = self.settings.profile.loop.load_mib_per_s * (4 if warm else 1)
+        return slot.spec.size_bytes / MiB / mib_per_s * 1000 + 100.0
 
     def candidates(self, domain: str, prompt_tokens: int, max_tokens: int,
                    p_correct: Mapping[str, float] | None = None) -> list[CandidateInput]:

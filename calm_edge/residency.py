@@ -1,5 +1,11 @@
 """Which fleet models are in RAM: model slots, loading and unloading, eviction under the
-byte budget.
+byte budget, and each model's tier.
+
+Tiers: **ready** (loaded), **warm** (not loaded, its file in the page cache: a load costs
+the copy and the repack, ~0.3-1 s here) and **cold** (a load reads the file from flash).
+Unloading leaves a model warm unless the profile drops its pages (`memory.
+drop_page_cache_on_evict`, on for boards where the page cache and the models share RAM);
+the page cache may drop it to cold later, which `refresh_tiers` notices.
 
 The scheduler (calm_edge.scheduler) is its one user during serving: it decides when a
 model is loaded, used, evicted or prefetched, and keeps `slot.in_use` and `expected_use`
@@ -46,12 +52,14 @@ from calm_edge.memory import (
     ResidentModel,
     choose_evictions,
     model_growth_bytes,
+    page_cache_share,
     process_rss_bytes,
 )
 from calm_edge.units import format_bytes
 
 log = logging.getLogger("calm_edge.residency")
 
+WARM_SHARE = 0.9  # a file this much in the page cache loads warm
 _BACKOFF_BASE_S = 5.0
 _BACKOFF_MAX_S = 300.0
 
@@ -104,6 +112,15 @@ class ModelSlot:
     transition: asyncio.Future[None] | None = None
     reserved: bool = False  # holds budget: from room made for its load until it is unloaded
     retired: bool = False   # removed or replaced by a reload: unloaded once nobody uses it
+    cached_share: float | None = None  # share of the file in the page cache (last looked)
+    last_load_tier: str | None = None  # the tier the last load started from
+
+    @property
+    def tier(self) -> str:
+        """'ready' (loaded or loading), 'warm' (file pages cached) or 'cold'."""
+        if self.state in (ModelState.READY, ModelState.LOADING, ModelState.UNLOADING):
+            return "ready"
+        return "warm" if (self.cached_share or 0.0) >= WARM_SHARE else "cold"
 
     @property
     def holds_budget(self) -> bool:
@@ -153,11 +170,13 @@ class Residency:
         memory_probe: MemoryProbe = process_rss_bytes,
         device_memory: DeviceMemoryReader | None = None,
         drop_page_cache_on_evict: bool = False,
+        page_cache: Callable[[Path], float | None] = page_cache_share,
     ) -> None:
         """`device_memory` measures what RSS misses when layers are offloaded to a GPU
         (calm_edge.memory.select_device_memory); unused for CPU-only runtimes."""
         self.fleet, self.models_dir, self.runtime = fleet, models_dir, runtime
         self.device_memory = device_memory
+        self._page_cache = page_cache
         self.budget_bytes = budget_bytes
         self._factory, self._pool = factory, pool
         self._clock, self._probe = clock, memory_probe
@@ -184,7 +203,7 @@ class Residency:
         return status, model_footprint(info, slot.spec, self.runtime), None
 
     async def scan(self) -> None:
-        """Check every model file (stat + sidecar + GGUF header; no hashing)."""
+        """Check every model file (stat + sidecar + GGUF header; no hashing) and its tier."""
         loop = asyncio.get_running_loop()
         for slot in self.slots.values():
             status, fp, err = await loop.run_in_executor(self._pool, self._scan_one, slot)
@@ -192,6 +211,16 @@ class Residency:
             if err or not (status is FileStatus.VERIFIED or status is FileStatus.UNVERIFIED):
                 log.warning("model %s not loadable: %s", slot.spec.name,
                             err or f"file {status.value} ({slot.path})")
+        await self.refresh_tiers()
+
+    async def refresh_tiers(self) -> None:
+        """Look again at how much of each unloaded model's file the page cache holds (it
+        may have dropped pages under memory pressure). Blocking work in the pool."""
+        loop = asyncio.get_running_loop()
+        for slot in list(self.slots.values()):
+            if slot.state is ModelState.UNLOADED and slot.file_status is not FileStatus.MISSING:
+                slot.cached_share = await loop.run_in_executor(self._pool, self._page_cache,
+                                                               slot.path)
 
     async def rescan_unavailable(self) -> None:
         """Re-check files that were missing or the wrong size (e.g. pulled after start)."""
@@ -250,7 +279,10 @@ class Residency:
         """What status, /metrics and `calm-edge top` show of the models and the budget."""
         now = self._clock()
         models = tuple({
-            "name": name, "state": slot.state.value, "file": slot.file_status.value,
+            "name": name, "state": slot.state.value, "tier": slot.tier,
+            "file": slot.file_status.value,
+            "page_cache_share": None if slot.cached_share is None
+            else round(slot.cached_share, 3),
             "unavailable": slot.unavailable_reason(now),
             "estimated_bytes": slot.estimated_bytes, "measured_bytes": slot.measured_bytes,
             "charged_bytes": slot.charged_bytes, "memory_source": slot.memory_source,
@@ -310,6 +342,8 @@ class Residency:
         pages nobody maps go: call while the model is unloaded."""
         slot = self.slots[name]
         await asyncio.get_running_loop().run_in_executor(self._pool, _dontneed, slot.path)
+        slot.cached_share = await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._page_cache, slot.path)
 
     async def ensure_ready(self, name: str, lane: Executor,
                            protect: Collection[str] = ()) -> ModelSlot:
@@ -358,6 +392,8 @@ class Residency:
                         raise _FileRejected(f"model file {slot.file_status.value}: {slot.path}")
                 await self._make_room(slot, protect)
                 slot.reserved = True
+                slot.last_load_tier = "warm" if (slot.cached_share or 0.0) >= WARM_SHARE \
+                    else "cold"
                 rss0, dev0 = self._probe(), self._device_used()
                 t0 = self._clock()
                 backend = await loop.run_in_executor(
@@ -384,6 +420,7 @@ class Residency:
             return
         slot.backend = backend
         slot.state = ModelState.READY
+        slot.cached_share = 1.0  # read whole to load: cached, unless dropped on unload
         slot.loads += 1
         slot.generations = 0
         slot.last_error = None
@@ -463,6 +500,8 @@ class Residency:
             return "load" if self.slots[name].state is ModelState.READY else None
         slot.prefetch_warms += 1
         await asyncio.get_running_loop().run_in_executor(self._pool, _willneed, slot.path)
+        slot.cached_share = await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._page_cache, slot.path)
         return "warm"
 
     async def _unload(self, slot: ModelSlot, evicted: bool = False) -> None:
@@ -483,6 +522,7 @@ class Residency:
         backend.close()
         if self._drop_pages:
             _dontneed(slot.path)
+            slot.cached_share = self._page_cache(slot.path)
 
     async def mark_unhealthy(self, name: str, error: str) -> None:
         """A generation failed inside the backend: take the model out (its state may be

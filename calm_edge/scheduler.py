@@ -82,6 +82,7 @@ class Lease:
                               # with load=False is not: its holder may unload and load
     gen_start_s: float | None = None  # set by the executor (time.monotonic)
     gen_end_s: float | None = None
+    tokens_out: int = 0               # pieces generated so far (the executor's worker counts)
     released: bool = False
 
 
@@ -192,9 +193,13 @@ class Scheduler:
                        "waited_s": round(now - w.enqueued_s, 3),
                        "predicted_s": round(w.predicted_s, 3), "bypassed": w.bypassed,
                        "background": w.background} for w in self._live())
+        mono = time.monotonic()
         active = tuple({"model": lease.model, "running_s": round(now - lease.granted_s, 3),
                         "predicted_s": round(lease.predicted_s, 3),
-                        "background": lease.background}
+                        "background": lease.background, "tokens": lease.tokens_out,
+                        "tokens_per_s": round(lease.tokens_out / max(
+                            mono - lease.gen_start_s, 1e-3), 1)
+                        if lease.gen_start_s is not None else None}
                        for lease in sorted(self._active, key=lambda x: x.granted_s))
         return SchedulerView(len(self._lanes), len(self._free), queue, active,
                              {m: round(v, 3) for m, v in self._demand.items()}, self._loading,

@@ -279,3 +279,70 @@ def test_residency_cpu_runtime_ignores_the_device_reader(tiny_fleet: tuple[Path,
         pool.shutdown()
 
     asyncio.run(main())
+
+
+# -- tiers: ready, warm (file in the page cache), cold ------------------------------------
+
+def test_residency_tiers_follow_loads_unloads_and_the_page_cache(
+        tiny_fleet: tuple[Path, Path]) -> None:
+    fleet_path, models = tiny_fleet
+    cached: dict[str, float] = {}
+
+    def page_cache(path: Path) -> float | None:
+        return cached.get(path.name, 0.0)
+
+    async def main() -> None:
+        for drop in (False, True):
+            cached.clear()
+            res = Residency(load_fleet(fleet_path), models, RuntimeConfig(n_batch=64),
+                            1 << 30, FakeFactory(), ThreadPoolExecutor(2), clock=Clock(),
+                            memory_probe=lambda: 0, page_cache=page_cache,
+                            drop_page_cache_on_evict=drop)
+            await res.scan()
+            slot = res.slots["tiny-chat"]
+            assert slot.tier == "cold"
+            await res.ensure_ready("tiny-chat", LANE)
+            assert slot.tier == "ready" and slot.last_load_tier == "cold"
+            cached["tiny-chat.gguf"] = 1.0
+            await res.unload("tiny-chat")
+            if drop:  # the profile drops the pages (boards where they share RAM)
+                cached["tiny-chat.gguf"] = 0.0
+            await res.refresh_tiers()
+            assert slot.tier == ("cold" if drop else "warm")
+            await res.ensure_ready("tiny-chat", LANE)
+            assert slot.last_load_tier == ("cold" if drop else "warm")
+            row = next(m for m in res.snapshot().models if m["name"] == "tiny-chat")
+            assert row["tier"] == "ready"
+            await res.close_all()
+
+    asyncio.run(main())
+
+
+def test_memory_page_cache_share_sees_dropped_and_read_pages(tmp_path: Path) -> None:
+    import os
+
+    from calm_edge.memory import page_cache_share
+
+    path = tmp_path / "blob.bin"
+    path.write_bytes(os.urandom(4 << 20))
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    dropped = page_cache_share(path)
+    path.read_bytes()
+    read = page_cache_share(path)
+    assert dropped is not None and read is not None
+    assert read == 1.0 and page_cache_share(tmp_path / "missing") is None
+    if _fs_type(path) in ("tmpfs", "ramfs"):
+        pytest.skip("the file lives in RAM (tmpfs): its pages cannot be dropped")
+    assert dropped < 0.5
+
+
+def _fs_type(path: Path) -> str:
+    """The type of the filesystem holding `path` (the longest mount point above it)."""
+    best, kind = "", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+            best, kind = parts[1], parts[2]
+    return kind

@@ -103,3 +103,43 @@ def test_residency_never_exceeds_budget_nor_evicts_in_use(
         assert not violations, violations
 
     asyncio.run(main())
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(models=st.lists(st.sampled_from(sorted(CONTEXTS)), min_size=1, max_size=20))
+def test_scheduler_no_thrash_while_requests_wait(fleet_dir: tuple[Path, Path],
+                                                 models: list[str]) -> None:
+    """Room for one model at a time; a burst of requests queues behind a running one. With
+    collation (its bound not reached), each model is loaded once for the whole burst: no
+    model is loaded, evicted and loaded again while requests for it wait."""
+    fleet_path, models_dir = fleet_dir
+    factory = FakeFactory()
+
+    async def main() -> list[str]:
+        pool = ThreadPoolExecutor(2)
+        res = Residency(load_fleet(fleet_path), models_dir, RuntimeConfig(n_batch=64),
+                        1 << 40, factory, pool, memory_probe=lambda: 0)
+        await res.scan()
+        res.budget_bytes = max(s.charged_bytes for s in res.slots.values())
+        sched = Scheduler(res, lanes=1, capacity=100, prefetch=False,
+                          collate_max_bypass=len(models) + 1, collate_max_wait_s=1e9,
+                          clock=lambda: 0.0)
+        first = await sched.acquire(models[0])
+
+        async def request(name: str) -> None:
+            sched.release(await sched.acquire(name))
+
+        tasks = [asyncio.create_task(request(n)) for n in models]
+        for _ in range(10):
+            await asyncio.sleep(0)
+        sched.release(first)
+        await asyncio.gather(*tasks)
+        await sched.aclose()
+        await res.close_all()
+        sched.shutdown()
+        pool.shutdown()
+        return factory.loads
+
+    loads = asyncio.run(main())
+    assert sorted(loads) == sorted(set(models)), loads

@@ -264,3 +264,43 @@ def test_server_model_admin_routes_and_runtime_budget(
             assert c.post("/calm/budget", json=bad).status_code == 400
         metrics = c.get("/metrics").text
         assert 'calm_edge_model_evictions_total{model="tiny-base"} 1.0' in metrics
+
+
+def test_top_shows_models_tiers_queue_and_decisions(make_settings: Callable[..., Settings],
+                                                    ) -> None:
+    """`calm-edge top` on a dumb terminal: plain frames from /calm/status, with each
+    model's tier, the queue and the last decision."""
+    import io
+
+    from calm_edge import top
+
+    s = make_settings()
+    with run_daemon(s, FakeFactory(answer_tokens=3)), uds_client(s) as c:
+        r = c.post("/v1/chat/completions", json={
+            "model": "tiny-chat", "max_tokens": 3,
+            "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200
+        out = io.StringIO()
+        assert top.run(lambda: c.get("/calm/status").json(), 0.01, frames=2, out=out,
+                       curses_ok=False) == 0
+    text = out.getvalue()
+    assert text.count("-- ") == 2 and "memory [" in text and "queue: 0 waiting" in text
+    chat = next(line for line in text.splitlines() if line.startswith("tiny-chat"))
+    assert " ready " in chat and "tiny-base" in text
+    assert "-> tiny-chat" in text  # the last decision
+
+
+def test_budget_too_small_for_any_model_is_a_clear_503(make_settings: Callable[..., Settings],
+                                                       ) -> None:
+    """No evict/reload loop: every model is refused at once with what it would need."""
+    s = make_settings(memory={"ram_budget": "16M"})
+    factory = FakeFactory(answer_tokens=3)
+    with run_daemon(s, factory), uds_client(s) as c:
+        for _ in range(2):
+            r = c.post("/v1/chat/completions", json={
+                "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 503, r.text
+            msg = r.json()["error"]["message"]
+            assert "tiny-chat: needs" in msg and "tiny-base: needs" in msg
+            assert "but the RAM budget is 16.0 MiB" in msg
+    assert factory.loads == []
