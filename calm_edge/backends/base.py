@@ -59,11 +59,32 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Exactly one of `messages` (chat) or `prompt` (raw completion) is set."""
+    """Exactly one of `messages` (chat) or `prompt` (raw completion) is set. `confidence`
+    asks for the chosen tokens' log-probabilities (GenerationStats.confidence)."""
 
     params: SamplingParams
     messages: tuple[ChatMessage, ...] | None = None
     prompt: str | None = None
+    confidence: bool = False
+
+
+@dataclass(frozen=True)
+class TokenConfidence:
+    """How sure the model was of the tokens it chose: log-probabilities (natural log) of
+    each chosen token under the model's distribution at that step."""
+
+    tokens: int
+    mean_logprob: float
+    min_logprob: float
+    p10_logprob: float   # the 10% quantile: a few unsure tokens in a long, sure answer
+
+    @classmethod
+    def of(cls, logprobs: list[float]) -> TokenConfidence | None:
+        if not logprobs:
+            return None
+        ordered = sorted(logprobs)
+        return cls(len(logprobs), sum(logprobs) / len(logprobs), ordered[0],
+                   ordered[min(len(ordered) - 1, len(ordered) // 10)])
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,7 @@ class GenerationStats:
     finish_reason: FinishReason
     ttft_s: float
     total_s: float
+    confidence: TokenConfidence | None = None  # when the request asked and the backend can
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -94,6 +116,9 @@ class ContextOverflowError(ValueError):
 
 class Backend(Protocol):
     """One loaded model."""
+
+    # Whether generate() can report TokenConfidence (cascades need it).
+    supports_confidence: bool
 
     def generate(self, request: GenerationRequest,
                  should_stop: Callable[[], bool]) -> Iterator[Delta | Final[GenerationStats]]:

@@ -15,6 +15,7 @@ from calm_edge.backends.base import (
     GenerationRequest,
     GenerationStats,
     SamplingParams,
+    TokenConfidence,
 )
 from calm_edge.classifier import Classification
 from calm_edge.config import RuntimeConfig
@@ -42,6 +43,7 @@ class FakeBackend:
     produced: list[int] = field(default_factory=list)  # tokens yielded, per finished call
     active: int = 0      # generate() calls running now (llama.cpp allows one)
     max_active: int = 0  # the most ever running at once
+    supports_confidence: bool = True
 
     def generate(self, request: GenerationRequest,
                  should_stop: Callable[[], bool]) -> Iterator[Delta | Final[GenerationStats]]:
@@ -71,8 +73,10 @@ class FakeBackend:
             with f.lock:
                 self.active -= 1
         ttft_s = 20 * sim_ms / 1000.0  # prefill of a short prompt
+        lp = f.logprob.get(self.spec.name, -0.1)
+        conf = TokenConfidence.of([lp] * n) if request.confidence else None
         yield Final(GenerationStats(20, n, finish, ttft_s,  # type: ignore[arg-type]
-                                    ttft_s + max(n - 1, 0) * sim_ms / 1000.0))
+                                    ttft_s + max(n - 1, 0) * sim_ms / 1000.0, conf))
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -91,6 +95,7 @@ class FakeFactory:
     fail_loads: set[str] = field(default_factory=set)
     fail_after_tokens: dict[str, int] = field(default_factory=dict)
     sim_token_ms: dict[str, float] = field(default_factory=dict)
+    logprob: dict[str, float] = field(default_factory=dict)  # every token's, per model
     loads: list[str] = field(default_factory=list)
     backends: list[FakeBackend] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Fit the cascade acceptors and say where a cascade pays.
+
+    .venv/bin/python scripts/train_cascade.py [--labels models/router/confidence.jsonl]
+        [--target qwen2.5-coder-1.5b] [--out models/router/cascade.json] [--min-auroc 0.65]
+
+For each (small model, domain) with graded answers and confidence signals
+(scripts/label_confidence.py): a logistic regression P(correct | signals), its AUROC out of
+fold (5 folds), and per mode the lowest threshold whose kept answers are right at least as
+often as the escalation target's answers to the same queries (quality: 1.0x, balanced:
+0.97x, fast and eco: 0.9x of the target's rate; the target's grades come from
+models/router/outcomes.jsonl). Then, from the same labels, what the cascade would give
+against answering with the target directly: quality, and latency with the cheap model's
+time always paid and the target's time paid on escalation. Writes the acceptors whose
+AUROC reaches --min-auroc and whose balanced cascade is faster than the target at no
+less quality (the only pairs the planner may cascade), and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calm_edge.confidence import (
+    FEATURES,
+    Acceptor,
+    Signals,
+    acceptor_to_json,
+    auroc,
+    choose_cut,
+    fit_logistic,
+)
+from calm_edge.paths import bundled_dir
+
+MODES = {"quality": 1.0, "balanced": 0.97, "fast": 0.9, "eco": 0.9}
+ROUTER = bundled_dir("models") / "router"
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarray:
+    p = np.zeros(len(y))
+    idx = np.arange(len(y))
+    for k in range(folds):
+        test = idx % folds == k
+        if test.all() or not test.any() or len(set(y[~test])) < 2:
+            p[test] = y[~test].mean() if (~test).any() else 0.5
+            continue
+        w, b, mean, scale = fit_logistic(x[~test], y[~test])
+        p[test] = 1.0 / (1.0 + np.exp(-(((x[test] - mean) / scale) @ w + b)))
+    return p
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--labels", type=Path, default=ROUTER / "confidence.jsonl")
+    ap.add_argument("--outcomes", type=Path, default=ROUTER / "outcomes.jsonl")
+    ap.add_argument("--target", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--out", type=Path, default=ROUTER / "cascade.json")
+    ap.add_argument("--min-auroc", type=float, default=0.65)
+    args = ap.parse_args()
+    rows = [json.loads(line) for line in args.labels.read_text().splitlines() if line.strip()]
+    target: dict[str, dict[str, Any]] = {}
+    for line in args.outcomes.read_text().splitlines():
+        r = json.loads(line)
+        if r["model"] == args.target:
+            target[r["query_id"]] = r
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["signals"] is not None and r["query_id"] in target:
+            groups[(r["model"], r["domain"])].append(r)
+    acceptors: list[Acceptor] = []
+    print(f"{'model':<20} {'domain':<9} {'n':>4} {'right':>6} {'AUROC':>6} "
+          f"{'mode':<9} {'kept':>5} {'prec':>5} | {'cascade q':>9} {'target q':>8} "
+          f"{'cascade s':>9} {'target s':>8}  verdict")
+    for (model, domain), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: r["query_id"])
+        x = np.array([Signals.from_json(r["signals"]).vector() for r in rs])
+        y = np.array([float(r["passed"]) for r in rs])
+        t_right = [bool(target[r["query_id"]]["passed"]) for r in rs]
+        t_lat = [target[r["query_id"]]["latency_ms"] / 1000 for r in rs]
+        a_lat = [r["latency_ms"] / 1000 for r in rs]
+        q_target = sum(t_right) / len(rs)
+        if len(set(y)) < 2:
+            p = np.full(len(y), y.mean())
+            score = 0.5
+        else:
+            p = out_of_fold(x, y)
+            score = auroc(list(p), [bool(v) for v in y])
+        cuts = {m: choose_cut(list(p), [bool(v) for v in y], share * q_target)
+                for m, share in MODES.items()}
+        verdict = ""
+        for mode, cut in cuts.items():
+            keep = p >= cut.threshold
+            q = float(np.mean([a if k else t for a, t, k in
+                               zip(y.astype(bool), t_right, keep, strict=True)]))
+            lat = float(np.mean([al + (0 if k else tl) for al, tl, k in
+                                 zip(a_lat, t_lat, keep, strict=True)]))
+            t_mean = statistics.fmean(t_lat)
+            if mode == "balanced":
+                pays = score >= args.min_auroc and q >= 0.97 * q_target and lat < t_mean
+                verdict = "CASCADE" if pays else "direct"
+            print(f"{model:<20} {domain:<9} {len(rs):>4} {y.mean():>6.2f} {score:>6.2f} "
+                  f"{mode:<9} {cut.accept_rate:>5.2f} {cut.precision:>5.2f} | {q:>9.2f} "
+                  f"{q_target:>8.2f} {lat:>9.2f} {t_mean:>8.2f}  "
+                  f"{verdict if mode == 'balanced' else ''}")
+        if verdict == "CASCADE":
+            w, b, mean, scale = fit_logistic(x, y)
+            acceptors.append(Acceptor(model, domain, tuple(map(float, w)), b,
+                                      tuple(map(float, mean)), tuple(map(float, scale)),
+                                      score, len(rs), float(y.mean()), cuts, args.target,
+                                      q_target))
+    args.out.write_text(json.dumps({
+        "features": list(FEATURES), "escalate_to": args.target,
+        "labels": str(args.labels.name), "min_auroc": args.min_auroc,
+        "acceptors": [acceptor_to_json(a) for a in acceptors]}, indent=1) + "\n")
+    print(f"\n{len(acceptors)} acceptor(s) written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
