@@ -144,6 +144,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     _print_energy(st)
     _print_calibration(st)
     _print_estimates(st)
+    cascades = st.get("cascades") or {}
+    if cascades:
+        print("\ncascades (first answers kept / escalated): " + ", ".join(
+            f"{k} {c['accepted']}/{c['escalated']}" for k, c in sorted(cascades.items())))
     decisions = st.get("recent_decisions") or []
     if decisions:
         print("\nrecent decisions (newest first):")

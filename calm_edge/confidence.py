@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from calm_edge.backends.base import GenerationStats
+from calm_edge.paths import bundled_dir
 
 FEATURES = ("mean_logprob", "min_logprob", "p10_logprob", "stopped", "code_parses",
             "log_tokens")
@@ -169,6 +170,13 @@ def choose_cut(p: Sequence[float], right: Sequence[bool], target: float) -> Mode
     return best
 
 
+CASCADE_FILE = "cascade.json"
+
+
+def default_cascade_path() -> Path:
+    return bundled_dir("models") / "router" / CASCADE_FILE
+
+
 def load_acceptors(path: Path) -> dict[tuple[str, str], Acceptor]:
     """The acceptors in a cascade artifact (models/router/cascade.json), by (model, domain).
     Raises ValueError naming the file when it is malformed."""
@@ -183,9 +191,12 @@ def load_acceptors(path: Path) -> dict[tuple[str, str], Acceptor]:
                            tuple(map(float, a["scale"])), float(a["auroc"]), int(a["n"]),
                            float(a["base_rate"]), cuts, str(a.get("escalate_to", "")),
                            float(a.get("target_quality", 0.0)))
-            if len(acc.weights) != len(FEATURES):
+            if not len(acc.weights) == len(acc.mean) == len(acc.scale) == len(FEATURES):
                 raise ValueError(f"{a['model']}/{a['domain']}: {len(acc.weights)} weights, "
-                                 f"expected {len(FEATURES)}")
+                                 f"{len(acc.mean)} means, {len(acc.scale)} scales; expected "
+                                 f"{len(FEATURES)} each")
+            if not acc.escalate_to:
+                raise ValueError(f"{a['model']}/{a['domain']}: no escalate_to")
             out[(acc.model, acc.domain)] = acc
         return out
     except (OSError, KeyError, TypeError, ValueError) as e:

@@ -248,6 +248,12 @@ class LoopConfig:
                                  "present; else quality comes per domain.")
     outcome_model_dir: str = _f("", "Outcome model artifacts; empty = the bundled "
                                 "models/router.")
+    cascades: bool = _f(True, "Let the planner choose a cascade (a cheap model answers "
+                        "first; a low-confidence answer escalates to a stronger one) where "
+                        "the cascade artifact has an acceptor and its expected utility "
+                        "beats the best single model.")
+    cascade_file: str = _f("", "Cascade acceptors (scripts/train_cascade.py); empty = the "
+                           "bundled models/router/cascade.json.")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from calm_edge import __version__
 from calm_edge.backends.base import BackendFactory
 from calm_edge.calibration import Preempted
 from calm_edge.classifier import ClassifierError, QueryClassifier, load_classifier
+from calm_edge.confidence import Acceptor, default_cascade_path, load_acceptors
 from calm_edge.config import ConfigError, Settings, load_settings
 from calm_edge.energy import (
     EnergyIntegrator,
@@ -131,6 +132,8 @@ class Daemon:
                  housekeeping_interval_s: float = 10.0,
                  settings_loader: Callable[[], Settings] | None = None,
                  outcome_model: OutcomeModel | Literal["profile"] | None = "profile",
+                 acceptors: Mapping[tuple[str, str], Acceptor] | Literal["profile"]
+                 = "profile",
                  backend_build: str = "unknown",
                  ) -> None:
         """Environment seams are injectable: the backend factory, the classifier, the power
@@ -148,6 +151,7 @@ class Daemon:
         self._classifier, self._power_reader = classifier, power_reader
         self._sysfs_root, self._rng = sysfs_root, rng
         self._outcome_model = outcome_model
+        self._acceptors = acceptors
         self._backend_build = backend_build
         self._env = dict(os.environ if env is None else env)
         self._stop: asyncio.Event | None = None
@@ -211,6 +215,32 @@ class Daemon:
                      ", ".join(model.models))
         return model
 
+    def _load_acceptors(self) -> Mapping[tuple[str, str], Acceptor]:
+        """The cascade acceptors for models of this fleet (none when cascades are off or
+        the artifact is absent)."""
+        if not isinstance(self._acceptors, str):  # injected
+            return self._acceptors
+        cfg = self.settings.profile.loop
+        if not cfg.cascades:
+            return {}
+        path = Path(cfg.cascade_file) if cfg.cascade_file else default_cascade_path()
+        if not path.exists():
+            if cfg.cascade_file:
+                raise DaemonError(f"loop.cascade_file: {path} does not exist")
+            log.info("cascades: no %s; every query goes to one model", path)
+            return {}
+        try:
+            acceptors = load_acceptors(path)
+        except ValueError as e:
+            raise DaemonError(f"cascades: {e}") from None
+        names = set(self.fleet.by_name)
+        usable = {k: a for k, a in acceptors.items()
+                  if a.model in names and a.escalate_to in names}
+        log.info("cascades: %s", ", ".join(f"{m}/{d} -> {a.escalate_to} (AUROC {a.auroc:.2f})"
+                                           for (m, d), a in sorted(usable.items())) or "none "
+                 "for this fleet")
+        return usable
+
     async def build(self, stack: contextlib.AsyncExitStack) -> Runtime:
         """The composition root: every part made and wired; nothing listens yet. What
         needs closing is pushed onto `stack` (closed in reverse order)."""
@@ -234,9 +264,10 @@ class Daemon:
         log.info("power: %s (%s), rails %s", reader.source, energy_kind(reader.measured),
                  ", ".join(reader.rails) or "-")
         outcome = await loop.run_in_executor(None, self._load_outcome_model)
+        acceptors = await loop.run_in_executor(None, self._load_acceptors)
         core = build_core(s, self.fleet, self._factory, classifier, store=store,
                           knowledge=knowledge, energy=integrator, metrics=Metrics(),
-                          outcome=outcome, memory_probe=self._probe,
+                          outcome=outcome, acceptors=acceptors, memory_probe=self._probe,
                           device_memory=device_memory_for(s, self._sysfs_root), rng=self._rng,
                           backend_build=self._backend_build, sysfs_root=self._sysfs_root)
         stack.push_async_callback(close_core, core)

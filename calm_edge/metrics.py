@@ -104,6 +104,9 @@ class Metrics:
                                   ("model", "domain"), LATENCY_BUCKETS_S)
         self.ttft = _Histogram(r, "time_to_first_token_seconds", "Time to first token.",
                                ("model", "domain"), LATENCY_BUCKETS_S)
+        self.cascades = _Counter(r, "cascades_total", "Cascade first answers, kept or "
+                                 "escalated, by model and domain.",
+                                 ("model", "domain", "outcome"))
         self.slo_breaches = _Counter(r, "slo_breaches_total", "Answers slower than their "
                                      "latency SLO, by model.", ("model",))
         self.degraded = _Gauge(r, "model_degraded", "1 while drift detection flags a model.",

@@ -59,6 +59,7 @@ from calm_edge.calibration.results import (
     device_priors,
 )
 from calm_edge.classifier import QueryClassifier
+from calm_edge.confidence import Acceptor, signals_of
 from calm_edge.config import Settings
 from calm_edge.domains import DOMAINS
 from calm_edge.energy import EnergyIntegrator, RequestWindow, attribute_energy, energy_kind
@@ -70,6 +71,7 @@ from calm_edge.metrics import Metrics
 from calm_edge.monitor import QueryObservation, observe_query, query_text
 from calm_edge.plan import (
     CandidateInput,
+    CascadeOption,
     NoModelAvailable,
     Plan,
     PlanParams,
@@ -136,6 +138,29 @@ class Answer:
     energy: EnergyFigure | None
     cache: str = "miss"   # "hit" (exact), "near" (near-duplicate), "miss", "bypass", "off"
     text: str = ""        # set for cache hits (the answer is not streamed from a model)
+    cascade: str | None = None  # what a cascade did, e.g. "gemma3-270m (P=0.41 < 0.62) ->
+                                # qwen2.5-coder-1.5b"
+
+
+@dataclass(frozen=True)
+class CascadeTry:
+    """The first, cheap answer of a cascade, and what became of it."""
+
+    first: str
+    then: str
+    gen: Generation
+    waited_s: float
+    accepted: bool
+    p_correct: float | None     # None: the backend gave no log-probabilities
+    threshold: float
+    answered: bool = False      # it is the answer given (accepted, or the request ended)
+
+    def describe(self) -> str:
+        p = "no confidence signals" if self.p_correct is None else \
+            f"P={self.p_correct:.2f} {'>=' if self.accepted else '<'} {self.threshold:.2f}"
+        if self.answered:
+            return f"{self.first} kept ({p})"
+        return f"{self.first} ({p}) -> {self.then}"
 
 
 @dataclass(frozen=True)
@@ -162,6 +187,7 @@ class LoopView:
     decisions: tuple[dict[str, Any], ...]   # newest first, every peer's
     knowledge: dict[str, Any] | None
     degraded: tuple[str, ...]
+    cascades: dict[str, dict[str, int]]  # "model/domain": accepted and escalated counts
 
 
 class FeedbackError(ValueError):
@@ -224,6 +250,7 @@ class Orchestrator:
                  store: KnowledgeStore | None = None, knowledge: Knowledge | None = None,
                  energy: EnergyIntegrator | None = None, metrics: Metrics | None = None,
                  outcome: OutcomePredictor | None = None,
+                 acceptors: Mapping[tuple[str, str], Acceptor] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None) -> None:
@@ -231,6 +258,11 @@ class Orchestrator:
         everything that changes what is loaded goes through `scheduler`."""
         self.residency, self.scheduler, self.executor = residency, scheduler, executor
         self.outcome = outcome
+        # Cascade acceptors by (cheap model, domain) (calm_edge.confidence); models whose
+        # backend gave no log-probabilities are not cascaded.
+        self.acceptors: Mapping[tuple[str, str], Acceptor] = acceptors or {}
+        self._no_confidence: set[str] = set()
+        self.cascade_counts: dict[str, dict[str, int]] = {}
         self.classifier, self.store, self.energy = classifier, store, energy
         self.metrics = metrics or Metrics()
         self._clock, self._wall, self._rng = clock, wall_clock, rng or random.Random()
@@ -414,22 +446,28 @@ class Orchestrator:
         recorded = False
         try:
             attempts: list[Attempt] = []
+            cascade = routed.plan.cascade
+            first: CascadeTry | None = None
             for model in (routed.plan.model, *routed.plan.fallbacks):
+                # A cascade's first answer is held back until it is judged.
+                held = cascade is not None and first is None and model == cascade.first
                 lease = await self._lease(req, routed, model, abort, attempts)
                 if lease is None:
                     continue
                 gen: Generation | None = None
                 error: str | None = None
                 produced = False
+                request = dataclasses.replace(req.request, confidence=True) if held \
+                    else req.request
                 try:
                     async with contextlib.aclosing(
-                            self.executor.stream(lease, req.request, abort)) as stream:
+                            self.executor.stream(lease, request, abort)) as stream:
                         async for item in stream:
-                            if isinstance(item, Delta):
+                            if isinstance(item, Final):
+                                gen = item.value
+                            elif not held:
                                 produced = True
                                 yield item
-                            else:
-                                gen = item.value
                 except ContextOverflowError:
                     raise
                 except Exception as e:
@@ -443,7 +481,16 @@ class Orchestrator:
                     self.scheduler.release(lease, error=error)
                 if gen is None:  # pragma: no cover - the executor ends with a Final
                     raise RuntimeError(f"{model}: generation ended without a result")
-                answer = await self._complete(req, routed, gen, lease, attempts, t0, abort)
+                if held:
+                    assert cascade is not None
+                    first = self._judge(cascade, gen, lease, routed)
+                    if not first.accepted and not abort.is_set():
+                        continue  # escalate (never after the client left or the deadline)
+                    if gen.text:
+                        yield Delta(gen.text)
+                    first = dataclasses.replace(first, answered=True)
+                answer = await self._complete(req, routed, gen, lease, attempts, t0, abort,
+                                              first)
                 recorded = True
                 yield Final(answer)
                 return
@@ -472,6 +519,27 @@ class Orchestrator:
         except ModelUnavailable as e:
             attempts.append(Attempt(model, e.reason))
             return None
+
+    def _judge(self, option: CascadeOption, gen: Generation, lease: Lease,
+               routed: Routed) -> CascadeTry:
+        """Keep the cascade's first answer, or escalate: its signals against the
+        acceptor's threshold for the request's mode. A backend that gives no
+        log-probabilities is never cascaded again."""
+        domain, mode = routed.query.domain, routed.request.mode
+        signals = signals_of(gen.text, gen.stats, domain)
+        acceptor = self.acceptors.get((option.first, domain))
+        p: float | None
+        if signals is None or acceptor is None:
+            self._no_confidence.add(option.first)
+            ok, p, threshold = False, None, option.threshold
+        else:
+            ok, p, threshold = acceptor.decide(signals, mode)
+        counts = self.cascade_counts.setdefault(f"{option.first}/{domain}",
+                                                {"accepted": 0, "escalated": 0})
+        counts["accepted" if ok else "escalated"] += 1
+        self.metrics.cascades.inc(model=option.first, domain=domain,
+                                  outcome="accepted" if ok else "escalated")
+        return CascadeTry(option.first, option.then, gen, lease.waited_s, ok, p, threshold)
 
     # -- the response cache ---------------------------------------------------------------
 
@@ -544,10 +612,31 @@ class Orchestrator:
                 query_text(request.messages, request.prompt), query.domain)
         cands = self.candidates(query.domain, query.prompt_tokens_est,
                                 request.params.max_tokens, p_correct)
-        plan = plan_request(inp, cands, self.plan_params, self._rng.random())
+        options = self._cascade_options(query.domain, mode) if req.model == "auto" else []
+        plan = plan_request(inp, cands, self.plan_params, self._rng.random(), options)
         cache = "off" if self.cache is None else (
             "miss" if req.use_cache and self.cache.cacheable(request) else "bypass")
         return Routed(query, inp, plan, cache)
+
+    def _cascade_options(self, domain: str, mode: str) -> list[CascadeOption]:
+        """The cascades the planner may weigh for this domain and mode: an acceptor exists
+        for the cheap model here, the model gives log-probabilities, and both models fit
+        the budget together (a cascade that swaps costs more than it saves)."""
+        res, out = self.residency, []
+        for (first, dom), acc in self.acceptors.items():
+            then = acc.escalate_to
+            if dom != domain or first in self._no_confidence or first not in res.slots \
+                    or then not in res.slots or first == then:
+                continue
+            if res.slots[first].charged_bytes + res.slots[then].charged_bytes \
+                    > res.budget_bytes:
+                continue
+            cut = acc.cuts.get(mode) or acc.cuts.get("balanced")
+            if cut is None or cut.accept_rate <= 0:
+                continue
+            out.append(CascadeOption(first, then, cut.threshold, cut.accept_rate,
+                                     cut.precision))
+        return out
 
     # -- Analyze + Knowledge ----------------------------------------------------------------
 
@@ -569,10 +658,23 @@ class Orchestrator:
         return EnergyFigure(energy_mj / 1000.0, reading.measured, reading.source)
 
     async def _complete(self, req: ServeRequest, routed: Routed, out: Generation, lease: Lease,
-                        failed: list[Attempt], t0: float, abort: Abort) -> Answer:
+                        failed: list[Attempt], t0: float, abort: Abort,
+                        first: CascadeTry | None = None) -> Answer:
         s, q, plan = out.stats, routed.query, routed.plan
         energy = self._energy(out.gen_start_s, out.gen_end_s)
         now_wall = self._wall()
+        wait_s = lease.waited_s
+        if first is not None and not first.answered:  # escalated: the first answer cost too
+            fg = first.gen
+            self.knowledge = observe(self.knowledge, Observation(
+                fg.model, q.domain, now_wall, fg.stats.prompt_tokens,
+                fg.stats.completion_tokens, fg.stats.ttft_s * 1000, fg.stats.total_s * 1000,
+                req.request.params.max_tokens, cold=fg.cold), self.analyze_params)
+            first_energy = self._energy(fg.gen_start_s, fg.gen_end_s)
+            if energy is not None and first_energy is not None:
+                energy = dataclasses.replace(energy,
+                                             energy_j=energy.energy_j + first_energy.energy_j)
+            wait_s += first.waited_s + fg.stats.total_s
         for a in failed:  # a failure is an observation too
             self.knowledge = observe(self.knowledge, Observation(
                 a.model, q.domain, now_wall, 0, 0, 0.0, 0.0, 0, error=True),
@@ -596,13 +698,15 @@ class Orchestrator:
         self._last_used[out.model] = self.served
         self._last_request_s = self._clock()
         latency_s = self._clock() - t0
-        wait_s = lease.waited_s
         candidates = tuple(sc.to_dict() for sc in plan.scores[:4])
         reason = plan.reason if out.model == plan.model else \
             f"fallback after {', '.join(a.model for a in failed)} failed ({plan.reason})"
+        if first is not None:
+            reason = f"{plan.reason}; {first.describe()}"
         answer = Answer(out.model, reason, s, tuple(failed), max(wait_s, 0.0), latency_s, q,
                         routed.request.mode, plan.explored and out.model == plan.model,
-                        candidates, energy, cache=routed.cache)
+                        candidates, energy, cache=routed.cache,
+                        cascade=first.describe() if first is not None else None)
         self._remember(req.rid, answer, req.owner)
         self._count(answer)
         if routed.request.slo_ms is not None and latency_s * 1000 > routed.request.slo_ms:
@@ -711,6 +815,7 @@ class Orchestrator:
             estimates=tuple(self.estimates_table()), health=tuple(self.health_table()),
             calibration=self.calibration_table(), decisions=tuple(self._recent.decisions),
             knowledge=self.store.status() if self.store is not None else None,
+            cascades={k: dict(v) for k, v in self.cascade_counts.items()},
             degraded=tuple(m for m, h in self.knowledge.health.items() if h.degraded))
 
     def estimates_table(self) -> list[dict[str, Any]]:

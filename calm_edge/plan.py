@@ -96,6 +96,20 @@ class Plan:
     reason: str
     scores: tuple[CandidateScore, ...] = ()
     explored: bool = False
+    cascade: CascadeOption | None = None  # `model` answers first; escalate to cascade.then
+
+
+@dataclass(frozen=True)
+class CascadeOption:
+    """A cheap model answers first and its answer is kept when its calibrated confidence
+    clears `threshold`; otherwise the query escalates to `then`. `accept_rate` and
+    `precision` are what that threshold gave on graded answers of this domain."""
+
+    first: str
+    then: str
+    threshold: float
+    accept_rate: float
+    precision: float
 
 
 class NoModelAvailable(RuntimeError):
@@ -131,6 +145,9 @@ def _exclusion(c: CandidateInput, q: float, lat: float, e: float, req: RequestIn
     return None
 
 
+# Exploration tries only models predicted at least this share of the best one's quality.
+EXPLORE_MIN_SHARE = 0.5
+
 # When no model reaches the quality floor, the floor drops to this share of the best
 # predicted quality: the choice stays among the strongest models (a faster one that is
 # nearly as good may win), never the cheapest of the weak ones.
@@ -141,8 +158,15 @@ _RELAXED = ("", "no model meets the energy budget or power cap; ", "no model mee
 
 
 def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: PlanParams,
-                 draw: float) -> Plan:
-    """Choose a model. `draw` is a uniform random number in [0, 1) for exploration."""
+                 draw: float, cascades: Sequence[CascadeOption] = ()) -> Plan:
+    """Choose a model, or a cascade of two when its expected utility is higher. `draw` is
+    a uniform random number in [0, 1) for exploration.
+
+    A cascade's expectations: quality = accept_rate x precision + (1 - accept_rate) x
+    q(then); latency and energy = first's + (1 - accept_rate) x then's. It needs `then`
+    eligible under the same constraints, `first` eligible except for the quality floor
+    (the cascade's expected quality must meet it), and the worst case (both answer)
+    within the SLO."""
     if req.requested_model != "auto":
         return Plan(req.requested_model, (), "pinned by the request")
     usable = [c for c in cands if c.available]
@@ -184,6 +208,17 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
 
     chosen, explored = best, False
     reason = prefix + _why(best, ranked, req)
+    cascade = _best_cascade(cascades, rows, excluded, req, w, lat_max, e_max, floor, level)
+    if cascade is not None and cascade[1] > utility[best[0].name]:
+        option, _, q_c, lat_c = cascade
+        fallbacks = (option.then, *(r[0].name for r in ranked
+                                    if r[0].name not in (option.first, option.then)))
+        return Plan(option.first, fallbacks,
+                    prefix + f"cascade {option.first} -> {option.then} for {req.domain}: "
+                    f"expected quality {q_c:.2f}, {lat_c:.0f} ms (keeps "
+                    f"{option.accept_rate:.0%} of answers, {option.precision:.0%} right); "
+                    f"best direct {best[0].name} (quality {best[1]:.2f}, {best[2]:.0f} ms)",
+                    scores, False, option)
     demoted = [c.name for c, _, _, _ in rows if c.demoted and excluded[c.name] == c.demoted]
     if demoted:
         reason += "; " + "; ".join(f"{n} {excluded[n]}" for n in demoted)
@@ -195,14 +230,47 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
         explored = True
         reason = f"probing degraded {chosen[0].name} for recovery " \
                  f"(unused for {chosen[0].since_used} requests)"
-    elif len(ranked) > 1 and draw < params.explore_epsilon:
-        chosen = min(ranked[1:], key=lambda r: (r[0].prediction.observations, r[0].name))
+    elif draw < params.explore_epsilon and (hopeful := [
+            r for r in ranked[1:] if r[1] >= EXPLORE_MIN_SHARE * best[1]]):
+        # Only models with a fair chance: trying one the prior gives near-zero quality
+        # (a base model on a math word problem) costs a wrong answer and teaches little.
+        chosen = min(hopeful, key=lambda r: (r[0].prediction.observations, r[0].name))
         explored = True
         reason = f"exploring {chosen[0].name} ({chosen[0].prediction.observations} " \
                  f"observations for {req.domain}; epsilon {params.explore_epsilon:g})"
     fallbacks = tuple(r[0].name for r in ranked if r is not chosen) + tuple(
         r[0].name for r in rows if r not in ranked and r[0].fits_budget)
     return Plan(chosen[0].name, fallbacks, reason, scores, explored)
+
+
+Row = tuple[CandidateInput, float, float, float]  # candidate, quality, latency ms, energy mJ
+
+
+def _best_cascade(options: Sequence[CascadeOption], rows: Sequence[Row],
+                  excluded: dict[str, str | None],
+                  req: RequestInput, w: Weights, lat_max: float, e_max: float, floor: float,
+                  level: int) -> tuple[CascadeOption, float, float, float] | None:
+    """The cascade with the highest expected utility that meets the constraints, with its
+    (utility, expected quality, expected latency), or None."""
+    by_name = {r[0].name: r for r in rows}
+    best: tuple[CascadeOption, float, float, float] | None = None
+    for o in options:
+        a, b = by_name.get(o.first), by_name.get(o.then)
+        if a is None or b is None or excluded.get(o.then) is not None:
+            continue
+        why_a = excluded.get(o.first)
+        if why_a is not None and not why_a.startswith("quality "):
+            continue  # only the floor may exclude the first model: the cascade's counts
+        keep = o.accept_rate
+        q = keep * o.precision + (1 - keep) * b[1]
+        lat = a[2] + (1 - keep) * b[2]
+        e = a[3] + (1 - keep) * b[3]
+        if q < floor or (level < 2 and req.slo_ms is not None and a[2] + b[2] > req.slo_ms):
+            continue
+        u = w.quality * q - w.latency * lat / lat_max - w.energy * e / e_max
+        if best is None or u > best[1]:
+            best = (o, u, q, lat)
+    return best
 
 
 def _why(best: tuple[CandidateInput, float, float, float],

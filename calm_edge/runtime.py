@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from calm_edge.analyze import Knowledge
 from calm_edge.backends.base import BackendFactory
 from calm_edge.calibration import Calibrator, identify
 from calm_edge.classifier import QueryClassifier
+from calm_edge.confidence import Acceptor
 from calm_edge.config import Settings
 from calm_edge.energy import EnergyIntegrator
 from calm_edge.execute import Executor
@@ -68,6 +69,7 @@ def build_core(settings: Settings, fleet: Fleet, factory: BackendFactory,
                classifier: QueryClassifier, *, store: KnowledgeStore | None = None,
                knowledge: Knowledge | None = None, energy: EnergyIntegrator | None = None,
                metrics: Metrics | None = None, outcome: OutcomePredictor | None = None,
+               acceptors: Mapping[tuple[str, str], Acceptor] | None = None,
                memory_probe: MemoryProbe = process_rss_bytes,
                device_memory: DeviceMemoryReader | None = None,
                rng: random.Random | None = None, backend_build: str = "unknown",
@@ -90,7 +92,8 @@ def build_core(settings: Settings, fleet: Fleet, factory: BackendFactory,
     executor = Executor(residency)
     orchestrator = Orchestrator(settings, fleet, residency, scheduler, executor, classifier,
                                 store=store, knowledge=knowledge, energy=energy,
-                                metrics=metrics, outcome=outcome, rng=rng, clock=clock)
+                                metrics=metrics, outcome=outcome, acceptors=acceptors,
+                                rng=rng, clock=clock)
     scheduler.on_prefetch = lambda model, kind: orchestrator.metrics.prefetches.inc(
         1, model=model, kind=kind)
     calibrator = None

@@ -58,6 +58,7 @@ def status_document(v: StatusView, *, version: str, uptime_s: float, requests_to
         "estimates": list(loop.estimates),
         "health": list(loop.health),
         "calibration": v.calibration,
+        "cascades": loop.cascades,
         "recent_decisions": decisions[:10],
     }
 

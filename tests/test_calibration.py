@@ -182,6 +182,8 @@ class Counting:
         outer = self
 
         class Wrapped:
+            supports_confidence = True
+
             def generate(self, request: GenerationRequest, should_stop: Callable[[], bool],
                          ) -> Iterator[Delta | Final[GenerationStats]]:
                 outer.generations += 1

@@ -9,6 +9,7 @@ import pytest
 from calm_edge.analyze import Prediction
 from calm_edge.plan import (
     CandidateInput,
+    CascadeOption,
     NoModelAvailable,
     PlanParams,
     RequestInput,
@@ -154,3 +155,53 @@ def test_plan_pinned_and_unavailable() -> None:
     gone = [cand(c.name, 0.5, 100, 1, available=False) for c in FLEET]
     with pytest.raises(NoModelAvailable, match="small: file missing"):
         plan_request(req(), gone, NO_EXPLORE, 0.5)
+
+
+# -- cascades ----------------------------------------------------------------------------
+
+def cascade(rate: float, precision: float = 0.95) -> CascadeOption:
+    return CascadeOption("small", "large", threshold=0.6, accept_rate=rate,
+                         precision=precision)
+
+
+@pytest.mark.parametrize(("w", "option", "floor", "expected"), [
+    # Half the answers kept at 95%: quality 0.91 > large's 0.87 at half large's time.
+    (BALANCED, cascade(0.5), 0.0, "cascade"),
+    # Keeps too few to pay for the cheap model's answer: the large model directly.
+    (QUALITY, cascade(0.05, 0.8), 0.0, "large"),
+    # In fast mode the small model alone is still best.
+    (FAST, cascade(0.5), 0.0, "small"),
+    # The floor: the small model alone misses it; the cascade's expected quality meets it.
+    (BALANCED, cascade(0.5), 0.8, "cascade"),
+    # A cascade whose precision is poor loses to the large model under a high floor.
+    (BALANCED, cascade(0.6, 0.5), 0.8, "large"),
+])
+def test_plan_cascade_when_its_expected_utility_wins(w: Weights, option: CascadeOption,
+                                                     floor: float, expected: str) -> None:
+    plan = plan_request(req(w=w, floor=floor), FLEET, NO_EXPLORE, 0.5, cascades=[option])
+    if expected == "cascade":
+        assert plan.cascade == option and plan.model == "small"
+        assert plan.fallbacks[0] == "large" and "cascade small -> large" in plan.reason
+        assert "expected quality" in plan.reason
+    else:
+        assert plan.cascade is None and plan.model == expected
+
+
+def test_plan_cascade_needs_its_escalation_target_and_the_slo() -> None:
+    gone = [FLEET[0], FLEET[1], dataclasses.replace(FLEET[2], fits_budget=False)]
+    assert plan_request(req(), gone, NO_EXPLORE, 0.5, cascades=[cascade(0.5)]).cascade is None
+    # Worst case (both answer) 6.6 s over a 6.2 s SLO: not planned.
+    tight = plan_request(req(slo_ms=6200), FLEET, NO_EXPLORE, 0.5, cascades=[cascade(0.5)])
+    assert tight.cascade is None
+
+
+def test_plan_exploration_skips_hopeless_models() -> None:
+    """Exploration tries models with a fair chance only: never one the prior puts near
+    zero next to the best."""
+    fleet = [cand("best", 0.9, 600, 6, n=50), cand("hopeless", 0.05, 300, 3, n=0),
+             cand("fair", 0.6, 500, 5, n=1)]
+    params = PlanParams(explore_epsilon=1.0, probe_degraded_every=0)
+    plan = plan_request(req(w=QUALITY), fleet, params, draw=0.0)
+    assert plan.explored and plan.model == "fair"
+    lone = plan_request(req(w=QUALITY), fleet[:2], params, draw=0.0)
+    assert not lone.explored and lone.model == "best"

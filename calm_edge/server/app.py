@@ -76,6 +76,7 @@ def calm_info(rid: str, a: Answer) -> dict[str, Any]:
         "decode_tokens_per_s": round(s.decode_tokens_per_s, 2),
         "finish_reason": s.finish_reason,
         "cache": a.cache,
+        "cascade": a.cascade,
         "energy_j": None, "energy": None,
     }
     if a.energy is not None:
