@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 
 from calm_edge.backends.base import GenerationStats
+from calm_edge.instructions import format_met
 from calm_edge.paths import bundled_dir
 
 FEATURES = ("mean_logprob", "min_logprob", "p10_logprob", "stopped", "code_parses",
-            "log_tokens")
+            "log_tokens", "format_met")
 _FENCE = re.compile(r"```[ \t]*[\w+-]*[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
@@ -44,20 +45,25 @@ class Signals:
     stopped: bool              # ended by itself, not at max_tokens
     code_parses: bool | None   # code answers: the code parses and defines a function
     tokens: int
+    format_met: bool | None = None  # the format instructions recognized in the prompt are
+                                    # met (calm_edge.instructions); None: none recognized
 
     def vector(self) -> list[float]:
-        parses = 0.5 if self.code_parses is None else float(self.code_parses)
+        def tri(b: bool | None) -> float:
+            return 0.5 if b is None else float(b)
         return [self.mean_logprob, max(self.min_logprob, -30.0), self.p10_logprob,
-                float(self.stopped), parses, math.log1p(self.tokens)]
+                float(self.stopped), tri(self.code_parses), math.log1p(self.tokens),
+                tri(self.format_met)]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Signals:
-        cp = d.get("code_parses")
+        cp, fm = d.get("code_parses"), d.get("format_met")
         return cls(float(d["mean_logprob"]), float(d["min_logprob"]), float(d["p10_logprob"]),
-                   bool(d["stopped"]), None if cp is None else bool(cp), int(d["tokens"]))
+                   bool(d["stopped"]), None if cp is None else bool(cp), int(d["tokens"]),
+                   None if fm is None else bool(fm))
 
 
 def code_parses(text: str) -> bool:
@@ -72,14 +78,16 @@ def code_parses(text: str) -> bool:
     return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(tree))
 
 
-def signals_of(text: str, stats: GenerationStats, domain: str) -> Signals | None:
-    """The signals of one answer; None when the backend gave no log-probabilities."""
+def signals_of(text: str, stats: GenerationStats, domain: str,
+               prompt: str = "") -> Signals | None:
+    """The signals of one answer to `prompt` (the last user message); None when the backend
+    gave no log-probabilities."""
     c = stats.confidence
     if c is None:
         return None
     return Signals(c.mean_logprob, c.min_logprob, c.p10_logprob,
                    stats.finish_reason == "stop", code_parses(text) if domain == "code"
-                   else None, stats.completion_tokens)
+                   else None, stats.completion_tokens, format_met(prompt, text))
 
 
 # -- fitting (offline) --------------------------------------------------------------------

@@ -483,7 +483,7 @@ class Orchestrator:
                     raise RuntimeError(f"{model}: generation ended without a result")
                 if held:
                     assert cascade is not None
-                    first = self._judge(cascade, gen, lease, routed)
+                    first = self._judge(cascade, gen, lease, routed, req.request)
                     if not first.accepted and not abort.is_set():
                         continue  # escalate (never after the client left or the deadline)
                     if gen.text:
@@ -521,12 +521,13 @@ class Orchestrator:
             return None
 
     def _judge(self, option: CascadeOption, gen: Generation, lease: Lease,
-               routed: Routed) -> CascadeTry:
+               routed: Routed, request: GenerationRequest) -> CascadeTry:
         """Keep the cascade's first answer, or escalate: its signals against the
         acceptor's threshold for the request's mode. A backend that gives no
         log-probabilities is never cascaded again."""
         domain, mode = routed.query.domain, routed.request.mode
-        signals = signals_of(gen.text, gen.stats, domain)
+        signals = signals_of(gen.text, gen.stats, domain,
+                             query_text(request.messages, request.prompt))
         acceptor = self.acceptors.get((option.first, domain))
         p: float | None
         if signals is None or acceptor is None:

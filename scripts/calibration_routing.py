@@ -86,7 +86,8 @@ async def main() -> int:
                                                   for m in q.messages)))
             routed = orch.route(req)
             counts[q.domain][routed.plan.model] += 1
-            if q.domain == domain and label.startswith("calibration with"):
+            if q.domain == domain == routed.query.domain \
+                    and label.startswith("calibration with"):
                 reasons.setdefault(routed.plan.model, routed.plan.reason)
         table[label] = counts
     for label, counts in table.items():

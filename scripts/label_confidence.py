@@ -82,7 +82,7 @@ def main() -> int:
                     assert stats is not None
                     text = "".join(parts)
                     passed, detail = grade(q.grader, text, q.grader_args)
-                    sig = signals_of(text, stats, q.domain)
+                    sig = signals_of(text, stats, q.domain, q.messages[-1]["content"])
                     out.write(json.dumps({
                         "query_id": q.id, "model": name, "domain": q.domain,
                         "passed": passed, "detail": detail[:120],
@@ -90,7 +90,8 @@ def main() -> int:
                         "completion_tokens": stats.completion_tokens,
                         "prompt_tokens": stats.prompt_tokens,
                         "finish_reason": stats.finish_reason,
-                        "latency_ms": round(latency_s * 1000, 1)}) + "\n")
+                        "latency_ms": round(latency_s * 1000, 1),
+                        "text": text}) + "\n")
                     out.flush()
                     progress.update()
             finally:

@@ -11,7 +11,10 @@ often as the escalation target's answers to the same queries (quality: 1.0x, bal
 0.97x, fast and eco: 0.9x of the target's rate; the target's grades come from
 models/router/outcomes.jsonl). Then, from the same labels, what the cascade would give
 against answering with the target directly: quality, and latency with the cheap model's
-time always paid and the target's time paid on escalation. Writes the acceptors whose
+time always paid and the target's time paid on escalation. Latencies are modelled from
+token counts (prompt x prefill + completion x decode), the per-token times fitted per model
+by least squares on outcomes.jsonl (one quiet run), so that labels taken on a busy machine
+do not skew the comparison. Writes the acceptors whose
 AUROC reaches --min-auroc and whose balanced cascade is faster than the target at no
 less quality (the only pairs the planner may cascade), and prints the table.
 """
@@ -19,6 +22,7 @@ less quality (the only pairs the planner may cascade), and prints the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 from collections import defaultdict
@@ -27,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from calm_edge.bench.workload import load_workload
 from calm_edge.confidence import (
     FEATURES,
     Acceptor,
@@ -36,6 +41,7 @@ from calm_edge.confidence import (
     choose_cut,
     fit_logistic,
 )
+from calm_edge.instructions import format_met
 from calm_edge.paths import bundled_dir
 
 MODES = {"quality": 1.0, "balanced": 0.97, "fast": 0.9, "eco": 0.9}
@@ -55,20 +61,48 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarray:
     return p
 
 
+def token_rates(outcomes: list[dict[str, Any]]) -> dict[str, tuple[float, float, float]]:
+    """Per model: (ms per prompt token, ms per completion token, ms fixed), least squares."""
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in outcomes:
+        by[r["model"]].append(r)
+    out = {}
+    for model, rs in by.items():
+        a = np.array([[r["prompt_tokens"], r["completion_tokens"], 1.0] for r in rs])
+        coef = np.linalg.lstsq(a, np.array([r["latency_ms"] for r in rs]), rcond=None)[0]
+        out[model] = (max(float(coef[0]), 0.0), max(float(coef[1]), 0.0),
+                      max(float(coef[2]), 0.0))
+    return out
+
+
+def modelled_s(rates: tuple[float, float, float], r: dict[str, Any]) -> float:
+    pre, dec, fixed = rates
+    return (pre * int(r["prompt_tokens"]) + dec * int(r["completion_tokens"]) + fixed) / 1000
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--labels", type=Path, default=ROUTER / "confidence.jsonl")
     ap.add_argument("--outcomes", type=Path, default=ROUTER / "outcomes.jsonl")
+    ap.add_argument("--corpus", type=Path, default=ROUTER / "outcome_corpus.jsonl")
     ap.add_argument("--target", default="qwen2.5-coder-1.5b")
     ap.add_argument("--out", type=Path, default=ROUTER / "cascade.json")
     ap.add_argument("--min-auroc", type=float, default=0.65)
     args = ap.parse_args()
     rows = [json.loads(line) for line in args.labels.read_text().splitlines() if line.strip()]
-    target: dict[str, dict[str, Any]] = {}
-    for line in args.outcomes.read_text().splitlines():
-        r = json.loads(line)
-        if r["model"] == args.target:
-            target[r["query_id"]] = r
+    prompts = {q.id: q.messages[-1]["content"] for q in load_workload(args.corpus)
+               if q.messages}
+    for r in rows:  # signals added after the labels were taken come from the stored text
+        if r["signals"] is not None and "text" in r:
+            s = Signals.from_json(r["signals"])
+            r["signals"] = dataclasses.asdict(dataclasses.replace(
+                s, format_met=format_met(prompts.get(r["query_id"], ""), r["text"])))
+    outcomes = [json.loads(line) for line in args.outcomes.read_text().splitlines()
+                if line.strip()]
+    rates = token_rates(outcomes)
+    print("per-token times fitted on outcomes.jsonl (prefill / decode / fixed ms): " + ", ".join(
+        f"{m} {a:.2f}/{b:.1f}/{c:.0f}" for m, (a, b, c) in sorted(rates.items())))
+    target = {r["query_id"]: r for r in outcomes if r["model"] == args.target}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if r["signals"] is not None and r["query_id"] in target:
@@ -82,8 +116,8 @@ def main() -> int:
         x = np.array([Signals.from_json(r["signals"]).vector() for r in rs])
         y = np.array([float(r["passed"]) for r in rs])
         t_right = [bool(target[r["query_id"]]["passed"]) for r in rs]
-        t_lat = [target[r["query_id"]]["latency_ms"] / 1000 for r in rs]
-        a_lat = [r["latency_ms"] / 1000 for r in rs]
+        t_lat = [modelled_s(rates[args.target], target[r["query_id"]]) for r in rs]
+        a_lat = [modelled_s(rates[model], r) for r in rs]
         q_target = sum(t_right) / len(rs)
         if len(set(y)) < 2:
             p = np.full(len(y), y.mean())

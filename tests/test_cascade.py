@@ -33,8 +33,8 @@ explore_epsilon = 0.0
 
 # P(correct) = sigmoid(mean_logprob + 2): 0.87 for a sure answer (-0.05 per token), 0.27
 # for an unsure one (-3.0).
-ACCEPTOR = Acceptor("small", "code", (1.0, 0.0, 0.0, 0.0, 0.0, 0.0), 2.0, (0.0,) * 6,
-                    (1.0,) * 6, 0.85, 200, 0.5,
+ACCEPTOR = Acceptor("small", "code", (1.0,) + (0.0,) * 6, 2.0, (0.0,) * 7,
+                    (1.0,) * 7, 0.85, 200, 0.5,
                     {"balanced": ModeCut(0.5, 0.8, 0.97)}, "big", 0.85)
 SURE, UNSURE = -0.05, -3.0
 

@@ -52,6 +52,11 @@ def test_confidence_signals_of_an_answer() -> None:
     assert s is not None and s.code_parses is True and s.stopped and s.tokens == 3
     assert signals_of("Paris", stats("length"), "factual") == Signals(
         pytest.approx(-0.7667, abs=1e-3), -2.0, -2.0, False, None, 3)  # type: ignore[arg-type]
+    # A format instruction in the prompt is checked against the answer.
+    upper = signals_of("PARIS", stats(), "factual", "Answer in all capital letters.")
+    lower = signals_of("Paris", stats(), "factual", "Answer in all capital letters.")
+    assert upper is not None and upper.format_met is True
+    assert lower is not None and lower.format_met is False
     no_lp = GenerationStats(1, 1, "stop", 0.1, 0.1)
     assert signals_of("x", no_lp, "factual") is None  # a backend without log-probabilities
 
@@ -81,7 +86,7 @@ def test_confidence_choose_cut_table(target: float, threshold: float, rate: floa
 
 
 def test_confidence_acceptor_round_trip_and_decision(tmp_path: Path) -> None:
-    acc = Acceptor("small", "factual", (1.0, 0, 0, 0, 0, 0), 0.0, (0.0,) * 6, (1.0,) * 6,
+    acc = Acceptor("small", "factual", (1.0, 0, 0, 0, 0, 0, 0), 0.0, (0.0,) * 7, (1.0,) * 7,
                    0.8, 100, 0.7, {"balanced": ModeCut(0.6, 0.5, 0.95)}, "big", 0.9)
     path = tmp_path / "cascade.json"
     path.write_text(json.dumps({"acceptors": [acceptor_to_json(acc)]}))

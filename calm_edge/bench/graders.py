@@ -18,7 +18,6 @@ their inputs except `code`, which runs the candidate program in a sandboxed subp
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import textwrap
@@ -27,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from calm_edge.bench import sandbox
+from calm_edge.instructions import CHECKS, check_all
 
 Grade = tuple[bool, str]
 Grader = Callable[[str, Mapping[str, Any]], Grade]
@@ -159,148 +159,13 @@ def grade_match(reply: str, args: Mapping[str, Any]) -> Grade:
 
 # -- instructions (IFEval-style verifiable constraints) ---------------------------------------
 
-_WORD_RE = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
-_BULLET_RE = re.compile(r"^\s*(?:[*•]|-)\s+\S", re.M)
-_NUMBERED_RE = re.compile(r"^\s*\d+[.)]\s+\S", re.M)
-_FENCED_JSON_RE = re.compile(r"^```[ \t]*(?:json)?[^\n]*\n(.*?)\n?```$", re.DOTALL | re.I)
-
-
-def count_words(text: str) -> int:
-    return len(_WORD_RE.findall(text))
-
-
-def _strip_wrapping(text: str) -> str:
-    return text.strip().strip("\"'“”*_ ").strip()
-
-
-def _check_lowercase(reply: str, a: Mapping[str, Any]) -> Grade:
-    if not any(c.isalpha() for c in reply):
-        return False, "no letters"
-    upper = [c for c in reply if c.isupper()]
-    return not upper, "all lowercase" if not upper else f"{len(upper)} capital letters"
-
-
-def _check_uppercase(reply: str, a: Mapping[str, Any]) -> Grade:
-    if not any(c.isalpha() for c in reply):
-        return False, "no letters"
-    lower = [c for c in reply if c.islower()]
-    return not lower, "all capitals" if not lower else f"{len(lower)} lowercase letters"
-
-
-def _check_bullets(reply: str, a: Mapping[str, Any]) -> Grade:
-    n = len(_BULLET_RE.findall(reply))
-    return n == int(a["n"]), f"{n} bullet points, wanted {a['n']}"
-
-
-def _check_numbered(reply: str, a: Mapping[str, Any]) -> Grade:
-    n = len(_NUMBERED_RE.findall(reply))
-    return n == int(a["n"]), f"{n} numbered items, wanted {a['n']}"
-
-
-def _has_word(reply: str, word: str) -> bool:
-    return re.search(rf"(?<![\w]){re.escape(word)}(?![\w])", reply, re.IGNORECASE) is not None
-
-
-def _check_include_words(reply: str, a: Mapping[str, Any]) -> Grade:
-    missing = [w for w in a["words"] if not _has_word(reply, str(w))]
-    return not missing, "all words present" if not missing else f"missing {missing}"
-
-
-def _check_exclude_words(reply: str, a: Mapping[str, Any]) -> Grade:
-    used = [w for w in a["words"] if _has_word(reply, str(w))]
-    return not used, "no forbidden word" if not used else f"uses {used}"
-
-
-def _check_max_words(reply: str, a: Mapping[str, Any]) -> Grade:
-    n = count_words(reply)
-    return 0 < n <= int(a["n"]), f"{n} words, at most {a['n']}"
-
-
-def _check_min_words(reply: str, a: Mapping[str, Any]) -> Grade:
-    n = count_words(reply)
-    return n >= int(a["n"]), f"{n} words, at least {a['n']}"
-
-
-def _check_ends_with(reply: str, a: Mapping[str, Any]) -> Grade:
-    phrase = str(a["phrase"])
-    end = reply.strip().strip("\"”*_ ").strip()
-    ok = end.casefold().endswith(phrase.casefold())
-    return ok, "ends with the phrase" if ok else f"ends with {end[-40:]!r}"
-
-
-def _check_starts_with(reply: str, a: Mapping[str, Any]) -> Grade:
-    words = _WORD_RE.findall(_strip_wrapping(reply)[:200])
-    first = words[0] if words else ""
-    ok = first.casefold() == str(a["word"]).casefold()
-    return ok, f"starts with {first!r}"
-
-
-def _check_json_key(reply: str, a: Mapping[str, Any]) -> Grade:
-    text = reply.strip()
-    m = _FENCED_JSON_RE.match(text)
-    if m:
-        text = m.group(1).strip()
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return False, "not valid JSON"
-    key = str(a["key"])
-    if not isinstance(obj, dict) or key not in obj:
-        return False, f"no key {key!r}"
-    value = obj[key]
-    ok = (isinstance(value, str) and bool(value.strip())) or (
-        isinstance(value, list) and bool(value))
-    return ok, f"JSON with key {key!r}" if ok else f"key {key!r} is empty or not text"
-
-
-def _check_no_commas(reply: str, a: Mapping[str, Any]) -> Grade:
-    n = reply.count(",") + reply.count("，")
-    return n == 0, "no commas" if n == 0 else f"{n} commas"
-
-
-def _check_postscript(reply: str, a: Mapping[str, Any]) -> Grade:
-    ok = re.search(r"^\s*[*_]*p\.\s?s\.", reply, re.I | re.M) is not None
-    return ok, "has a P.S." if ok else "no line starting with P.S."
-
-
-def _check_title(reply: str, a: Mapping[str, Any]) -> Grade:
-    ok = re.search(r"<<[^\n<>]+>>", reply) is not None
-    return ok, "has a <<title>>" if ok else "no <<title>>"
-
-
-def _check_quoted(reply: str, a: Mapping[str, Any]) -> Grade:
-    s = reply.strip()
-    ok = len(s) >= 2 and s[0] in "\"“" and s[-1] in "\"”"
-    return ok, "wrapped in quotes" if ok else "not wrapped in double quotes"
-
-
-INSTRUCTION_CHECKS: dict[str, Grader] = {
-    "lowercase": _check_lowercase,
-    "uppercase": _check_uppercase,
-    "bullets": _check_bullets,
-    "numbered": _check_numbered,
-    "include_words": _check_include_words,
-    "exclude_words": _check_exclude_words,
-    "max_words": _check_max_words,
-    "min_words": _check_min_words,
-    "ends_with": _check_ends_with,
-    "starts_with": _check_starts_with,
-    "json_key": _check_json_key,
-    "no_commas": _check_no_commas,
-    "postscript": _check_postscript,
-    "title": _check_title,
-    "quoted": _check_quoted,
-}
+INSTRUCTION_CHECKS = CHECKS
 
 
 def grade_instructions(reply: str, args: Mapping[str, Any]) -> Grade:
     if not reply.strip():
         return False, "empty reply"
-    details, ok = [], True
-    for check in args["checks"]:
-        passed, detail = INSTRUCTION_CHECKS[check["kind"]](reply, check)
-        ok = ok and passed
-        details.append(f"{check['kind']}: {'ok' if passed else detail}")
+    ok, details = check_all(reply, args["checks"])
     return ok, "; ".join(details)
 
 
