@@ -3,7 +3,7 @@
 are calibrated and measured on.
 
     .venv/bin/python scripts/label_confidence.py [--models smollm2-135m,gemma3-270m,...]
-        [--out models/router/confidence.jsonl] [--limit N]
+        [--out models/router/confidence.jsonl] [--limit N] [--graded-by MODEL]
 
 Each model answers every query of models/router/outcome_corpus.jsonl greedily, through the
 daemon's own backend and prompt handling (calm_edge.backends.llama_cpp, the manifest's
@@ -38,7 +38,12 @@ SMALL = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b")
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default=",".join(SMALL))
+    ap.add_argument("--models", default=",".join(SMALL),
+                    help="MODEL or MODEL:DOMAIN+DOMAIN, comma-separated (default: every "
+                    "domain)")
+    ap.add_argument("--graded-by", metavar="MODEL",
+                    help="only queries whose answer by MODEL is graded in outcomes.jsonl "
+                    "(the escalation target: a cascade is judged against its answers)")
     ap.add_argument("--out", type=Path,
                     default=bundled_dir("models") / "router" / "confidence.jsonl")
     ap.add_argument("--corpus", type=Path,
@@ -49,6 +54,11 @@ def main() -> int:
     s = load_settings(args.profile)
     fleet = load_fleet(s.fleet_path)
     queries = load_workload(args.corpus)[: args.limit]
+    if args.graded_by:
+        outcomes = bundled_dir("models") / "router" / "outcomes.jsonl"
+        graded = {r["query_id"] for r in map(json.loads, outcomes.read_text().splitlines())
+                  if r["model"] == args.graded_by}
+        queries = [q for q in queries if q.id in graded]
     done: set[tuple[str, str]] = set()
     if args.out.exists():
         for line in args.out.read_text().splitlines():
@@ -56,9 +66,11 @@ def main() -> int:
                 r = json.loads(line)
                 done.add((r["query_id"], r["model"]))
     with args.out.open("a") as out:
-        for name in args.models.split(","):
+        for item in args.models.split(","):
+            name, _, doms = item.partition(":")
             spec = fleet.by_name[name]
-            todo = [q for q in queries if (q.id, name) not in done]
+            todo = [q for q in queries if (q.id, name) not in done
+                    and (not doms or q.domain in doms.split("+"))]
             if not todo:
                 continue
             backend = LlamaCppBackend(spec, model_path(s.models_dir, spec), s.profile.runtime)
