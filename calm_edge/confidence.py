@@ -178,6 +178,27 @@ def choose_cut(p: Sequence[float], right: Sequence[bool], target: float) -> Mode
     return best
 
 
+def choose_cascade_cut(p: Sequence[float], right: Sequence[bool],
+                       then_right: Sequence[bool], share: float) -> ModeCut:
+    """The lowest threshold at which the cascade (keep the answers at or above it, give the
+    rest to the stronger model) is right at least `share` x as often as the stronger model
+    alone, on the same queries. Pure; `p` are out-of-fold probabilities, `then_right` the
+    stronger model's grades."""
+    rows = sorted(zip(p, right, then_right, strict=True), key=lambda t: -t[0])
+    n = len(rows)
+    goal = share * sum(then_right) / n if n else 0.0
+    best = ModeCut(1.01, 0.0, 0.0)
+    kept_right, gave_up = 0, 0   # right among the kept; stronger-model rights given up
+    total_then = sum(then_right)
+    for i, (pi, yi, ti) in enumerate(rows, 1):
+        kept_right += int(yi)
+        gave_up += int(ti)
+        q = (kept_right + total_then - gave_up) / n
+        if q >= goal and (i == n or rows[i][0] < pi):
+            best = ModeCut(float(pi), i / n, kept_right / i)
+    return best
+
+
 CASCADE_FILE = "cascade.json"
 
 

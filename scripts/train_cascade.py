@@ -7,8 +7,8 @@
 For each (small model, domain) with graded answers and confidence signals
 (scripts/label_confidence.py): a logistic regression P(correct | signals), its AUROC out of
 fold (5 folds), and per mode the lowest threshold whose kept answers are right at least as
-often as the escalation target's answers to the same queries (quality: 1.0x, balanced:
-0.97x, fast and eco: 0.9x of the target's rate; the target's grades come from
+often, with the rest escalated, as the escalation target alone on the same queries
+(quality: 1.0x, balanced: 0.97x, fast and eco: 0.9x of the target's rate; its grades come from
 models/router/outcomes.jsonl). Then, from the same labels, what the cascade would give
 against answering with the target directly: quality, and latency with the cheap model's
 time always paid and the target's time paid on escalation. Latencies are modelled from
@@ -38,7 +38,7 @@ from calm_edge.confidence import (
     Signals,
     acceptor_to_json,
     auroc,
-    choose_cut,
+    choose_cascade_cut,
     fit_logistic,
 )
 from calm_edge.instructions import format_met
@@ -125,7 +125,7 @@ def main() -> int:
         else:
             p = out_of_fold(x, y)
             score = auroc(list(p), [bool(v) for v in y])
-        cuts = {m: choose_cut(list(p), [bool(v) for v in y], share * q_target)
+        cuts = {m: choose_cascade_cut(list(p), [bool(v) for v in y], t_right, share)
                 for m, share in MODES.items()}
         verdict = ""
         for mode, cut in cuts.items():

@@ -15,6 +15,7 @@ from calm_edge.confidence import (
     Signals,
     acceptor_to_json,
     auroc,
+    choose_cascade_cut,
     choose_cut,
     code_parses,
     fit_logistic,
@@ -83,6 +84,22 @@ def test_confidence_choose_cut_table(target: float, threshold: float, rate: floa
     p = [0.9, 0.8, 0.6, 0.4, 0.1]
     right = [True, True, True, False, False]
     assert choose_cut(p, right, target) == ModeCut(threshold, rate, precision)
+
+
+@pytest.mark.parametrize(("share", "threshold", "rate"), [
+    # The stronger model is right on all but the fourth query (0.8). Keeping the top two
+    # costs nothing (both right); keeping the third loses one the stronger model had right.
+    (1.0, 0.8, 0.4),
+    (0.75, 0.4, 0.8),     # 3 of 5 right = 0.75 x 0.8; the fourth is free (both wrong)
+    (0.5, 0.1, 1.0),      # everything kept: the small model alone is right 2 of 5
+])
+def test_confidence_choose_cascade_cut_compares_on_the_same_queries(
+        share: float, threshold: float, rate: float) -> None:
+    p = [0.9, 0.8, 0.6, 0.4, 0.1]
+    right = [True, True, False, False, False]
+    then_right = [True, True, True, False, True]
+    cut = choose_cascade_cut(p, right, then_right, share)
+    assert (cut.threshold, cut.accept_rate) == (threshold, rate)
 
 
 def test_confidence_acceptor_round_trip_and_decision(tmp_path: Path) -> None:
