@@ -125,6 +125,9 @@ def adjust_quality(q: float, difficulty: float | None, slope: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
+_FLOOR = "quality "  # how an exclusion by the quality floor (a preference) begins
+
+
 def _exclusion(c: CandidateInput, q: float, lat: float, e: float, req: RequestInput,
                level: int, floor: float) -> str | None:
     """Constraint check; `level` relaxes: 0 all, 1 no energy, 2 no SLO, 3 the floor
@@ -141,7 +144,7 @@ def _exclusion(c: CandidateInput, q: float, lat: float, e: float, req: RequestIn
     if level < 3 and c.demoted:
         return c.demoted
     if q < floor:
-        return f"quality {q:.2f} < floor {floor:.2f} for {req.domain}"
+        return f"{_FLOOR}{q:.2f} < floor {floor:.2f} for {req.domain}"
     return None
 
 
@@ -180,11 +183,6 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
             c.prediction.quality, req.difficulty, params.difficulty_slope)
         lat = c.prediction.latency_ms + (0.0 if c.resident else c.load_ms)
         rows.append((c, q, lat, c.prediction.energy_mj))
-    lat_max = max(r[2] for r in rows) or 1.0
-    e_max = max(r[3] for r in rows) or 1.0
-    utility = {c.name: w.quality * q - w.latency * lat / lat_max - w.energy * e / e_max
-               for c, q, lat, e in rows}
-
     best_q = max((q for c, q, _, _ in rows if c.fits_budget), default=0.0)
     for level in range(4):
         floor = req.quality_floor if level < 3 else \
@@ -197,6 +195,16 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
     else:
         eligible = rows
         level = 4
+    # Latency and energy are scaled by the largest among the models that meet the hard
+    # constraints (the quality floor aside): one that cannot be chosen (say one measured
+    # while the CPU was busy, predicted past the SLO) does not flatten every other
+    # difference.
+    feasible = [r for r in rows if excluded[r[0].name] is None
+                or str(excluded[r[0].name]).startswith(_FLOOR)] or eligible
+    lat_max = max(r[2] for r in feasible) or 1.0
+    e_max = max(r[3] for r in feasible) or 1.0
+    utility = {c.name: w.quality * q - w.latency * lat / lat_max - w.energy * e / e_max
+               for c, q, lat, e in rows}
     scores = tuple(sorted(
         (CandidateScore(c.name, utility[c.name], q, lat, e, c.resident, excluded.get(c.name))
          for c, q, lat, e in rows), key=lambda s: (-s.utility, s.latency_ms, s.model)))
@@ -259,7 +267,7 @@ def _best_cascade(options: Sequence[CascadeOption], rows: Sequence[Row],
         if a is None or b is None or excluded.get(o.then) is not None:
             continue
         why_a = excluded.get(o.first)
-        if why_a is not None and not why_a.startswith("quality "):
+        if why_a is not None and not why_a.startswith(_FLOOR):
             continue  # only the floor may exclude the first model: the cascade's counts
         keep = o.accept_rate
         q = keep * o.precision + (1 - keep) * b[1]

@@ -205,3 +205,15 @@ def test_plan_exploration_skips_hopeless_models() -> None:
     assert plan.explored and plan.model == "fair"
     lone = plan_request(req(w=QUALITY), fleet[:2], params, draw=0.0)
     assert not lone.explored and lone.model == "best"
+
+
+def test_plan_a_model_past_the_slo_does_not_set_the_scale() -> None:
+    """A model predicted far past the SLO (say, measured while the CPU was busy) is out;
+    it must not flatten the latency difference between the others either."""
+    two = [cand("gemma", 0.82, 850, 8), cand("large", 0.94, 2100, 37)]
+    outlier = cand("busy", 0.56, 41000, 560)
+    w = Weights(1.0, 0.25, 0.1)
+    alone = plan_request(req(w=w), two, NO_EXPLORE, draw=0.5)
+    with_outlier = plan_request(req(w=w), [*two, outlier], NO_EXPLORE, draw=0.5)
+    assert alone.model == with_outlier.model == "gemma"
+    assert "busy" not in (with_outlier.model, *with_outlier.fallbacks[:1])
