@@ -355,12 +355,17 @@ class Daemon:
             notifier = self._notifier = Notifier(self._env)
             stack.callback(setattr, self, "_notifier", None)
             stack.callback(notifier.close)
+            if self._handle_signals:
+                # Entered before anything that needs closing, so restored only after every
+                # closer ran: a second SIGTERM while the models and the store close must not
+                # kill the process. A SIGTERM during the build stops right after it.
+                stack.enter_context(capture_signals(
+                    loop, self.request_stop,
+                    on_hup=lambda: loop.create_task(self.reload())
+                    if self.runtime is not None else None))
             notifier.status("starting: loading the classifier, checking model files")
             rt = self.runtime = await self.build(stack)
             await self._listen(rt, stack)
-            if self._handle_signals:  # restored when the stack unwinds (after _shutdown)
-                stack.enter_context(capture_signals(
-                    loop, self.request_stop, on_hup=lambda: loop.create_task(self.reload())))
             # READY=1 only now: signals handled, socket listening, fleet checked.
             notifier.ready(rt.describe(stopping=False))
             if self._on_ready is not None:

@@ -80,7 +80,9 @@ def bind_unix_socket(path: Path, mode: int, group: str) -> socket.socket:
 @contextlib.contextmanager
 def capture_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[int], None],
                     on_hup: Callable[[], object] | None = None) -> Iterator[None]:
-    """SIGTERM/SIGINT call `handler`, SIGHUP calls `on_hup`; restored on exit."""
+    """SIGTERM/SIGINT call `handler`, SIGHUP calls `on_hup`. On exit the process is
+    stopping: SIGTERM and SIGINT are ignored from then on (a late one would otherwise kill
+    it with the default action between "stopped" and the exit; SIGKILL still works)."""
     sigs = (signal.SIGTERM, signal.SIGINT)
     for sig in sigs:
         loop.add_signal_handler(sig, handler, sig)
@@ -91,6 +93,7 @@ def capture_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[int], No
     finally:
         for sig in sigs:
             loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
         if on_hup is not None:
             loop.remove_signal_handler(signal.SIGHUP)
 

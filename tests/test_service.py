@@ -334,6 +334,32 @@ def test_listen_fds_refuses_what_it_cannot_serve() -> None:
 
 # -- the real daemon ----------------------------------------------------------------------
 
+def test_service_repeated_sigterm_while_stopping_never_kills_the_daemon(
+        make_settings: Callable[..., Settings], short_tmp: Path, tmp_path: Path) -> None:
+    """An impatient operator (or a supervisor) sends SIGTERM again and again while the
+    daemon drains and closes its models and store: it still exits cleanly, status 0. The
+    handlers used to be restored before the closers ran, and a late SIGTERM then killed
+    the process with the default action (status -15)."""
+    s = make_settings()
+    with notify_receiver(str(short_tmp / "notify")) as rx:
+        proc = spawn([sys.executable, *serve_args(s)],
+                     serve_env(s, tmp_path, NOTIFY_SOCKET=str(short_tmp / "notify")))
+        try:
+            rx.wait_for(lambda t: "READY=1" in t.split("\n"))
+            assert chat(s) == "tiny-chat"  # a model is loaded: closing has work to do
+            sent = 0
+            while proc.poll() is None and sent < 2000:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+                sent += 1
+                time.sleep(0.002)
+        finally:
+            rc = stop(proc)
+            assert proc.stderr is not None
+            err = proc.stderr.read()
+            proc.stderr.close()
+        assert sent > 2 and rc == 0, err
+
 def test_service_daemon_notifies_ready_status_watchdog_and_stopping(
         make_settings: Callable[..., Settings], short_tmp: Path, tmp_path: Path) -> None:
     s = make_settings()
