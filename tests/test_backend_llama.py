@@ -108,8 +108,24 @@ def test_backend_llama_context_overflow(tiny_gguf: Path) -> None:
     try:
         with pytest.raises(ContextOverflowError) as ei:
             list(b.generate(chat("the " * 200), lambda: False))
-        # llama.cpp pads the context to a multiple of 256.
-        assert ei.value.n_ctx == b.n_ctx >= 64 and ei.value.prompt_tokens > b.n_ctx
+        # llama.cpp pads its context to a multiple of 256; llama-cpp-python's token buffer
+        # keeps the 64 asked for, and that bounds a request.
+        assert ei.value.n_ctx == b.n_ctx == 64 and ei.value.prompt_tokens > b.n_ctx
+    finally:
+        b.close()
+
+
+def test_backend_llama_answer_stops_at_the_context_asked_for(tiny_gguf: Path) -> None:
+    """A context that is not a multiple of 256: the answer ends where the manifest's n_ctx
+    ends (it used to run on to llama.cpp's padded size, past llama-cpp-python's token
+    buffer of n_ctx entries)."""
+    b = LlamaCppBackend(spec(n_ctx=64), tiny_gguf, RT)
+    try:
+        req = chat("hi", max_tokens=200)
+        *_, last = b.generate(req, lambda: False)
+        assert isinstance(last, Final)
+        s = last.value
+        assert 0 < s.prompt_tokens < 64 and s.prompt_tokens + s.completion_tokens <= 64
     finally:
         b.close()
 

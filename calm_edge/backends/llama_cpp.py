@@ -111,7 +111,9 @@ class LlamaCppBackend:
             )
         self._stack.callback(self._llm.close)
         self._llm.verbose = False  # no per-request prints ("Llama.generate: prefix-match hit")
-        self.n_ctx = self._llm.n_ctx()
+        # llama.cpp rounds the context up (to a multiple of 256) while llama-cpp-python's
+        # token buffer keeps the size asked for: the smaller one bounds a request.
+        self.n_ctx = min(self._llm.n_ctx(), len(self._llm.input_ids))
         self._n_vocab = self._llm.n_vocab()
         self._get_logits = llama_cpp.llama_get_logits_ith
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
