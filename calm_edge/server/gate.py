@@ -1,4 +1,4 @@
-"""The gate (server.http.Gate): who may talk to the daemon, decided before a peer costs
+"""The request gate (the server.http.Gate of the daemon): who may talk to the daemon, decided
 anything, and which cached answers a peer may see."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from calm_edge.server.http import Request, Response, error_response
 
 # Routes that change the daemon or what it learns: restricted to admins (server.access).
 ADMIN_ROUTES = frozenset({"/calm/models/{name}/{action}", "/calm/budget", "/calm/feedback",
-                          "/calm/reload", "/calm/calibrate"})
+                          "/calm/reload"})
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "localhost.localdomain"})
 
 
