@@ -179,23 +179,26 @@ def choose_cut(p: Sequence[float], right: Sequence[bool], target: float) -> Mode
 
 
 def choose_cascade_cut(p: Sequence[float], right: Sequence[bool],
-                       then_right: Sequence[bool], share: float) -> ModeCut:
+                       then_right: Sequence[bool], share: float | None) -> ModeCut:
     """The lowest threshold at which the cascade (keep the answers at or above it, give the
     rest to the stronger model) is right at least `share` x as often as the stronger model
-    alone, on the same queries. Pure; `p` are out-of-fold probabilities, `then_right` the
-    stronger model's grades."""
+    alone, on the same queries; with `share` None, the threshold at which the cascade is
+    right most often (the lowest of equals). Pure; `p` are out-of-fold probabilities,
+    `then_right` the stronger model's grades."""
     rows = sorted(zip(p, right, then_right, strict=True), key=lambda t: -t[0])
     n = len(rows)
-    goal = share * sum(then_right) / n if n else 0.0
-    best = ModeCut(1.01, 0.0, 0.0)
-    kept_right, gave_up = 0, 0   # right among the kept; stronger-model rights given up
     total_then = sum(then_right)
+    goal = (share * total_then / n if n else 0.0) if share is not None else -1.0
+    best, best_q = ModeCut(1.01, 0.0, 0.0), total_then / n if n else 0.0
+    kept_right, gave_up = 0, 0   # right among the kept; stronger-model rights given up
     for i, (pi, yi, ti) in enumerate(rows, 1):
         kept_right += int(yi)
         gave_up += int(ti)
         q = (kept_right + total_then - gave_up) / n
-        if q >= goal and (i == n or rows[i][0] < pi):
-            best = ModeCut(float(pi), i / n, kept_right / i)
+        if i < n and rows[i][0] >= pi:
+            continue  # a threshold keeps all answers of equal probability
+        if (share is not None and q >= goal) or (share is None and q >= best_q):
+            best, best_q = ModeCut(float(pi), i / n, kept_right / i), q
     return best
 
 

@@ -632,7 +632,7 @@ class Orchestrator:
             if res.slots[first].charged_bytes + res.slots[then].charged_bytes \
                     > res.budget_bytes:
                 continue
-            cut = acc.cuts.get(mode) or acc.cuts.get("balanced")
+            cut = acc.cuts.get(mode)  # only the modes the cascade pays in (train_cascade)
             if cut is None or cut.accept_rate <= 0:
                 continue
             out.append(CascadeOption(first, then, cut.threshold, cut.accept_rate,

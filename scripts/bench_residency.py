@@ -83,9 +83,12 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--profile", default="x86-dev")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--budget", help="RAM budget for the daemon, e.g. 1.5G (default: the "
+                    "profile's), to exercise swapping")
     args = ap.parse_args()
 
-    settings = load_settings(args.profile)
+    settings = load_settings(args.profile, cli={"memory": {"ram_budget": args.budget}}
+                             if args.budget else None)
     fleet = load_fleet(settings.fleet_path)
     budget = settings.profile.memory.ram_budget_bytes
 
@@ -100,7 +103,8 @@ def main() -> int:
     sock = tmp / "calm.sock"
     proc = subprocess.Popen(
         [sys.executable, "-m", "calm_edge.cli", "serve", "--profile", args.profile,
-         "--socket", str(sock), "--state-dir", str(tmp / "state"), "--log-level", "warning"],
+         "--socket", str(sock), "--state-dir", str(tmp / "state"), "--log-level", "warning",
+         *(["--ram-budget", args.budget] if args.budget else [])],
         env={**os.environ, "CALM_EDGE_CALIBRATION_AUTO": "false"})
     client = Client(sock, timeout_s=600)
     try:

@@ -8,15 +8,17 @@ For each (small model, domain) with graded answers and confidence signals
 (scripts/label_confidence.py): a logistic regression P(correct | signals), its AUROC out of
 fold (5 folds), and per mode the lowest threshold whose kept answers are right at least as
 often, with the rest escalated, as the escalation target alone on the same queries
-(quality: 1.0x, balanced: 0.97x, fast and eco: 0.9x of the target's rate; its grades come from
+(quality: as high as it goes, balanced: 0.97x, fast and eco: 0.9x of the target's rate; its
+grades come from
 models/router/outcomes.jsonl). Then, from the same labels, what the cascade would give
 against answering with the target directly: quality, and latency with the cheap model's
 time always paid and the target's time paid on escalation. Latencies are modelled from
 token counts (prompt x prefill + completion x decode), the per-token times fitted per model
 by least squares on outcomes.jsonl (one quiet run), so that labels taken on a busy machine
-do not skew the comparison. Writes the acceptors whose
-AUROC reaches --min-auroc and whose balanced cascade is faster than the target at no
-less quality (the only pairs the planner may cascade), and prints the table.
+do not skew the comparison. Writes an acceptor for each pair whose AUROC reaches
+--min-auroc, with the cuts of the modes where its cascade pays (quality mode: right more
+often than the target; the others: at least their share of the target's quality, and
+faster): the only (pair, mode) the planner may cascade. Prints the table.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from calm_edge.bench.workload import load_workload
 from calm_edge.confidence import (
     FEATURES,
     Acceptor,
+    ModeCut,
     Signals,
     acceptor_to_json,
     auroc,
@@ -44,7 +47,8 @@ from calm_edge.confidence import (
 from calm_edge.instructions import format_met
 from calm_edge.paths import bundled_dir
 
-MODES = {"quality": 1.0, "balanced": 0.97, "fast": 0.9, "eco": 0.9}
+# Per mode, the cascade's quality against the target's alone: None = as high as it goes.
+MODES: dict[str, float | None] = {"quality": None, "balanced": 0.97, "fast": 0.9, "eco": 0.9}
 ROUTER = bundled_dir("models") / "router"
 
 
@@ -127,7 +131,7 @@ def main() -> int:
             score = auroc(list(p), [bool(v) for v in y])
         cuts = {m: choose_cascade_cut(list(p), [bool(v) for v in y], t_right, share)
                 for m, share in MODES.items()}
-        verdict = ""
+        paying: dict[str, ModeCut] = {}
         for mode, cut in cuts.items():
             keep = p >= cut.threshold
             q = float(np.mean([a if k else t for a, t, k in
@@ -135,18 +139,22 @@ def main() -> int:
             lat = float(np.mean([al + (0 if k else tl) for al, tl, k in
                                  zip(a_lat, t_lat, keep, strict=True)]))
             t_mean = statistics.fmean(t_lat)
-            if mode == "balanced":
-                pays = score >= args.min_auroc and q >= 0.97 * q_target and lat < t_mean
-                verdict = "CASCADE" if pays else "direct"
+            # Quality mode: the cascade must be right more often than the target alone;
+            # the others: as right as their share of it asks, and faster.
+            share = MODES[mode]
+            pays = score >= args.min_auroc and cut.accept_rate > 0 and (
+                q > q_target if share is None else q >= share * q_target and lat < t_mean)
+            if pays:
+                paying[mode] = cut
             print(f"{model:<20} {domain:<9} {len(rs):>4} {y.mean():>6.2f} {score:>6.2f} "
                   f"{mode:<9} {cut.accept_rate:>5.2f} {cut.precision:>5.2f} | {q:>9.2f} "
                   f"{q_target:>8.2f} {lat:>9.2f} {t_mean:>8.2f}  "
-                  f"{verdict if mode == 'balanced' else ''}")
-        if verdict == "CASCADE":
+                  f"{'CASCADE' if pays else 'direct'}")
+        if paying:
             w, b, mean, scale = fit_logistic(x, y)
             acceptors.append(Acceptor(model, domain, tuple(map(float, w)), b,
                                       tuple(map(float, mean)), tuple(map(float, scale)),
-                                      score, len(rs), float(y.mean()), cuts, args.target,
+                                      score, len(rs), float(y.mean()), paying, args.target,
                                       q_target))
     args.out.write_text(json.dumps({
         "features": list(FEATURES), "escalate_to": args.target,

@@ -92,9 +92,10 @@ def test_confidence_choose_cut_table(target: float, threshold: float, rate: floa
     (1.0, 0.8, 0.4),
     (0.75, 0.4, 0.8),     # 3 of 5 right = 0.75 x 0.8; the fourth is free (both wrong)
     (0.5, 0.1, 1.0),      # everything kept: the small model alone is right 2 of 5
+    (None, 0.8, 0.4),     # the most right (4 of 5), keeping the most answers that gives
 ])
 def test_confidence_choose_cascade_cut_compares_on_the_same_queries(
-        share: float, threshold: float, rate: float) -> None:
+        share: float | None, threshold: float, rate: float) -> None:
     p = [0.9, 0.8, 0.6, 0.4, 0.1]
     right = [True, True, False, False, False]
     then_right = [True, True, True, False, True]

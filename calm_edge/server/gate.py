@@ -1,5 +1,5 @@
-"""The request gate (the server.http.Gate of the daemon): who may talk to the daemon, decided
-anything, and which cached answers a peer may see."""
+"""The request gate (the daemon's server.http.Gate): who may talk to the daemon, decided
+before a peer costs anything, and which cached answers a peer may see."""
 
 from __future__ import annotations
 
