@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import statistics
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from calm_edge.confidence import (
     acceptor_to_json,
     auroc,
     choose_cascade_cut,
+    code_parses,
     fit_logistic,
 )
 from calm_edge.instructions import format_met
@@ -82,6 +84,33 @@ def token_rates(outcomes: list[dict[str, Any]]) -> dict[str, tuple[float, float,
 def modelled_s(rates: tuple[float, float, float], r: dict[str, Any]) -> float:
     pre, dec, fixed = rates
     return (pre * int(r["prompt_tokens"]) + dec * int(r["completion_tokens"]) + fixed) / 1000
+
+
+def decision_cost(rows: list[dict[str, Any]], prompts: dict[str, str],
+                  acceptors: list[Acceptor]) -> str:
+    """What judging one answer costs at run time (the orchestrator's work after the cheap
+    model's last token): the signals from the text (code parses, format instructions met)
+    and the acceptor's decision, timed over every labelled answer that kept its text."""
+    by_pair = {(a.model, a.domain): a for a in acceptors}
+    times_ms = []
+    for r in rows:
+        acc = by_pair.get((r["model"], r["domain"]))
+        if acc is None or "text" not in r or r["signals"] is None:
+            continue
+        s = Signals.from_json(r["signals"])
+        t0 = time.perf_counter()
+        sig = dataclasses.replace(
+            s, code_parses=code_parses(r["text"]) if r["domain"] == "code" else None,
+            format_met=format_met(prompts.get(r["query_id"], ""), r["text"]))
+        acc.decide(sig, "balanced")
+        times_ms.append((time.perf_counter() - t0) * 1000)
+    if not times_ms:
+        return "decision cost: no labelled answers with text for the acceptors"
+    times_ms.sort()
+    p99 = times_ms[min(len(times_ms) - 1, int(0.99 * len(times_ms)))]
+    return (f"decision cost over {len(times_ms)} answers (signals from the text + the "
+            f"acceptor): p50 {statistics.median(times_ms):.3f} ms, p99 {p99:.3f} ms, "
+            f"max {times_ms[-1]:.3f} ms (target p99 < 1 ms)")
 
 
 def main() -> int:
@@ -161,6 +190,7 @@ def main() -> int:
         "labels": str(args.labels.name), "min_auroc": args.min_auroc,
         "acceptors": [acceptor_to_json(a) for a in acceptors]}, indent=1) + "\n")
     print(f"\n{len(acceptors)} acceptor(s) written to {args.out}")
+    print(decision_cost(rows, prompts, acceptors))
     return 0
 
 
