@@ -318,6 +318,30 @@ def test_residency_tiers_follow_loads_unloads_and_the_page_cache(
     asyncio.run(main())
 
 
+def test_residency_budget_cut_at_run_time_changes_tiers_at_once(
+        tiny_fleet: tuple[Path, Path]) -> None:
+    """A smaller budget set at run time evicts what no longer fits, and status shows the
+    evicted model warm (its pages stay cached) straight away, not at the next refresh."""
+    fleet_path, models = tiny_fleet
+
+    async def main() -> None:
+        res = Residency(load_fleet(fleet_path), models, RuntimeConfig(n_batch=64), 1 << 30,
+                        FakeFactory(), ThreadPoolExecutor(2), clock=Clock(),
+                        memory_probe=lambda: 0, page_cache=lambda path: 0.0)
+        await res.scan()
+        await res.ensure_ready("tiny-chat", LANE)
+        await res.ensure_ready("tiny-base", LANE)
+        tiers = {m["name"]: m["tier"] for m in res.snapshot().models}
+        assert tiers == {"tiny-chat": "ready", "tiny-base": "ready"}
+        evicted = await res.set_budget(res.slots["tiny-chat"].charged_bytes)
+        assert len(evicted) == 1
+        tiers = {m["name"]: m["tier"] for m in res.snapshot().models}
+        assert tiers[evicted[0]] == "warm" and list(tiers.values()).count("ready") == 1
+        await res.close_all()
+
+    asyncio.run(main())
+
+
 def test_memory_page_cache_share_sees_dropped_and_read_pages(tmp_path: Path) -> None:
     import os
 
