@@ -338,7 +338,8 @@ class Orchestrator:
                 fits_budget=resident or slot.charged_bytes + others_held <= res.budget_bytes,
                 prediction=pred,
                 since_used=self.served - self._last_used.get(name, -10**9),
-                per_query_quality=per_query, demoted=self._demoted(name, domain)))
+                per_query_quality=per_query, demoted=self._demoted(name, domain),
+                size_bytes=slot.spec.size_bytes))
         return out
 
     def _demoted(self, name: str, domain: str) -> str | None:

@@ -63,6 +63,7 @@ class CandidateInput:
     per_query_quality: bool = False  # quality already judged for this query (no difficulty
                                      # adjustment on top)
     demoted: str | None = None    # why calibration keeps it off this domain on this device
+    size_bytes: int = 0           # the model file: in quality mode, near-ties go to the larger
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,11 @@ def _exclusion(c: CandidateInput, q: float, lat: float, e: float, req: RequestIn
     return None
 
 
+# Quality mode: predicted qualities this close are a tie, and the larger model takes it (a
+# per-query estimate that puts a 270M model level with a 1.5B one on an easy question is
+# within its error, and quality mode asked for the safer answer).
+QUALITY_TIE = 0.03
+
 # Exploration tries only models predicted at least this share of the best one's quality.
 EXPLORE_MIN_SHARE = 0.5
 
@@ -210,12 +216,23 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
          for c, q, lat, e in rows), key=lambda s: (-s.utility, s.latency_ms, s.model)))
     ranked = sorted(eligible, key=lambda r: (-utility[r[0].name], r[2], r[0].name))
     best = ranked[0]
+    tie_note = ""
+    if req.mode == "quality":
+        q_top = max(r[1] for r in ranked)
+        larger = max((r for r in ranked if r[1] >= q_top - QUALITY_TIE),
+                     key=lambda r: (r[0].size_bytes, r[1]))
+        if larger is not best and larger[0].size_bytes > best[0].size_bytes:
+            tie_note = f"; {larger[0].name} over {best[0].name}: predicted quality within " \
+                       f"{QUALITY_TIE:g}, the larger model takes a tie in quality mode"
+            ranked.remove(larger)
+            ranked.insert(0, larger)
+            best = larger
     prefix = _RELAXED[level] if level < 4 else "nothing fits the RAM budget; "
     if level == 3:
         prefix += f"kept the strongest (quality >= {floor:.2f}); "
 
     chosen, explored = best, False
-    reason = prefix + _why(best, ranked, req)
+    reason = prefix + _why(best, ranked, req) + tie_note
     cascade = _best_cascade(cascades, rows, excluded, req, w, lat_max, e_max, floor, level)
     if cascade is not None and cascade[1] > utility[best[0].name]:
         option, _, q_c, lat_c = cascade

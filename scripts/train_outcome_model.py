@@ -559,6 +559,53 @@ def render_report(corpus: Sequence[Query], records: Sequence[dict[str, Any]],
     return "\n".join(lines)
 
 
+def compare_with_saved(model_dir: Path, ds: Dataset, heads: Sequence[Head],
+                       records_all: Sequence[dict[str, Any]]) -> str:
+    """The saved heads against the new ones on the labels the saved heads never saw (the
+    records after the first `outcomes.records` of the file): the saved head's prediction
+    against the new head's out-of-fold one, for the same queries. Empty when nothing is
+    saved or every label was seen."""
+    from calm_edge.outcome import JSON_FILE, OutcomeModel
+
+    try:
+        saved = OutcomeModel.load(model_dir)
+        seen_n = int(json.loads((model_dir / JSON_FILE).read_text())["outcomes"]["records"])
+    except (OSError, ValueError, KeyError):
+        return ""
+    if saved is None:
+        return ""
+    seen = {(r["query_id"], r["model"]) for r in records_all[:seen_n]}
+    lines = ["## Against the saved heads (labels they never saw)", "",
+             f"The saved model was trained on the first {seen_n} records. On the labels "
+             "after those: the saved head's P(correct) against the new head's out-of-fold "
+             "one (a head that did not see the query), same queries.", "",
+             "| model | new labels | AUC saved | AUC new | log-loss saved | log-loss new "
+             "| within-domain AUC saved | within-domain AUC new |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = 0
+    for h in heads:
+        ids = [q for q in h.oof if (q, h.model) not in seen and h.model in saved.models]
+        if len(ids) < 10:
+            continue
+        y = np.array([float(ds.labels[h.model][q]) for q in ids])
+        x = ds.x[ds.rows(ids), :features.FEATURE_DIM].astype(np.float32)
+        p_old = np.array([saved.predict(x[i], ds.runtime_domain[q])[h.model]
+                          for i, q in enumerate(ids)])
+        p_new = np.array([h.oof[q] for q in ids])
+
+        def within(p: F64, ids: list[str] = ids, y: F64 = y) -> float:
+            aucs = [auc(y[m], p[m]) for d in sorted({ds.true_domain[q] for q in ids})
+                    if (m := np.array([ds.true_domain[q] == d for q in ids])).any()]
+            finite = [a for a in aucs if math.isfinite(a)]
+            return float(np.mean(finite)) if finite else float("nan")
+
+        lines.append(f"| {h.model} | {len(ids)} | {f3(auc(y, p_old))} | {f3(auc(y, p_new))} "
+                     f"| {f3(logloss(y, p_old))} | {f3(logloss(y, p_new))} "
+                     f"| {f3(within(p_old))} | {f3(within(p_new))} |")
+        rows += 1
+    return "\n".join(lines) + "\n" if rows else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, default=ROUTER_DIR / "outcome_corpus.jsonl")
@@ -636,6 +683,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "notes": notes}
     report = render_report(corpus, records, ds, heads, models, classifier_acc, routes,
                            len(common), meta)
+    comparison = compare_with_saved(args.out_dir, ds, heads, records_all)
+    if comparison:
+        report += "\n" + comparison
     print(report)
     if args.no_write:
         return 0

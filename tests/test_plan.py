@@ -217,3 +217,20 @@ def test_plan_a_model_past_the_slo_does_not_set_the_scale() -> None:
     with_outlier = plan_request(req(w=w), [*two, outlier], NO_EXPLORE, draw=0.5)
     assert alone.model == with_outlier.model == "gemma"
     assert "busy" not in (with_outlier.model, *with_outlier.fallbacks[:1])
+
+
+def test_plan_quality_mode_gives_a_near_tie_to_the_larger_model() -> None:
+    small = dataclasses.replace(cand("gemma", 0.95, 400, 4), size_bytes=250 << 20)
+    large = dataclasses.replace(cand("large", 0.96, 2500, 30), size_bytes=1100 << 20)
+    plan = plan_request(req("quality", QUALITY), [small, large], NO_EXPLORE, draw=0.5)
+    assert plan.model == "large" and "larger model takes a tie" in plan.reason
+    # Not a tie: the smaller model is clearly better.
+    better_small = dataclasses.replace(small, prediction=dataclasses.replace(
+        small.prediction, quality=0.99))
+    worse_large = dataclasses.replace(large, prediction=dataclasses.replace(
+        large.prediction, quality=0.90))
+    assert plan_request(req("quality", QUALITY), [better_small, worse_large], NO_EXPLORE,
+                        draw=0.5).model == "gemma"
+    # Balanced mode keeps its trade.
+    assert plan_request(req("balanced", BALANCED), [small, large], NO_EXPLORE,
+                        draw=0.5).model == "gemma"
