@@ -616,6 +616,12 @@ class Orchestrator:
                                 request.params.max_tokens, p_correct)
         options = self._cascade_options(query.domain, mode) if req.model == "auto" else []
         plan = plan_request(inp, cands, self.plan_params, self._rng.random(), options)
+        blind = sorted(first for (first, dom) in self.acceptors
+                       if dom == query.domain and first in self._no_confidence)
+        if blind and req.model == "auto":
+            plan = dataclasses.replace(plan, reason=f"{plan.reason}; no cascade from "
+                                       f"{', '.join(blind)}: its backend gave no token "
+                                       "log-probabilities")
         cache = "off" if self.cache is None else (
             "miss" if req.use_cache and self.cache.cacheable(request) else "bypass")
         return Routed(query, inp, plan, cache)

@@ -143,21 +143,24 @@ def test_cascade_never_escalates_after_the_client_left(cascade_settings: Setting
 
 def test_no_cascade_without_log_probabilities_or_when_pinned(
         cascade_settings: Settings) -> None:
-    factory = FakeFactory(answer_tokens=4, logprob={"small": SURE})
+    factory = FakeFactory(answer_tokens=4, logprob={"small": SURE}, no_logprobs={"small"})
 
     async def main() -> None:
         c = Cascading(cascade_settings, factory)
         orch = await c.start({("small", "code"): ACCEPTOR})
-        assert c.core is not None
         # A pinned request is never cascaded.
         req = chat_request("p", "code: x", model="small", max_tokens=4)
         async for ev in orch.serve(req, Abort()):
             if isinstance(ev, Final):
                 assert ev.value.cascade is None
-        # A backend that gives no confidence: escalated once, then never cascaded again.
-        orch._no_confidence.add("small")
+        # A backend that gives no log-probabilities: its first cascade answer cannot be
+        # judged and escalates; from then on it is not cascaded, and the plan says why.
         _, a = await c.ask(1)
+        assert a.model == "big" and "no confidence signals" in (a.cascade or "")
+        _, a = await c.ask(2)
         assert a.cascade is None and a.model == "big"
+        assert "no cascade from small: its backend gave no token log-probabilities" \
+            in a.reason
         await c.stop()
 
     asyncio.run(main())

@@ -74,7 +74,8 @@ class FakeBackend:
                 self.active -= 1
         ttft_s = 20 * sim_ms / 1000.0  # prefill of a short prompt
         lp = f.logprob.get(self.spec.name, -0.1)
-        conf = TokenConfidence.of([lp] * n) if request.confidence else None
+        conf = TokenConfidence.of([lp] * n) \
+            if request.confidence and self.spec.name not in f.no_logprobs else None
         yield Final(GenerationStats(20, n, finish, ttft_s,  # type: ignore[arg-type]
                                     ttft_s + max(n - 1, 0) * sim_ms / 1000.0, conf))
 
@@ -96,6 +97,7 @@ class FakeFactory:
     fail_after_tokens: dict[str, int] = field(default_factory=dict)
     sim_token_ms: dict[str, float] = field(default_factory=dict)
     logprob: dict[str, float] = field(default_factory=dict)  # every token's, per model
+    no_logprobs: set[str] = field(default_factory=set)  # models whose backend gives none
     loads: list[str] = field(default_factory=list)
     backends: list[FakeBackend] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
