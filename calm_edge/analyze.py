@@ -318,6 +318,62 @@ def observe(k: Knowledge, o: Observation, p: AnalyzeParams) -> Knowledge:
     return Knowledge(est, health)
 
 
+def _scaled(s: Stat, factor: float) -> Stat:
+    return Stat(s.n, s.mean * factor, s.var * factor * factor)
+
+
+def rescale_speeds(k: Knowledge, factors: Mapping[str, float]) -> Knowledge:
+    """Every speed estimate of each model in `factors` times its factor (new time per
+    token over old), at once: after a change of power mode or frequency cap the loop
+    predicts the new speed from the next request on instead of waiting for drift
+    detection. Observation counts stay (the estimate is as well founded as before, only
+    moved); the healthy and degraded baselines move with it and the drift detector
+    restarts, so the expected change raises no alarm while an unexpected one still does.
+    Energy per token is left alone: it follows the next answers."""
+    est = dict(k.estimates)
+    for key, e in k.estimates.items():
+        f = factors.get(e.model)
+        if f is None or f == 1.0:
+            continue
+        est[key] = dataclasses.replace(
+            e, prefill_ms_per_token=_scaled(e.prefill_ms_per_token, f),
+            decode_ms_per_token=_scaled(e.decode_ms_per_token, f))
+    health = dict(k.health)
+    for model, h in k.health.items():
+        f = factors.get(model)
+        if f is None or f == 1.0:
+            continue
+        health[model] = dataclasses.replace(
+            h, detector=PageHinkley(), healthy_decode_ms=_scaled(h.healthy_decode_ms, f),
+            baseline_decode_ms=h.baseline_decode_ms * f)
+    return Knowledge(est, health)
+
+
+@dataclass(frozen=True)
+class SpeedRatio:
+    """How much slower (> 1) or faster (< 1) a model is expected to decode after a change
+    of power state, and where that figure comes from."""
+
+    factor: float
+    source: str   # "calibrated" | "measured" | "frequency" | "unknown"
+
+
+def speed_ratio(calibrated: tuple[float | None, float | None],
+                measured: tuple[float | None, float | None],
+                frequency_ratio: float | None) -> SpeedRatio:
+    """The factor to rescale a model's speeds by, from the old state to the new one: the
+    ratio of its calibrated decode times in both states (`calibrated` = (old, new) ms per
+    token), else of the decode times the loop measured (`measured` = (old: what it
+    predicts now, new: what it measured in the new state before)), else the frequency
+    ratio (old capacity / new), else none (1.0: drift detection will notice)."""
+    for (old, new), source in ((calibrated, "calibrated"), (measured, "measured")):
+        if old is not None and new is not None and old > 0 and new > 0:
+            return SpeedRatio(new / old, source)
+    if frequency_ratio is not None and frequency_ratio > 0:
+        return SpeedRatio(frequency_ratio, "frequency")
+    return SpeedRatio(1.0, "unknown")
+
+
 def feedback(k: Knowledge, model: str, domain: str, score: float) -> Knowledge:
     """A client's judgement of an answer (score in [0, 1]) updates the quality posterior."""
     est = dict(k.estimates)
