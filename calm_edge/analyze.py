@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 ALL = "*"  # the per-model (all domains) estimate
@@ -318,26 +318,38 @@ def observe(k: Knowledge, o: Observation, p: AnalyzeParams) -> Knowledge:
     return Knowledge(est, health)
 
 
-def _scaled(s: Stat, factor: float) -> Stat:
-    return Stat(s.n, s.mean * factor, s.var * factor * factor)
+def _scaled(s: Stat, factor: float, max_n: int | None = None) -> Stat:
+    n = s.n if max_n is None else min(s.n, max_n)
+    return Stat(n, s.mean * factor, s.var * factor * factor)
 
 
-def rescale_speeds(k: Knowledge, factors: Mapping[str, float]) -> Knowledge:
+# A speed estimate rescaled by a guessed factor (the frequency ratio) counts as this many
+# observations: the next answers correct it within a few requests where the guess was off
+# (decode is often memory-bound and slows less than the clocks), and leave it where it
+# was right.
+GUESSED_RESCALE_N = 2
+
+
+def rescale_speeds(k: Knowledge, factors: Mapping[str, float],
+                   guessed: Collection[str] = ()) -> Knowledge:
     """Every speed estimate of each model in `factors` times its factor (new time per
     token over old), at once: after a change of power mode or frequency cap the loop
     predicts the new speed from the next request on instead of waiting for drift
-    detection. Observation counts stay (the estimate is as well founded as before, only
-    moved); the healthy and degraded baselines move with it and the drift detector
-    restarts, so the expected change raises no alarm while an unexpected one still does.
-    Energy per token is left alone: it follows the next answers."""
+    detection. A factor measured for this model (calibrated or seen online) keeps the
+    estimates' observation counts; one guessed (`guessed`: the frequency ratio) leaves
+    them at most GUESSED_RESCALE_N, so the next answers weigh more. The healthy and
+    degraded baselines move with it and the drift detector restarts, so the expected
+    change raises no alarm while an unexpected one still does. Energy per token is left
+    alone: it follows the next answers."""
     est = dict(k.estimates)
     for key, e in k.estimates.items():
         f = factors.get(e.model)
         if f is None or f == 1.0:
             continue
+        cap = GUESSED_RESCALE_N if e.model in guessed else None
         est[key] = dataclasses.replace(
-            e, prefill_ms_per_token=_scaled(e.prefill_ms_per_token, f),
-            decode_ms_per_token=_scaled(e.decode_ms_per_token, f))
+            e, prefill_ms_per_token=_scaled(e.prefill_ms_per_token, f, cap),
+            decode_ms_per_token=_scaled(e.decode_ms_per_token, f, cap))
     health = dict(k.health)
     for model, h in k.health.items():
         f = factors.get(model)

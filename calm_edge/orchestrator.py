@@ -546,8 +546,9 @@ class Orchestrator:
                 (now.mean if now.n else self._mode_speeds.get((name, change.old_key)),
                  self._mode_speeds.get((name, change.new_key))),
                 change.frequency_ratio)
-        self.knowledge = rescale_speeds(self.knowledge,
-                                        {n: r.factor for n, r in ratios.items()})
+        self.knowledge = rescale_speeds(
+            self.knowledge, {n: r.factor for n, r in ratios.items()},
+            guessed={n for n, r in ratios.items() if r.source == "frequency"})
         for n, r in ratios.items():
             self._prior_scale[n] = self._prior_scale.get(n, 1.0) * r.factor
         self._power, self._state_decode = new, {}

@@ -76,21 +76,15 @@ from tests.conftest import model_entry
 
 # -- fake trees -----------------------------------------------------------------------------
 
-# Orin Nano-like CPU caps: 25 W, 6 cores at 1.5 GHz; 7 W, 4 cores at 1.125 GHz (half).
-CAPS_25W = {0: Policy([0, 1, 2, 3], 1_500_000, 1_728_000),
-            4: Policy([4, 5], 1_500_000, 1_728_000)}
-CAPS_7W = {0: Policy([0, 1, 2, 3], 1_125_000, 1_728_000), 4: Policy([], 0, 0)}
-
-
 def jetson(tmp_path: Path, mode: str = "25W") -> FakeSysfs:
+    """An Orin-like tree: 25 W = 6 cores at 1.5 GHz, 7 W = 4 cores at 1.125 GHz (half)."""
     fs = FakeSysfs(tmp_path / "root")
-    set_mode(fs, mode)
+    fs.power_mode(mode)
     return fs
 
 
 def set_mode(fs: FakeSysfs, mode: str) -> None:
-    fs.nvpmodel({"25W": 1, "7W": 3}[mode])
-    fs.cpufreq(CAPS_25W if mode == "25W" else CAPS_7W)
+    fs.power_mode(mode)
 
 
 class FakeClock:
@@ -297,6 +291,11 @@ def test_rescale_speeds_moves_estimates_and_baselines_at_once() -> None:
     h2 = k2.health_of("m")
     assert h2.healthy_decode_ms.mean == 20.0 and h2.baseline_decode_ms == 18.0
     assert h2.detector == PageHinkley()
+    # A guessed factor (the frequency ratio) leaves the estimate few observations' weight.
+    k3 = rescale_speeds(k, {"m": 2.0}, guessed={"m"})
+    assert k3.estimate("m", ALL).decode_ms_per_token == Stat(2, 20.0, 16.0)
+    assert k3.estimate("m", ALL).decode_ms_per_token.update(16.0, 0.2).mean == \
+        pytest.approx(20.0 - 4.0 / 3)
 
 
 def test_speed_ratio_prefers_calibrated_then_measured_then_frequency() -> None:
@@ -601,6 +600,29 @@ def test_loop_rescales_every_speed_estimate_at_once_on_a_power_mode_change(
         status = orch.field_status()
         assert status is not None and status["power"]["nvpmodel"]["name"] == "7W"
         assert status["speed_state"] == fs_key(fs)
+        await loop.stop()
+
+    asyncio.run(main())
+
+
+def test_loop_a_misjudged_frequency_ratio_is_corrected_within_a_few_answers(
+        make_settings: Callable[..., Settings], tmp_path: Path, tiny_gguf: Path) -> None:
+    """Decode often slows less than the clocks (memory-bound): 1.6x for a 2x capacity
+    drop. The guessed rescale weighs like 2 observations, so 3 answers bring the estimate
+    within 10% (the estimate's full weight would need 5)."""
+    fs = jetson(tmp_path, "25W")
+
+    async def main() -> None:
+        loop = FieldLoop(make_settings, tmp_path, tiny_gguf, fs)
+        await loop.start()
+        await loop.warm_up()
+        set_mode(fs, "7W")
+        loop.factory.sim_token_ms["mid"] = SPEEDS["mid"] * 1.6
+        await loop.ask(model="mid")
+        assert loop.predicted_decode_ms("mid") > SPEEDS["mid"] * 1.6 * 1.1
+        for _ in range(2):
+            await loop.ask(model="mid")
+        assert loop.predicted_decode_ms("mid") == pytest.approx(SPEEDS["mid"] * 1.6, rel=0.1)
         await loop.stop()
 
     asyncio.run(main())

@@ -22,9 +22,26 @@ class Policy:
     hw_max_khz: int
 
 
+# Orin Nano-like CPU caps for two of its modes: 25 W, 6 cores at 1.5 GHz; 7 W, 4 cores at
+# 1.125 GHz (cores 4-5 off): half the capacity, so a fake fleet running half as fast
+# matches the frequency ratio exactly.
+ORIN_LIKE_CAPS = {
+    "25W": {0: Policy([0, 1, 2, 3], 1_500_000, 1_728_000),
+            4: Policy([4, 5], 1_500_000, 1_728_000)},
+    "7W": {0: Policy([0, 1, 2, 3], 1_125_000, 1_728_000), 4: Policy([], 0, 0)},
+}
+
+
 @dataclass
 class FakeSysfs:
     root: Path
+
+    def power_mode(self, name: str) -> None:
+        """Switch the whole tree to an Orin-like power mode ("25W" or "7W"): nvpmodel's
+        status and the CPU caps, as `nvpmodel -m` would."""
+        ids = {v: k for k, v in ORIN_NANO_MODES.items()}
+        self.nvpmodel(ids[name])
+        self.cpufreq(ORIN_LIKE_CAPS[name])
 
     def write(self, rel: str, text: str) -> Path:
         path = self.root / rel
