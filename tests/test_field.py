@@ -128,7 +128,7 @@ def test_nvpmodel_from_status_file_conf_and_recorded_query(tmp_path: Path) -> No
 def test_nvpmodel_missing_or_nonsense_turns_power_mode_off_with_a_note(tmp_path: Path) -> None:
     fs = FakeSysfs(tmp_path)
     nvp, notes = read_nvpmodel(fs.root, "var/lib/nvpmodel/status", "etc/nvpmodel.conf")
-    assert nvp is None and "not a Jetson" in notes[0] and "power mode off" in notes[0]
+    assert nvp is None and "not a Jetson" in notes[0] and "no power mode name" in notes[0]
     fs.write("var/lib/nvpmodel/status", "\x00\xff junk")
     nvp, notes = read_nvpmodel(fs.root, "var/lib/nvpmodel/status", "etc/nvpmodel.conf",
                                query=lambda: None)

@@ -131,7 +131,7 @@ def read_nvpmodel(root: Path, status_rel: str, conf_rel: str,
             name, mode_id = parsed
             return NvpModel(mode_id, name, "nvpmodel -q"), ()
         problem = (problem + "; " if problem else "") + "`nvpmodel -q` gave no mode"
-    return None, (f"nvpmodel: {problem}: power mode off",)
+    return None, (f"nvpmodel: {problem}: no power mode name (frequency caps still count)",)
 
 
 # -- cpufreq and devfreq caps ------------------------------------------------------------
