@@ -839,3 +839,50 @@ def test_calibration_speed_items_summarize_per_power_state() -> None:
         speeds["25W|cpu=9000000kHz|gpu=-Hz"]
     with pytest.raises(ValueError, match="without decode"):
         ModeSpeed.from_json({"prefill_ms_per_token": 1.0})
+
+
+def test_daemon_field_status_metrics_and_a_refusal_over_the_socket(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """The daemon wires the field monitor to its sysfs root: /calm/status and /metrics show
+    the power mode, the battery budget and the effective mode; with the battery at its
+    reserve and on_exhausted = "refuse", a request gets 503 with the reason and
+    Retry-After; on external power it is served again."""
+    from calm_edge.testing.fakes import ConstantPowerReader
+    from tests.conftest import run_daemon, uds_client
+
+    fs = jetson(tmp_path, "7W")
+    fs.thermal_zone(0, "cpu-thermal", 55.0, [(85.0, "passive")])
+    fs.battery(energy_wh=5.0, energy_full_wh=50.0)  # under the 10% reserve
+    s = make_settings('[field]\npoll_s = 0.0\n[energy]\nbattery = true\n'
+                      'on_exhausted = "refuse"\n')
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    with run_daemon(s, FakeFactory(answer_tokens=3), classifier=FixedClassifier("code"),
+                    power_reader=ConstantPowerReader(), sysfs_root=fs.root,
+                    outcome_model=None, acceptors={}, housekeeping_interval_s=0.05), \
+            uds_client(s) as c:
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 503, r.text
+        err = r.json()["error"]
+        assert err["code"] == "energy_budget_exhausted"
+        assert "battery at its reserve" in err["message"] and "refused" in err["message"]
+        assert r.headers["Retry-After"] == "60"
+        field = c.get("/calm/status").json()["field"]
+        assert field["power"]["nvpmodel"]["name"] == "7W"
+        assert field["thermal"]["closest_trip"]["margin_c"] == pytest.approx(30.0)
+        assert field["energy"]["kind"] == "battery" and field["energy"]["exhausted"]
+        assert field["battery"]["capacity_percent"] == 10.0
+        from calm_edge.field.report import field_lines
+
+        lines = field_lines(field)
+        assert lines[0].startswith("field: power mode 7W · cpu caps 65% · cpu-thermal 30.0 C "
+                                   "below its passive trip (85 C) · effective mode eco "
+                                   "(battery budget: ")
+        assert lines[0].endswith("; EXHAUSTED)")
+        metrics = c.get("/metrics").text
+        assert 'calm_edge_power_mode_info{mode="7W"} 1.0' in metrics
+        assert "calm_edge_energy_budget_exhausted 1.0" in metrics
+        assert 'calm_edge_effective_mode{mode="eco"} 1.0' in metrics
+        fs.battery(energy_wh=5.0, energy_full_wh=50.0, status="Charging")
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        assert c.get("/calm/status").json()["field"]["energy"]["exhausted"] is False

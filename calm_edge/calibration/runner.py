@@ -205,9 +205,15 @@ class Calibrator:
                 event("canary", f"{q.id}: {'pass' if result.passed else 'fail'}")
             state = self.power_state()
             if state is not None and SPEED_ITEM + state[0] not in items:
-                speed = await self._measure_speed(name, state)
-                await self._record(name, sha, SPEED_ITEM + state[0], speed.to_json(), items)
-                event("speed", _describe_speed(state[0], speed))
+                try:
+                    speed = await self._measure_speed(name, state)
+                except ModelUnavailable as e:  # the rest of the calibration stands
+                    log.warning("%s: no speed for power state %s: %s", name, state[0],
+                                e.reason)
+                else:
+                    await self._record(name, sha, SPEED_ITEM + state[0], speed.to_json(),
+                                       items)
+                    event("speed", _describe_speed(state[0], speed))
             await self._record(name, sha, "done", {"quick": quick, "per_domain": per_domain},
                                items)
         except Preempted:

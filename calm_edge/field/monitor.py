@@ -126,10 +126,12 @@ class FieldMonitor:
         if not force and last is not None and now - last.ts_s < self.field.poll_s:
             return last
         obs = self._read(now)
-        for note in obs.notes:
+        for note in obs.notes:  # once each: status shows them while they hold
             if note not in self._logged:
+                if len(self._logged) > 256:  # notes that carry changing values
+                    self._logged.clear()
                 self._logged.add(note)
-                log.warning("%s", note)
+                log.info("%s", note)
         self._last = obs
         return obs
 
