@@ -338,8 +338,8 @@ class FieldConfig:
                               "('pmode:0002'), relative to the sysfs root.")
     nvpmodel_conf: str = _f("etc/nvpmodel.conf", "nvpmodel's mode table (mode names), "
                             "relative to the sysfs root.")
-    nvpmodel_query: bool = _f(False, "Run `nvpmodel -q` (at most every 30 s) when the status "
-                              "file cannot be read.")
+    nvpmodel_query: bool = _f(False, "Run `nvpmodel -q` when the status file cannot be read "
+                              "(a subprocess, at most every 30 s, up to 2 s each).")
     gpu_devfreq: list[str] = _f([], "devfreq devices (names under /sys/class/devfreq) whose "
                                 "max_freq caps the GPU; empty = those named like a GPU (gpu, "
                                 "ga10b, gv11b, gp10b, gk20a). Their cap scales speed when "

@@ -443,6 +443,24 @@ def test_field_monitor_polls_at_most_every_poll_s_and_notes_what_is_off(tmp_path
     b = mon.poll()
     assert b is not a and b.power is not None and b.power.mode == "7W"
     assert mon.poll(force=True) is not b
+    # `nvpmodel -q` runs only where the status file fails, at most every 30 s.
+    calls: list[float] = []
+
+    def query() -> str:
+        calls.append(clock.t)
+        return "NV Power Mode: 25W\n1\n"
+
+    q_mon = FieldMonitor(FieldConfig(poll_s=0.0), EnergyConfig(), sysfs_root=fs.root,
+                         clock=clock, wall_clock=clock, nvpmodel_query=query)
+    assert q_mon.poll().power.mode == "7W" and calls == []  # type: ignore[union-attr]
+    fs.remove("var/lib/nvpmodel/status")
+    for _ in range(3):
+        clock.t += 10
+        assert q_mon.poll().power.nvpmodel.source == "nvpmodel -q"  # type: ignore[union-attr]
+    assert len(calls) == 1
+    clock.t += 30
+    q_mon.poll()
+    assert len(calls) == 2
     # Nothing readable at all: the power input is off, not a crash.
     bare = monitor(FakeSysfs(tmp_path / "bare"), clock).poll()
     assert bare.power is None and bare.budget is None

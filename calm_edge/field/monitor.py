@@ -138,12 +138,18 @@ class FieldMonitor:
     # -- reading ---------------------------------------------------------------------------
 
     def _nvpmodel_query(self, now: float) -> Callable[[], str | None] | None:
-        if self._query is None:
+        """`nvpmodel -q` for the reader to call where the status file fails: run at most
+        every NVPMODEL_QUERY_EVERY_S (a subprocess), its output kept in between."""
+        query = self._query
+        if query is None:
             return None
-        if self._query_at is None or now - self._query_at >= NVPMODEL_QUERY_EVERY_S:
-            self._query_text, self._query_at = self._query(), now
-        text = self._query_text
-        return lambda: text
+
+        def cached() -> str | None:
+            if self._query_at is None or now - self._query_at >= NVPMODEL_QUERY_EVERY_S:
+                self._query_text, self._query_at = query(), now
+            return self._query_text
+
+        return cached
 
     def _read(self, now: float) -> FieldObservation:
         f, e, root = self.field, self.energy, self.root
