@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 ALL = "*"  # the per-model (all domains) estimate
@@ -316,6 +316,74 @@ def observe(k: Knowledge, o: Observation, p: AnalyzeParams) -> Knowledge:
     health = dict(k.health)
     health[o.model] = h_after
     return Knowledge(est, health)
+
+
+def _scaled(s: Stat, factor: float, max_n: int | None = None) -> Stat:
+    n = s.n if max_n is None else min(s.n, max_n)
+    return Stat(n, s.mean * factor, s.var * factor * factor)
+
+
+# A speed estimate rescaled by a guessed factor (the frequency ratio) counts as this many
+# observations: the next answers correct it within a few requests where the guess was off
+# (decode is often memory-bound and slows less than the clocks), and leave it where it
+# was right.
+GUESSED_RESCALE_N = 2
+
+
+def rescale_speeds(k: Knowledge, factors: Mapping[str, float],
+                   guessed: Collection[str] = ()) -> Knowledge:
+    """Every speed estimate of each model in `factors` times its factor (new time per
+    token over old), at once: after a change of power mode or frequency cap the loop
+    predicts the new speed from the next request on instead of waiting for drift
+    detection. A factor measured for this model (calibrated or seen online) keeps the
+    estimates' observation counts; one guessed (`guessed`: the frequency ratio) leaves
+    them at most GUESSED_RESCALE_N, so the next answers weigh more. The healthy and
+    degraded baselines move with it and the drift detector restarts, so the expected
+    change raises no alarm while an unexpected one still does. Energy per token is left
+    alone: it follows the next answers."""
+    est = dict(k.estimates)
+    for key, e in k.estimates.items():
+        f = factors.get(e.model)
+        if f is None or f == 1.0:
+            continue
+        cap = GUESSED_RESCALE_N if e.model in guessed else None
+        est[key] = dataclasses.replace(
+            e, prefill_ms_per_token=_scaled(e.prefill_ms_per_token, f, cap),
+            decode_ms_per_token=_scaled(e.decode_ms_per_token, f, cap))
+    health = dict(k.health)
+    for model, h in k.health.items():
+        f = factors.get(model)
+        if f is None or f == 1.0:
+            continue
+        health[model] = dataclasses.replace(
+            h, detector=PageHinkley(), healthy_decode_ms=_scaled(h.healthy_decode_ms, f),
+            baseline_decode_ms=h.baseline_decode_ms * f)
+    return Knowledge(est, health)
+
+
+@dataclass(frozen=True)
+class SpeedRatio:
+    """How much slower (> 1) or faster (< 1) a model is expected to decode after a change
+    of power state, and where that figure comes from."""
+
+    factor: float
+    source: str   # "calibrated" | "measured" | "frequency" | "unknown"
+
+
+def speed_ratio(calibrated: tuple[float | None, float | None],
+                measured: tuple[float | None, float | None],
+                frequency_ratio: float | None) -> SpeedRatio:
+    """The factor to rescale a model's speeds by, from the old state to the new one: the
+    ratio of its calibrated decode times in both states (`calibrated` = (old, new) ms per
+    token), else of the decode times the loop measured (`measured` = (old: what it
+    predicts now, new: what it measured in the new state before)), else the frequency
+    ratio (old capacity / new), else none (1.0: drift detection will notice)."""
+    for (old, new), source in ((calibrated, "calibrated"), (measured, "measured")):
+        if old is not None and new is not None and old > 0 and new > 0:
+            return SpeedRatio(new / old, source)
+    if frequency_ratio is not None and frequency_ratio > 0:
+        return SpeedRatio(frequency_ratio, "frequency")
+    return SpeedRatio(1.0, "unknown")
 
 
 def feedback(k: Knowledge, model: str, domain: str, score: float) -> Knowledge:

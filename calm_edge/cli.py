@@ -142,6 +142,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{m['name']:<22} {m['state']:<10} {m['file']:<13} "
               f"{format_bytes(m['estimated_bytes']):>10} {measured:>10} {m['loads']:>5}  {note}")
     _print_energy(st)
+    from calm_edge.field.report import field_lines
+
+    for line in field_lines(st.get("field")):
+        print(line)
     _print_calibration(st)
     _print_estimates(st)
     cascades = st.get("cascades") or {}

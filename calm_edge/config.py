@@ -320,6 +320,90 @@ class ResidencyConfig:
                                    "this long.", ge=0, le=3600)
 
 
+# Thermal trip point types (/sys/class/thermal/thermal_zone*/trip_point_*_type).
+TRIP_TYPES = ("active", "passive", "hot", "critical")
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """Conditions of a board in the field as inputs of the loop: the power mode, frequency
+    caps and thermal trip points (README: Energy). Files are read under the daemon's sysfs
+    root; an input that is missing or reads nonsense is turned off, with a line in status."""
+
+    power_mode: bool = _f(True, "Read the power mode (Jetson nvpmodel) and the CPU (cpufreq) "
+                          "and GPU (devfreq) frequency caps; on a change, rescale every speed "
+                          "estimate at once (by the ratio calibrated for both modes, else the "
+                          "one measured online, else the frequency ratio).")
+    nvpmodel_status: str = _f("var/lib/nvpmodel/status", "nvpmodel's current mode "
+                              "('pmode:0002'), relative to the sysfs root.")
+    nvpmodel_conf: str = _f("etc/nvpmodel.conf", "nvpmodel's mode table (mode names), "
+                            "relative to the sysfs root.")
+    nvpmodel_query: bool = _f(False, "Run `nvpmodel -q` when the status file cannot be read "
+                              "(a subprocess, at most every 30 s, up to 2 s each).")
+    gpu_devfreq: list[str] = _f([], "devfreq devices (names under /sys/class/devfreq) whose "
+                                "max_freq caps the GPU; empty = those named like a GPU (gpu, "
+                                "ga10b, gv11b, gp10b, gk20a). Their cap scales speed when "
+                                "layers are offloaded (runtime.n_gpu_layers != 0), else the "
+                                "CPUs' caps do.")
+    rescale_min_change: float = _f(0.05, "A frequency cap change smaller than this share does "
+                                   "not rescale (a change of power mode always does).",
+                                   ge=0, le=1)
+    poll_s: float = _f(1.0, "Re-read power mode, caps, thermal zones and battery at most this "
+                       "often (when a request is routed, and on the housekeeping tick).",
+                       ge=0, le=3600)
+    thermal: bool = _f(True, "Read the thermal zones' temperatures and trip points; near a "
+                       "trip point, Plan prefers cheaper models and the reason says so.")
+    thermal_zones: list[str] = _f([], "Thermal zone types to watch (e.g. 'cpu-thermal'); "
+                                  "empty = all.")
+    thermal_trip_types: list[str] = _f(["passive", "hot", "critical"], "Trip point types that "
+                                       "count (of active, passive, hot, critical; active trips "
+                                       "usually start fans).")
+    thermal_margin_c: float = _f(5.0, "Within this many degrees C of a trip point Plan prefers "
+                                 "cheaper models, more so the closer.", ge=0, le=100)
+    thermal_weight: float = _f(1.5, "Extra energy weight at the trip point (scaled by "
+                               "closeness: 0 at thermal_margin_c below it, all of it at it).",
+                               ge=0, le=100)
+
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    """An energy budget over time: per period, or a battery's charge (README: Energy). The
+    pacing controller moves the effective mode from quality toward eco as the remaining
+    budget per remaining time falls below the even rate."""
+
+    budget_wh: float = _f(0.0, "Energy the whole board may use per `period`, as the power "
+                          "reader measures (or estimates) it; 0 = no period budget.",
+                          ge=0, le=1e6)
+    period: Literal["hour", "day"] = _f("day", "The budget's period: it restarts every local "
+                                        "hour or at local midnight. A daemon started within "
+                                        "a period gets the budget's share of what is left.")
+    battery: bool = _f(False, "Follow a battery (/sys/class/power_supply): while it "
+                       "discharges, pace spending so that its charge lasts battery_hours; on "
+                       "external power, or when the battery disappears, no battery pacing. "
+                       "Takes precedence over budget_wh while discharging.")
+    battery_name: str = _f("", "power_supply device to follow (e.g. 'BAT0'); empty = the "
+                           "first of type Battery.")
+    battery_hours: float = _f(24.0, "How long a charge must last from the moment it starts "
+                              "discharging.", ge=0.1, le=8760)
+    battery_reserve_percent: float = _f(10.0, "Share of a full battery kept back: the budget "
+                                        "is exhausted at this level.", ge=0, le=100)
+    battery_capacity_wh: float = _f(0.0, "Full capacity, for batteries that report neither "
+                                    "energy_full nor charge_full (0 = not known).",
+                                    ge=0, le=1e6)
+    pace_balanced_below: float = _f(0.9, "Pace = (remaining energy / remaining time) / even "
+                                    "rate. Below this the effective mode steps from quality "
+                                    "to balanced ...", ge=0, le=100)
+    pace_eco_below: float = _f(0.6, "... and below this, to eco (must be below "
+                               "pace_balanced_below).", ge=0, le=100)
+    pace_hysteresis: float = _f(0.1, "A step back up needs the pace this far above the "
+                                "threshold it fell below.", ge=0, le=100)
+    on_exhausted: Literal["eco", "refuse"] = _f(
+        "eco", "With the budget exhausted: every request runs in eco mode (calm.mode cannot "
+        "override it), or requests are refused with 503 and the reason.")
+    spend_window_s: float = _f(600.0, "Window over which status and /metrics report the spend "
+                               "rate.", ge=10, le=86400)
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
     runtime: Literal["auto", "litert", "tflite_runtime", "tensorflow", "onnx"] = _f(
@@ -352,6 +436,8 @@ class Profile:
     residency: ResidencyConfig = _f(ResidencyConfig(), "")
     calibration: CalibrationConfig = _f(CalibrationConfig(), "")
     paths: PathsConfig = _f(PathsConfig(), "")
+    energy: EnergyConfig = _f(EnergyConfig(), "")
+    field: FieldConfig = _f(FieldConfig(), "")  # [field]: after every use of `field()`
 
 
 @dataclass(frozen=True)
@@ -566,11 +652,27 @@ def profile_from_mapping(
 ) -> Profile:
     """Validate a profile dict (from TOML), then apply environment and CLI overrides."""
     profile: Profile = _build(Profile, data, _Ctx(where, mem_total_bytes, False), "")
+    _check(profile, where)
     for var, sec, key, value in _env_overrides(env or {}):
         profile = _apply(profile, {sec: {key: value}}, _Ctx(var, mem_total_bytes, True))
+        _check(profile, var)
     if cli:
         profile = _apply(profile, cli, _Ctx("command line", mem_total_bytes, True))
+        _check(profile, "command line")
     return profile
+
+
+def _check(profile: Profile, where: str) -> None:
+    """Constraints between fields, and list items with a fixed vocabulary."""
+    e, f = profile.energy, profile.field
+    if e.pace_eco_below >= e.pace_balanced_below:
+        raise ConfigError(where, "energy", "pace_eco_below",
+                          f"must be below pace_balanced_below ({e.pace_balanced_below:g}), "
+                          f"got {e.pace_eco_below:g}")
+    bad = [t for t in f.thermal_trip_types if t not in TRIP_TYPES]
+    if bad:
+        raise ConfigError(where, "field", "thermal_trip_types",
+                          f"unknown trip type {bad[0]!r} (known: {', '.join(TRIP_TYPES)})")
 
 
 def read_toml(path: Path) -> dict[str, Any]:

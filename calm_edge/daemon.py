@@ -41,6 +41,7 @@ from calm_edge.energy import (
     energy_kind,
     select_reader,
 )
+from calm_edge.field import FieldMonitor, run_nvpmodel_query
 from calm_edge.fleet import Fleet, load_fleet
 from calm_edge.knowledge import KnowledgeStore
 from calm_edge.memory import MemoryProbe, process_rss_bytes
@@ -265,11 +266,18 @@ class Daemon:
                  ", ".join(reader.rails) or "-")
         outcome = await loop.run_in_executor(None, self._load_outcome_model)
         acceptors = await loop.run_in_executor(None, self._load_acceptors)
+        field = FieldMonitor(
+            p.field, p.energy, sysfs_root=self._sysfs_root,
+            use_gpu=p.runtime.n_gpu_layers != 0,
+            board_energy_wh=lambda: integrator.total_energy().energy_mj / 3.6e6,
+            nvpmodel_query=run_nvpmodel_query if p.field.nvpmodel_query else None)
         core = build_core(s, self.fleet, self._factory, classifier, store=store,
                           knowledge=knowledge, energy=integrator, metrics=Metrics(),
                           outcome=outcome, acceptors=acceptors, memory_probe=self._probe,
                           device_memory=device_memory_for(s, self._sysfs_root), rng=self._rng,
-                          backend_build=self._backend_build, sysfs_root=self._sysfs_root)
+                          backend_build=self._backend_build, sysfs_root=self._sysfs_root,
+                          field=field)
+        core.orchestrator.observe_field()  # the power state calibrations are read for
         stack.push_async_callback(close_core, core)
         if core.calibrator is not None:
             core.orchestrator.apply_calibration(await core.calibrator.results())
@@ -496,7 +504,7 @@ class Daemon:
         calibrator, orch, res = core.calibrator, core.orchestrator, core.residency
         if calibrator is None:
             return
-        failed: set[str] = set()
+        failed: set[str | tuple[str, str]] = set()  # models; (model, power state) timings
         while True:
             cfg = self.settings.profile.calibration
             await asyncio.sleep(min(1.0, max(cfg.idle_s / 4, 0.05)))
@@ -506,6 +514,25 @@ class Daemon:
             todo = [n for n, sl in res.slots.items()
                     if n not in failed and sl.unavailable_reason(now) is None
                     and not (n in orch.calibration and orch.calibration[n].complete)]
+            state = orch.power_key()
+            key = state[0] if state is not None else None
+            speed_todo = [] if todo or key is None else [
+                n for n, sl in res.slots.items()
+                if (n, key) not in failed and sl.unavailable_reason(now) is None
+                and n in orch.calibration and orch.calibration[n].complete
+                and key not in orch.calibration[n].speeds_by_mode]
+            if speed_todo and key is not None:  # calibrated, not yet timed in this state
+                log.info("idle: timing %s in power state %s", speed_todo[0], key)
+                try:
+                    await calibrator.measure_speed(speed_todo[0])
+                except Preempted:
+                    pass
+                except Exception as e:
+                    failed.add((speed_todo[0], key))
+                    log.error("timing %s in power state %s failed: %s: %s", speed_todo[0],
+                              key, type(e).__name__, e)
+                orch.apply_calibration(await calibrator.results())
+                continue
             if not todo:
                 continue
             log.info("idle: calibrating %s on this device", todo[0])
@@ -519,13 +546,16 @@ class Daemon:
             orch.apply_calibration(await calibrator.results())
 
     async def _housekeeping(self, rt: Runtime) -> None:
-        """Periodic upkeep on the loop: pick up model files installed after start; apply the
-        knowledge store's retention about once an hour."""
+        """Periodic upkeep on the loop: read the field conditions (so that a power mode
+        change or the energy pacing takes effect while no request comes); pick up model
+        files installed after start; apply the knowledge store's retention about once an
+        hour."""
         ticks = 0
         while True:
             await asyncio.sleep(self._tick_s)
             ticks += 1
             try:
+                rt.core.orchestrator.observe_field()  # power state, thermals, energy pacing
                 await rt.core.residency.rescan_unavailable()
                 await rt.core.residency.refresh_tiers()
                 if ticks % max(1, round(3600 / self._tick_s)) == 1:

@@ -138,6 +138,31 @@ class Metrics:
         self.predicted_wait = _Gauge(r, "queue_predicted_wait_seconds",
                                      "Predicted wait of a new request.")
         self.temperature = _Gauge(r, "max_temperature_celsius", "Hottest thermal zone.")
+        # Field conditions (calm_edge.field).
+        self.speed_rescales = _Counter(r, "speed_rescales_total", "Rescales of every speed "
+                                       "estimate after a power mode or frequency cap change.")
+        self.power_mode = _Gauge(r, "power_mode_info", "1 for the power mode in force "
+                                 "(Jetson nvpmodel).", ("mode",))
+        self.cap_ratio = _Gauge(r, "frequency_cap_ratio", "Frequency cap over the hardware "
+                                "maximum (online CPUs; GPU devfreq).", ("kind",))
+        self.thermal_margin = _Gauge(r, "thermal_margin_celsius", "Degrees below the closest "
+                                     "watched thermal trip point (negative: past it).")
+        self.thermal_pressure = _Gauge(r, "thermal_pressure", "How close to the trip point "
+                                       "Plan leans to cheaper models (0..1).")
+        self.effective_mode = _Gauge(r, "effective_mode", "1 for the mode requests without "
+                                     "calm.mode run in (energy pacing, else the default).",
+                                     ("mode",))
+        self.budget_wh = _Gauge(r, "energy_budget_watt_hours", "Energy budget of the current "
+                                "period, or a discharging battery's usable charge.")
+        self.budget_remaining_wh = _Gauge(r, "energy_budget_remaining_watt_hours",
+                                          "What is left of the energy budget.")
+        self.spend_rate = _Gauge(r, "energy_spend_rate_watts", "Recent spending against the "
+                                 "energy budget.")
+        self.pace = _Gauge(r, "energy_pace_ratio", "Remaining budget per remaining time over "
+                           "the even rate (1 = on track).")
+        self.budget_exhausted = _Gauge(r, "energy_budget_exhausted", "1 while the energy "
+                                       "budget is exhausted.")
+        self.battery = _Gauge(r, "battery_capacity_percent", "Charge of the followed battery.")
 
     def render(self) -> str:
         return prometheus_client.generate_latest(self.registry).decode()

@@ -15,6 +15,12 @@ every stage, in one place:
    folded into the Knowledge; drift detection runs;
 6. Knowledge: the request, the decision and the changed estimates are committed to the
    store before the last event goes out.
+
+Field conditions (calm_edge.field; `observe_field`, when a request is routed and on the
+housekeeping tick): a change of power mode or frequency cap rescales every speed estimate
+at once (Analyze's `rescale_speeds`); a thermal trip point close by makes Plan lean to
+cheaper models; an energy budget sets the effective mode of requests that name none
+(the pure pacing controller), and an exhausted one forces eco or refuses.
 """
 
 from __future__ import annotations
@@ -39,11 +45,15 @@ from calm_edge.analyze import (
     Knowledge,
     Observation,
     SpeedPrior,
+    SpeedRatio,
+    Stat,
     feedback,
     observe,
     per_query_quality,
     predict,
+    rescale_speeds,
     seed_priors,
+    speed_ratio,
 )
 from calm_edge.backends.base import (
     ContextOverflowError,
@@ -65,11 +75,23 @@ from calm_edge.domains import DOMAINS
 from calm_edge.energy import EnergyIntegrator, RequestWindow, attribute_energy, energy_kind
 from calm_edge.events import Delta, Final
 from calm_edge.execute import Abort, AllCandidatesFailed, Attempt, Executor, Generation
+from calm_edge.field import (
+    FieldMonitor,
+    FieldObservation,
+    Pacing,
+    PowerChange,
+    PowerState,
+    ThermalPressure,
+    pace_mode,
+    power_change,
+    thermal_pressure,
+)
 from calm_edge.fleet import Fleet
 from calm_edge.knowledge import DecisionRecord, KnowledgeStore, RequestRecord
 from calm_edge.metrics import Metrics
 from calm_edge.monitor import QueryObservation, observe_query, query_text
 from calm_edge.plan import (
+    BudgetExhausted,
     CandidateInput,
     CascadeOption,
     NoModelAvailable,
@@ -84,6 +106,12 @@ from calm_edge.scheduler import Cancelled, Lease, Overloaded, QueueTimeout, Sche
 
 log = logging.getLogger("calm_edge.loop")
 MiB = 1 << 20
+# Answers a model gives in one power state before its mean speed there counts as measured
+# (a ratio for the next change between the same states): the plain mean of those answers
+# (an EWMA over the last ~20), not the running estimate, which started from a rescaled
+# guess on entering the state.
+MEASURED_MIN_ANSWERS = 3
+STATE_ALPHA_MIN = 0.05
 
 
 class OutcomePredictor(Protocol):
@@ -188,6 +216,7 @@ class LoopView:
     knowledge: dict[str, Any] | None
     degraded: tuple[str, ...]
     cascades: dict[str, dict[str, int]]  # "model/domain": accepted and escalated counts
+    field_state: dict[str, Any] | None = None  # power state, thermals, energy pacing
 
 
 class FeedbackError(ValueError):
@@ -253,9 +282,11 @@ class Orchestrator:
                  acceptors: Mapping[tuple[str, str], Acceptor] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 field: FieldMonitor | None = None) -> None:
         """`residency` is read for planning (which models are loaded, their footprints);
-        everything that changes what is loaded goes through `scheduler`."""
+        everything that changes what is loaded goes through `scheduler`. `field` reads the
+        power mode, caps, thermal zones and energy budget (None: none of that)."""
         self.residency, self.scheduler, self.executor = residency, scheduler, executor
         self.outcome = outcome
         # Cascade acceptors by (cheap model, domain) (calm_edge.confidence); models whose
@@ -279,6 +310,16 @@ class Orchestrator:
         self.cache: ResponseCache | None = None
         self.domain_mix: dict[str, float] = {}     # EWMA of recent domain frequencies
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Field conditions: the latest observation, the power state the speed estimates
+        # are for, what was measured per state, and the energy pacing in force.
+        self.field = field
+        self._field_obs: FieldObservation | None = None
+        self._power: PowerState | None = None
+        self._state_decode: dict[str, Stat] = {}            # decode ms/token in this state
+        self._mode_speeds: dict[tuple[str, str], float] = {}  # (model, state) -> decode ms
+        self._prior_scale: dict[str, float] = {}            # on priors, since the first state
+        self.rescales: collections.deque[dict[str, Any]] = collections.deque(maxlen=10)
+        self.pacing: Pacing | None = None
         self.apply(settings, fleet)
 
     # -- Monitor + Plan ---------------------------------------------------------------------
@@ -294,7 +335,37 @@ class Orchestrator:
                            prefill_ms_per_token=loop.prefill_ms_per_weight_mib * weights_mib,
                            power_mw=self.settings.profile.power.active_power_mw)
         dev = self.device_priors.get(name)
-        return dev.speed_prior(domain, guess) if dev is not None else guess
+        prior = dev.speed_prior(domain, guess) if dev is not None else guess
+        here = self._calibrated_speed(name)
+        if here is not None:
+            decode, prefill = here
+            return dataclasses.replace(prior, decode_ms_per_token=decode,
+                                       prefill_ms_per_token=prefill or prior.prefill_ms_per_token)
+        scale = self._prior_scale.get(name, 1.0)
+        if scale == 1.0:
+            return prior
+        return dataclasses.replace(prior, decode_ms_per_token=prior.decode_ms_per_token * scale,
+                                   prefill_ms_per_token=prior.prefill_ms_per_token * scale)
+
+    def _calibrated_speed(self, name: str) -> tuple[float, float | None] | None:
+        """(decode, prefill) ms per token of `name` in the power state in force, from its
+        calibration: measured in this state, else in the calibrated state of the nearest
+        frequency capacity, scaled by the capacity ratio. None without either."""
+        dev, state = self.device_priors.get(name), self._power
+        if dev is None or state is None or not dev.speeds_by_mode:
+            return None
+        here = dev.speeds_by_mode.get(state.key)
+        if here is not None:
+            return here.decode_ms_per_token, here.prefill_ms_per_token
+        cap = state.capacity(self._use_gpu())
+        near = [s for s in dev.speeds_by_mode.values()
+                if cap is not None and s.capacity and s.capacity_kind == cap[1]]
+        if cap is None or not near:
+            return None
+        s = min(near, key=lambda s: abs(math.log((s.capacity or 1.0) / cap[0])))
+        f = (s.capacity or cap[0]) / cap[0]
+        return s.decode_ms_per_token * f, \
+            s.prefill_ms_per_token * f if s.prefill_ms_per_token else None
 
     def _load_ms(self, name: str) -> float:
         """Predicted load time from the model's tier (warm: its file is in the page cache;
@@ -360,6 +431,8 @@ class Orchestrator:
         self.plan_params = PlanParams(explore_epsilon=loop.explore_epsilon,
                                       probe_degraded_every=loop.probe_degraded_every,
                                       difficulty_slope=loop.difficulty_slope)
+        if self.field is not None:
+            self.field.configure(settings.profile.field, settings.profile.energy)
         self._seed_quality()
         c = settings.profile.cache
         if not c.enabled:
@@ -416,6 +489,152 @@ class Orchestrator:
         """Per fleet model: its calibration on this device for status, or None."""
         return {m.name: self.calibration[m.name].to_status(self.device_priors.get(m.name))
                 if m.name in self.calibration else None for m in self.fleet.models}
+
+    # -- field conditions: power state, thermals, energy pacing ------------------------------
+
+    def _use_gpu(self) -> bool:
+        return self.settings.profile.runtime.n_gpu_layers != 0
+
+    def observe_field(self) -> FieldObservation | None:
+        """Poll the field monitor (at most every `[field] poll_s`; a few sysfs reads) and
+        act on what changed: a new power state rescales every speed estimate at once; the
+        energy budget sets the effective mode. On the event loop: when a request is
+        routed, and on the housekeeping tick."""
+        if self.field is None:
+            return None
+        obs = self.field.poll()
+        if obs is self._field_obs:
+            return obs
+        self._field_obs = obs
+        if obs.power is not None:
+            if self._power is None:
+                self._power = obs.power
+            else:
+                change = power_change(self._power, obs.power, use_gpu=self._use_gpu(),
+                                      min_change=self.settings.profile.field.rescale_min_change)
+                if change is not None:
+                    self._rescale(change, obs.power)
+        before = self.pacing
+        self.pacing = pace_mode(obs.budget, before.mode if before is not None else None,
+                                self.field.pacing_params)
+        now = self.pacing
+        if (before is None) != (now is None) or (
+                before is not None and now is not None
+                and (before.mode, before.exhausted) != (now.mode, now.exhausted)):
+            log.warning("energy pacing: %s", "off (no budget to pace)" if now is None else
+                        f"effective mode {now.mode}: {now.reason}")
+        return obs
+
+    def _rescale(self, change: PowerChange, new: PowerState) -> None:
+        """Rescale every model's speed estimates for the new power state: by its
+        calibrated ratio between the two states, else the one measured online in both,
+        else the frequency ratio (calm_edge.analyze.speed_ratio)."""
+        for name, decode in self._state_decode.items():
+            if decode.n >= MEASURED_MIN_ANSWERS:
+                self._mode_speeds[(name, change.old_key)] = decode.mean
+        ratios: dict[str, SpeedRatio] = {}
+        for name in self.residency.slots:
+            dev = self.device_priors.get(name)
+            cal = dev.speeds_by_mode if dev is not None else {}
+            c_old, c_new = cal.get(change.old_key), cal.get(change.new_key)
+            # Measured: from what the loop predicts now to what it measured in the new
+            # state on an earlier visit (the estimate lands on that, whatever error it
+            # carried); a model never measured goes by its speeds in both states.
+            now = self.knowledge.estimate(name, ALL).decode_ms_per_token
+            ratios[name] = speed_ratio(
+                (c_old.decode_ms_per_token if c_old else None,
+                 c_new.decode_ms_per_token if c_new else None),
+                (now.mean if now.n else self._mode_speeds.get((name, change.old_key)),
+                 self._mode_speeds.get((name, change.new_key))),
+                change.frequency_ratio)
+        self.knowledge = rescale_speeds(
+            self.knowledge, {n: r.factor for n, r in ratios.items()},
+            guessed={n for n, r in ratios.items() if r.source == "frequency"})
+        for n, r in ratios.items():
+            self._prior_scale[n] = self._prior_scale.get(n, 1.0) * r.factor
+        self._power, self._state_decode = new, {}
+        self.rescales.appendleft({
+            "wall_ts": round(self._wall(), 3), "change": change.describe(),
+            "from": change.old_key, "to": change.new_key,
+            "models": {n: {"factor": round(r.factor, 4), "source": r.source}
+                       for n, r in sorted(ratios.items())}})
+        self.metrics.speed_rescales.inc()
+        log.warning("%s: speed estimates rescaled at once (%s)", change.describe(),
+                    ", ".join(f"{n} x{r.factor:.2f} ({r.source})"
+                              for n, r in sorted(ratios.items())))
+
+    def power_key(self) -> tuple[str, float | None, str | None] | None:
+        """(key, frequency capacity, "cpu" | "gpu") of the power state the speed estimates
+        are for, or None where no power state is read (the calibrator's `power_state`)."""
+        state = self._power
+        if state is None:
+            return None
+        cap = state.capacity(self._use_gpu())
+        return (state.key, cap[0], cap[1]) if cap is not None else (state.key, None, None)
+
+    def _effective_mode(self, requested: str | None, *, refuse: bool = True,
+                        ) -> tuple[str, str | None]:
+        """(mode, why) for a request asking for `requested` (None: the default). The
+        request's own mode wins over the pacing's, unless the budget is exhausted: then
+        eco only, or BudgetExhausted (503) where the profile says refuse."""
+        default = self.settings.profile.qos.default_mode
+        pacing = self.pacing
+        if pacing is None:
+            return requested or default, None
+        if pacing.exhausted:
+            if refuse and self.settings.profile.energy.on_exhausted == "refuse":
+                budget = self._field_obs.budget if self._field_obs is not None else None
+                retry = budget.resets_in_s if budget is not None else None
+                until = f"; the next period starts in {retry / 60:.0f} min" \
+                    if retry is not None else "; until the battery charges"
+                raise BudgetExhausted(f"{pacing.reason}: requests are refused "
+                                      f"([energy] on_exhausted = 'refuse'){until}", retry)
+            overridden = f" (calm.mode {requested} overridden)" \
+                if requested not in (None, "eco") else ""
+            return "eco", f"{pacing.reason}: eco only{overridden}"
+        if requested:
+            return requested, None
+        return pacing.mode, f"energy pacing: {pacing.mode} mode ({pacing.reason})"
+
+    def _thermal_pressure(self) -> ThermalPressure | None:
+        f, obs = self.settings.profile.field, self._field_obs
+        if obs is None or not f.thermal:
+            return None
+        return thermal_pressure(obs.headroom, f.thermal_margin_c, f.thermal_weight)
+
+    def field_status(self) -> dict[str, Any] | None:
+        """The field conditions for status and /metrics (None without a field monitor)."""
+        if self.field is None:
+            return None
+        obs = self._field_obs
+        out: dict[str, Any] = obs.to_status() if obs is not None else {
+            "power": None, "thermal": {"zones": [], "closest_trip": None}, "battery": None,
+            "notes": []}
+        out["speed_state"] = self._power.key if self._power is not None else None
+        out["cap_ratios"] = self._power.cap_ratios() if self._power is not None else {}
+        out["rescales"] = list(self.rescales)
+        pressure = self._thermal_pressure()
+        out["thermal"]["pressure"] = None if pressure is None else round(pressure.closeness, 3)
+        e = self.settings.profile.energy
+        budget = obs.budget if obs is not None else None
+        pacing = self.pacing
+        out["energy"] = {
+            "kind": budget.kind if budget is not None else None,
+            "budget_wh": round(budget.budget_wh, 3) if budget is not None else None,
+            "remaining_wh": round(budget.remaining_wh, 3) if budget is not None else None,
+            "remaining_s": round(budget.remaining_s, 1) if budget is not None else None,
+            "even_rate_w": round(budget.even_rate_w, 3) if budget is not None else None,
+            "spend_rate_w": round(budget.spend_rate_w, 3)
+            if budget is not None and budget.spend_rate_w is not None else None,
+            "pace": round(pacing.pace, 3) if pacing is not None and math.isfinite(pacing.pace)
+            else None,
+            "effective_mode": pacing.mode if pacing is not None
+            else self.settings.profile.qos.default_mode,
+            "exhausted": pacing.exhausted if pacing is not None else False,
+            "on_exhausted": e.on_exhausted,
+            "reason": pacing.reason if pacing is not None else "no energy budget to pace",
+        }
+        return out
 
     # -- serving a request -------------------------------------------------------------------
 
@@ -551,7 +770,8 @@ class Orchestrator:
         happens on a hit."""
         if self.cache is None or not req.use_cache:
             return None
-        mode = req.mode or self.settings.profile.qos.default_mode
+        self.observe_field()
+        mode, _ = self._effective_mode(req.mode, refuse=False)  # a hit costs no energy
         hit = self.cache.get(req.kind, req.model, mode, req.request, scope=req.cache_scope)
         if hit is None:
             return None
@@ -597,8 +817,9 @@ class Orchestrator:
         self._last_request_s = self._clock()
         p = self.settings.profile
         request = req.request
+        self.observe_field()
+        mode, mode_note = self._effective_mode(req.mode)  # raises BudgetExhausted
         query = observe_query(self.classifier, request.messages, request.prompt, req.domain)
-        mode = req.mode or p.qos.default_mode
         w = p.qos.weights(mode)  # type: ignore[arg-type]
         budget_j = p.loop.energy_budget_j
         inp = RequestInput(
@@ -607,7 +828,8 @@ class Orchestrator:
             slo_ms=req.slo_ms if req.slo_ms is not None else p.slo.latency_ms,
             quality_floor=p.loop.quality_floor.floor(query.domain),
             energy_budget_mj=budget_j * 1000 if budget_j > 0 else None,
-            power_cap_mw=p.loop.power_cap_w * 1000 if p.loop.power_cap_w > 0 else None)
+            power_cap_mw=p.loop.power_cap_w * 1000 if p.loop.power_cap_w > 0 else None,
+            thermal=self._thermal_pressure(), mode_note=mode_note)
         p_correct = None
         if self.outcome is not None and req.model == "auto":
             p_correct = self.outcome.predict_text(
@@ -704,6 +926,9 @@ class Orchestrator:
                         per_token_ms, health.baseline_decode_ms)
         self.served += 1
         self._last_used[out.model] = self.served
+        if s.completion_tokens > 1:  # this power state's own speed, apart from the estimate
+            self._state_decode[out.model] = self._state_decode.get(out.model, Stat()).update(
+                (obs.latency_ms - obs.ttft_ms) / (s.completion_tokens - 1), STATE_ALPHA_MIN)
         self._last_request_s = self._clock()
         latency_s = self._clock() - t0
         candidates = tuple(sc.to_dict() for sc in plan.scores[:4])
@@ -824,7 +1049,8 @@ class Orchestrator:
             calibration=self.calibration_table(), decisions=tuple(self._recent.decisions),
             knowledge=self.store.status() if self.store is not None else None,
             cascades={k: dict(v) for k, v in self.cascade_counts.items()},
-            degraded=tuple(m for m, h in self.knowledge.health.items() if h.degraded))
+            degraded=tuple(m for m, h in self.knowledge.health.items() if h.degraded),
+            field_state=self.field_status())
 
     def estimates_table(self) -> list[dict[str, Any]]:
         rows = []

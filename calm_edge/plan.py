@@ -7,7 +7,10 @@ For `model: "auto"` every available candidate gets a utility
 where quality is the predicted probability of a good answer (adjusted for the query's
 difficulty), latency includes loading the model if it is not resident, and both cost
 terms are normalised by the largest prediction among the candidates (so the weights mean
-the same on a Raspberry Pi and on an AGX Orin). Weights come from the request's mode.
+the same on a Raspberry Pi and on an AGX Orin). Weights come from the request's mode (the
+energy pacing's effective mode when the request names none: `mode_note` says why). Near a
+thermal trip point (`RequestInput.thermal`) the energy weight grows by the closeness to it
+x its weight: cheaper, cooler models win, and the reason says so and which model lost.
 
 Hard constraints: predicted latency within the SLO, the model fits the RAM budget (after
 evicting models not in use), predicted quality at or above the domain's floor, the model
@@ -28,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from calm_edge.analyze import Prediction
+from calm_edge.field.state import ThermalPressure
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class RequestInput:
     quality_floor: float
     energy_budget_mj: float | None = None
     power_cap_mw: float | None = None
+    thermal: ThermalPressure | None = None  # near a trip point: energy weighs more
+    mode_note: str | None = None            # why `mode` is what it is (energy pacing)
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,15 @@ class NoModelAvailable(RuntimeError):
     pass
 
 
+class BudgetExhausted(NoModelAvailable):
+    """The energy budget is spent and the profile says refuse (503). `retry_after_s`: when
+    a period budget starts afresh, or None (a battery: when it charges)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 def adjust_quality(q: float, difficulty: float | None, slope: float) -> float:
     """Shift the success probability in logit space by the query's difficulty."""
     if difficulty is None or slope == 0:
@@ -183,6 +198,10 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
         why = "; ".join(f"{c.name}: {c.unavailable_reason}" for c in cands)
         raise NoModelAvailable(f"no model of the fleet can serve ({why})")
     w = req.weights
+    thermal = req.thermal
+    plain = w  # the weights without thermal pressure, to say what it changed
+    if thermal is not None:
+        w = Weights(w.quality, w.latency, w.energy + thermal.extra_energy_weight)
     rows = []
     for c in usable:
         q = c.prediction.quality if c.per_query_quality else adjust_quality(
@@ -211,6 +230,8 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
     e_max = max(r[3] for r in feasible) or 1.0
     utility = {c.name: w.quality * q - w.latency * lat / lat_max - w.energy * e / e_max
                for c, q, lat, e in rows}
+    plain_u = {c.name: plain.quality * q - plain.latency * lat / lat_max
+               - plain.energy * e / e_max for c, q, lat, e in rows}
     scores = tuple(sorted(
         (CandidateScore(c.name, utility[c.name], q, lat, e, c.resident, excluded.get(c.name))
          for c, q, lat, e in rows), key=lambda s: (-s.utility, s.latency_ms, s.model)))
@@ -230,6 +251,14 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
     prefix = _RELAXED[level] if level < 4 else "nothing fits the RAM budget; "
     if level == 3:
         prefix += f"kept the strongest (quality >= {floor:.2f}); "
+    if thermal is not None:
+        unheated = min(eligible, key=lambda r: (-plain_u[r[0].name], r[2], r[0].name))
+        prefix += f"near a thermal trip point ({thermal.note}): preferring cheaper models"
+        if unheated is not best:
+            prefix += f" ({best[0].name} over {unheated[0].name})"
+        prefix += "; "
+    if req.mode_note:
+        prefix = f"{req.mode_note}; " + prefix
 
     chosen, explored = best, False
     reason = prefix + _why(best, ranked, req) + tie_note

@@ -23,6 +23,7 @@ from calm_edge.confidence import Acceptor
 from calm_edge.config import Settings
 from calm_edge.energy import EnergyIntegrator
 from calm_edge.execute import Executor
+from calm_edge.field import FieldMonitor
 from calm_edge.fleet import Fleet
 from calm_edge.knowledge import KnowledgeStore
 from calm_edge.memory import (
@@ -74,9 +75,11 @@ def build_core(settings: Settings, fleet: Fleet, factory: BackendFactory,
                device_memory: DeviceMemoryReader | None = None,
                rng: random.Random | None = None, backend_build: str = "unknown",
                sysfs_root: Path = Path("/"), budget_bytes: int | None = None,
-               clock: Callable[[], float] = time.monotonic) -> Core:
+               clock: Callable[[], float] = time.monotonic,
+               field: FieldMonitor | None = None) -> Core:
     """Wire the loop's parts. Nothing is loaded or started: scan the residency and open
-    the store (if any) before serving."""
+    the store (if any) before serving. `field` reads power mode, caps, thermals and the
+    energy budget (calm_edge.field; the daemon makes one, tests and tools may)."""
     p = settings.profile
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="calm-io")
     residency = Residency(fleet, settings.models_dir, p.runtime,
@@ -93,7 +96,7 @@ def build_core(settings: Settings, fleet: Fleet, factory: BackendFactory,
     orchestrator = Orchestrator(settings, fleet, residency, scheduler, executor, classifier,
                                 store=store, knowledge=knowledge, energy=energy,
                                 metrics=metrics, outcome=outcome, acceptors=acceptors,
-                                rng=rng, clock=clock)
+                                rng=rng, clock=clock, field=field)
     scheduler.on_prefetch = lambda model, kind: orchestrator.metrics.prefetches.inc(
         1, model=model, kind=kind)
     calibrator = None
@@ -101,7 +104,8 @@ def build_core(settings: Settings, fleet: Fleet, factory: BackendFactory,
         calibrator = Calibrator(
             residency, scheduler, executor, store,
             identify(sysfs_root, backend_build, p.runtime, resolved_threads(settings)), pool,
-            canary_timeout_s=p.calibration.canary_timeout_s)
+            canary_timeout_s=p.calibration.canary_timeout_s,
+            power_state=orchestrator.power_key)
     return Core(settings, fleet, pool, residency, scheduler, executor, orchestrator,
                 calibrator)
 

@@ -6,6 +6,7 @@ views are values; nothing here reaches into a running component."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,7 @@ def status_document(v: StatusView, *, version: str, uptime_s: float, requests_to
         "health": list(loop.health),
         "calibration": v.calibration,
         "cascades": loop.cascades,
+        "field": loop.field_state,
         "recent_decisions": decisions[:10],
     }
 
@@ -94,3 +96,34 @@ def refresh_gauges(m: Metrics, v: StatusView) -> None:
         m.power.set(dev.power_mw, rail="total")
     if v.energy is not None:
         m.board_energy.set_total(v.energy["total_j"], kind=v.energy["kind"])
+    if v.loop.field_state is not None:
+        field_gauges(m, v.loop.field_state)
+
+
+_GAUGED_MODES = ("fast", "balanced", "quality", "eco")
+
+
+def field_gauges(m: Metrics, f: dict[str, Any]) -> None:
+    """The field conditions' gauges (Orchestrator.field_status); a figure not known reads
+    NaN (an unlabelled series) or is left out (a labelled one), never 0."""
+    power = f.get("power") or {}
+    nvp = power.get("nvpmodel")
+    m.power_mode.clear()
+    if nvp is not None:
+        m.power_mode.set(1.0, mode=str(nvp["name"]))
+    m.cap_ratio.clear()
+    for kind, ratio in (f.get("cap_ratios") or {}).items():
+        m.cap_ratio.set(ratio, kind=kind)
+    trip = f["thermal"].get("closest_trip")
+    m.thermal_margin.set(trip["margin_c"] if trip is not None else math.nan)
+    m.thermal_pressure.set(f["thermal"].get("pressure") or 0.0)
+    e = f["energy"]
+    for mode in _GAUGED_MODES:
+        m.effective_mode.set(float(e["effective_mode"] == mode), mode=mode)
+    for gauge, key in ((m.budget_wh, "budget_wh"), (m.budget_remaining_wh, "remaining_wh"),
+                       (m.spend_rate, "spend_rate_w"), (m.pace, "pace")):
+        gauge.set(e[key] if e.get(key) is not None else math.nan)
+    m.budget_exhausted.set(float(bool(e["exhausted"])))
+    bat = f.get("battery")
+    m.battery.set(bat["capacity_percent"] if bat is not None
+                  and bat.get("capacity_percent") is not None else math.nan)

@@ -68,6 +68,37 @@ class CanaryResult:
 
 
 @dataclass(frozen=True)
+class ModeSpeed:
+    """A model's speed in one power state (the item `speed@<power state key>`): the same
+    short greedy answer timed in every state, so the ratio between two states is the
+    model's own (calm_edge.analyze.speed_ratio)."""
+
+    prefill_ms_per_token: float | None
+    decode_ms_per_token: float
+    capacity: float | None = None       # the state's frequency capacity, where known
+    capacity_kind: str | None = None    # "cpu" (kHz) | "gpu" (Hz)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ModeSpeed:
+        def num(key: str) -> float | None:
+            v = d.get(key)
+            return None if v is None else float(v)
+
+        decode = num("decode_ms_per_token")
+        if decode is None or decode <= 0:
+            raise ValueError("a speed item without decode_ms_per_token")
+        kind = d.get("capacity_kind")
+        return cls(num("prefill_ms_per_token"), decode, num("capacity"),
+                   None if kind is None else str(kind))
+
+
+SPEED_ITEM = "speed@"  # + the power state's key (calm_edge.field.PowerState.key)
+
+
+@dataclass(frozen=True)
 class DomainScore:
     passed: int
     total: int
@@ -92,6 +123,7 @@ class ModelCalibration:
     complete: bool                     # every planned item is done
     quick: bool                        # the plan was the --quick subset
     finished_ts: float | None          # Unix time the last item finished
+    speeds_by_mode: Mapping[str, ModeSpeed] = field(default_factory=dict)  # per power state
 
     def to_status(self, priors: DevicePriors | None = None) -> dict[str, Any]:
         """For /calm/status and the CLI; with `priors`, each domain says if it is demoted."""
@@ -105,6 +137,9 @@ class ModelCalibration:
             "memory_source": self.load.memory_source if self.load else None,
             "prefill_ms_per_token": _r(self.prefill_ms_per_token, 3),
             "decode_ms_per_token": _r(self.decode_ms_per_token, 2),
+            "speeds_by_mode": {k: {"decode_ms_per_token": round(v.decode_ms_per_token, 2),
+                                   "prefill_ms_per_token": _r(v.prefill_ms_per_token, 3)}
+                               for k, v in sorted(self.speeds_by_mode.items())},
             "domains": {d: {"passed": s.passed, "total": s.total,
                             "answer_tokens": round(s.natural_tokens, 1),
                             "limit_share": round(s.limit_share, 2),
@@ -119,7 +154,8 @@ def _r(x: float | None, nd: int) -> float | None:
 
 def summarize(model: str, sha256: str, device_key: str, load: LoadResult | None,
               canaries: Iterable[CanaryResult], *, complete: bool, quick: bool,
-              finished_ts: float | None) -> ModelCalibration:
+              finished_ts: float | None,
+              speeds_by_mode: Mapping[str, ModeSpeed] | None = None) -> ModelCalibration:
     """Fold one model's items into speeds, and scores and answer lengths per domain.
 
     Speeds are pooled over all answers (a model's speed per token is one number on a
@@ -152,7 +188,8 @@ def summarize(model: str, sha256: str, device_key: str, load: LoadResult | None,
         canaries=n,
         prefill_ms_per_token=prefill_s * 1000 / prompt_tok if prompt_tok else None,
         decode_ms_per_token=decode_s * 1000 / decode_tok if decode_tok else None,
-        complete=complete, quick=quick, finished_ts=finished_ts)
+        complete=complete, quick=quick, finished_ts=finished_ts,
+        speeds_by_mode=dict(speeds_by_mode or {}))
 
 
 # -- what the loop starts from --------------------------------------------------------------
@@ -184,6 +221,7 @@ class DevicePriors:
     cold_load_s: float | None
     warm_load_s: float | None
     domains: Mapping[str, DomainPrior] = field(default_factory=dict)
+    speeds_by_mode: Mapping[str, ModeSpeed] = field(default_factory=dict)
 
     def speed_prior(self, domain: str, fallback: SpeedPrior) -> SpeedPrior:
         """`fallback` (guessed from the model's size) with what was measured here: speeds,
@@ -242,4 +280,4 @@ def device_priors(cal: ModelCalibration, manifest: Mapping[str, float],
     load = cal.load
     return DevicePriors(cal.prefill_ms_per_token, cal.decode_ms_per_token,
                         load.cold_load_s if load else None, load.warm_load_s if load else None,
-                        domains)
+                        domains, dict(cal.speeds_by_mode))

@@ -13,7 +13,11 @@ Per model:
 2. one item per canary: a greedy answer within the canary's max_tokens and
    `canary_timeout_s`, graded by calm_edge.bench.graders (code runs in the bench's
    sandboxed subprocess, never in this process).
-3. `done`: the plan (quick or full) is complete.
+3. `speed@<power state>`: a short greedy answer timed in the power state in force (Jetson
+   power mode and frequency caps, `power_state`), when one is known; recorded once per
+   state, also for a model calibrated before, so that the loop rescales its speeds by the
+   model's own ratio when the state changes (calm_edge.analyze.speed_ratio).
+4. `done`: the plan (quick or full) is complete.
 
 `busy()` (requests running or waiting) is polled between items and while a canary runs:
 when it turns true the canary in progress is cancelled (not recorded) and `run` raises
@@ -37,9 +41,11 @@ from calm_edge.bench.graders import grade
 from calm_edge.bench.workload import Query, load_workload, select
 from calm_edge.calibration.device import DeviceIdentity
 from calm_edge.calibration.results import (
+    SPEED_ITEM,
     CanaryResult,
     LoadResult,
     ModelCalibration,
+    ModeSpeed,
     summarize,
 )
 from calm_edge.events import Delta
@@ -53,7 +59,14 @@ log = logging.getLogger("calm_edge.calibration")
 CANARIES_PATH = Path(__file__).resolve().parent / "data" / "canaries.jsonl"
 _WARMUP = GenerationRequest(SamplingParams(max_tokens=4, temperature=0.0),
                             messages=(ChatMessage("user", "Hello"),))
+# The answer timed in each power state: the same greedy tokens every time.
+_SPEED = GenerationRequest(SamplingParams(max_tokens=48, temperature=0.0, seed=0),
+                           messages=(ChatMessage("user", "Count from 1 to 40, separated by "
+                                                 "spaces."),))
 _POLL_S = 0.1
+
+# (key, capacity, capacity kind) of the power state in force, or None where none is known.
+PowerStateFn = Callable[[], tuple[str, float | None, str | None] | None]
 
 
 def load_canaries(path: Path | None = None) -> list[Query]:
@@ -75,7 +88,7 @@ class CalibrationEvent:
     """Progress, for a terminal or the daemon's status."""
 
     model: str
-    phase: Literal["start", "load", "canary", "done", "paused", "skipped"]
+    phase: Literal["start", "load", "canary", "speed", "done", "paused", "skipped"]
     done: int          # items finished for this model, this plan
     total: int         # items in this model's plan
     detail: str = ""
@@ -93,8 +106,12 @@ class Calibrator:
                  canaries: Sequence[Query] | None = None, canary_timeout_s: float = 120.0,
                  busy: Callable[[], bool] | None = None,
                  grader: Callable[[str, str, Mapping[str, Any]], tuple[bool, str]] = grade,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """`busy` defaults to the scheduler's (requests running or waiting)."""
+                 clock: Callable[[], float] = time.monotonic,
+                 power_state: PowerStateFn | None = None) -> None:
+        """`busy` defaults to the scheduler's (requests running or waiting). `power_state`
+        names the power state in force (the orchestrator's `power_key`); without it no
+        speed items are recorded."""
+        self.power_state: PowerStateFn = power_state or (lambda: None)
         self._res, self._sched, self._exec, self._store = residency, scheduler, executor, store
         self.identity, self._pool = identity, pool
         self.canaries = list(canaries) if canaries is not None else load_canaries()
@@ -122,10 +139,18 @@ class Calibrator:
         canaries = [CanaryResult.from_json(r) for key, (r, _) in items.items()
                     if key.startswith("canary:") and key[7:] in ids]
         done = items.get("done")
+        speeds = {}
+        for key, (r, _) in items.items():
+            if key.startswith(SPEED_ITEM):
+                try:
+                    speeds[key[len(SPEED_ITEM):]] = ModeSpeed.from_json(r)
+                except (ValueError, TypeError, AttributeError) as e:
+                    log.warning("ignoring unreadable calibration item %s/%s: %s", name, key, e)
         return summarize(name, sha, self.identity.key, load, canaries,
                          complete=done is not None,
                          quick=bool(done[0].get("quick")) if done else False,
-                         finished_ts=max(ts for _, ts in items.values()))
+                         finished_ts=max(ts for _, ts in items.values()),
+                         speeds_by_mode=speeds)
 
     def plan_canaries(self, per_domain: int) -> list[Query]:
         return select(self.canaries, limit=per_domain)
@@ -178,6 +203,17 @@ class Calibrator:
                 await self._record(name, sha, f"canary:{q.id}", result.to_json(), items)
                 done += 1
                 event("canary", f"{q.id}: {'pass' if result.passed else 'fail'}")
+            state = self.power_state()
+            if state is not None and SPEED_ITEM + state[0] not in items:
+                try:
+                    speed = await self._measure_speed(name, state)
+                except ModelUnavailable as e:  # the rest of the calibration stands
+                    log.warning("%s: no speed for power state %s: %s", name, state[0],
+                                e.reason)
+                else:
+                    await self._record(name, sha, SPEED_ITEM + state[0], speed.to_json(),
+                                       items)
+                    event("speed", _describe_speed(state[0], speed))
             await self._record(name, sha, "done", {"quick": quick, "per_domain": per_domain},
                                items)
         except Preempted:
@@ -185,6 +221,38 @@ class Calibrator:
             raise
         event("done")
         return self._summary(name, sha, items)
+
+    async def measure_speed(self, name: str) -> ModeSpeed | None:
+        """Time `name`'s speed in the power state in force and store it (item
+        `speed@<key>`), unless it is stored already or no state is known. Raises Preempted
+        when a request arrives."""
+        state = self.power_state()
+        if state is None:
+            return None
+        sha = self._res.slots[name].spec.sha256
+        items = dict((await self._store.calibration_items(self.identity.key))
+                     .get((name, sha), {}))
+        if SPEED_ITEM + state[0] in items:
+            return ModeSpeed.from_json(items[SPEED_ITEM + state[0]][0])
+        try:
+            speed = await self._measure_speed(name, state)
+            await self._record(name, sha, SPEED_ITEM + state[0], speed.to_json(), items)
+            self._emit(CalibrationEvent(name, "speed", 1, 1, _describe_speed(state[0], speed)),
+                       None)
+        finally:
+            self.current = None
+        return speed
+
+    async def _measure_speed(self, name: str, state: tuple[str, float | None, str | None],
+                             ) -> ModeSpeed:
+        self._check_idle()
+        _, gen, reason = await self._generate(name, _SPEED, self._timeout_s)
+        s = gen.stats
+        if reason == "deadline" or s.completion_tokens < 2:
+            raise ModelUnavailable(name, "the speed answer was too short to time")
+        return ModeSpeed(s.ttft_s * 1000 / s.prompt_tokens if s.prompt_tokens else None,
+                         (s.total_s - s.ttft_s) * 1000 / (s.completion_tokens - 1),
+                         state[1], state[2])
 
     def _emit(self, ev: CalibrationEvent,
               on_event: Callable[[CalibrationEvent], None] | None) -> None:
@@ -276,6 +344,10 @@ class Calibrator:
                 abort.set("deadline")
             else:
                 await asyncio.sleep(_POLL_S)
+
+
+def _describe_speed(key: str, speed: ModeSpeed) -> str:
+    return f"{speed.decode_ms_per_token:.1f} ms/token in power state {key}"
 
 
 def _describe_load(load: LoadResult) -> str:

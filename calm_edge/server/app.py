@@ -25,7 +25,7 @@ from calm_edge.config import Settings, parse_budget
 from calm_edge.events import Delta, Final
 from calm_edge.execute import Abort, AllCandidatesFailed
 from calm_edge.orchestrator import Answer, FeedbackError, Orchestrator, ServeRequest
-from calm_edge.plan import NoModelAvailable
+from calm_edge.plan import BudgetExhausted, NoModelAvailable
 from calm_edge.residency import ModelUnavailable
 from calm_edge.scheduler import Cancelled, Overloaded, QueueTimeout, Scheduler
 from calm_edge.server.api import (
@@ -402,6 +402,10 @@ def _to_api_error(e: BaseException) -> ApiError:
     if isinstance(e, Cancelled):
         return ApiError(499, "client closed the request while it was queued",
                         code="client_closed")
+    if isinstance(e, BudgetExhausted):  # [energy] on_exhausted = "refuse"
+        retry = e.retry_after_s if e.retry_after_s is not None else 60.0
+        return ApiError(503, str(e), code="energy_budget_exhausted",
+                        headers={"Retry-After": str(max(1, math.ceil(retry)))})
     if isinstance(e, NoModelAvailable):
         return ApiError(503, str(e), code="model_unavailable")
     if isinstance(e, ContextOverflowError):
