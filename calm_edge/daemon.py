@@ -460,6 +460,7 @@ class Daemon:
         http.max_connections, http.max_connections_per_uid = (srv.max_connections,
                                                               srv.max_connections_per_uid)
         core.scheduler.capacity = srv.max_queue
+        core.scheduler.fair = new.profile.quotas.enabled
         self.settings, self.fleet, rt.settings, core.settings, core.fleet = \
             new, fleet, new, new, fleet
         log.info("reloaded %s and %s: models added %s, removed %s, changed %s; budget %s%s",

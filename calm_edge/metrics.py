@@ -138,6 +138,13 @@ class Metrics:
         self.predicted_wait = _Gauge(r, "queue_predicted_wait_seconds",
                                      "Predicted wait of a new request.")
         self.temperature = _Gauge(r, "max_temperature_celsius", "Hottest thermal zone.")
+        self.client_tokens = _Total(r, "client_tokens_total", "Tokens generated per quota "
+                                    "client (peer identity).", ("client",))
+        self.client_gen_seconds = _Total(r, "client_generation_seconds_total",
+                                         "Inference-lane time per quota client.", ("client",))
+        self.quota_refusals = _Total(r, "quota_refusals_total", "Requests refused (429) "
+                                     "because their client was over a quota, by quota.",
+                                     ("client", "quota"))
 
     def render(self) -> str:
         return prometheus_client.generate_latest(self.registry).decode()

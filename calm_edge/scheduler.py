@@ -6,6 +6,15 @@ Owned by the event loop (no locks). It holds:
   arrival; bounded by count (`capacity`) and by predicted wait: a request whose predicted
   wait already exceeds its deadline is refused at once (`Overloaded`, 429 with a
   Retry-After) instead of timing out in line;
+- **clients** (calm_edge.quotas): each request's client is charged, at release, the tokens
+  and lane time its generation used; a client over its quota is refused at once
+  (`OverQuota`, 429 naming the quota). With fair sharing on (`fair`: quotas enabled),
+  waiters of one priority are served in order of virtual start time (start-time fair
+  queueing): a request starts at max(the virtual time now, its client's last finish) and
+  finishes `predicted_s / weight` later; the virtual time moves to each granted request's
+  start, and a client's finish is corrected by what its generations really took. So a
+  client with 32 requests waiting takes its turn with one that asks one at a time instead
+  of going 32 times first, and an idle client banks no credit;
 - **the inference lanes**: `n` single-thread executors (llama.cpp keeps an OpenMP team per
   calling thread, so native work must not hop threads). A lease holds one lane for its
   whole generation; a load for it runs on the same lane;
@@ -43,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from calm_edge.backends.base import ModelState
+from calm_edge.quotas import ANONYMOUS, Client, Usage, charge, over_quota, windowed
 from calm_edge.residency import ModelSlot, ModelUnavailable, Residency
 
 log = logging.getLogger("calm_edge.scheduler")
@@ -56,6 +66,16 @@ class Overloaded(RuntimeError):
     def __init__(self, message: str, waiting: int, retry_after_s: float) -> None:
         self.waiting, self.retry_after_s = waiting, retry_after_s
         super().__init__(message)
+
+
+class OverQuota(Overloaded):
+    """Refused at once: the request's client is over one of its quotas (`quota`, the
+    profile field `field`)."""
+
+    def __init__(self, message: str, waiting: int, retry_after_s: float, client: str,
+                 quota: str, field: str) -> None:
+        self.client, self.quota, self.field = client, quota, field
+        super().__init__(message, waiting, retry_after_s)
 
 
 class QueueTimeout(RuntimeError):
@@ -84,11 +104,24 @@ class Lease:
     gen_end_s: float | None = None
     tokens_out: int = 0               # pieces generated so far (the executor's worker counts)
     released: bool = False
+    client: str | None = None         # whose usage this is (None: background work)
+    charged_s: float = 0.0            # the virtual cost its client was charged when queued
+
+
+@dataclass
+class _ClientState:
+    """One client's usage and fair-sharing position (owned by the scheduler)."""
+
+    client: Client                    # as last seen (limits change on reload)
+    usage: Usage = field(default_factory=Usage)
+    finish: float = 0.0               # virtual finish time of its last queued request
+    refused: dict[str, int] = field(default_factory=dict)
+    last_s: float = 0.0
 
 
 @dataclass(order=True)
 class _Waiter:
-    key: tuple[int, int]
+    key: tuple[int, float, int]      # (-priority, virtual start, arrival)
     model: str = field(compare=False)
     predicted_s: float = field(compare=False)
     enqueued_s: float = field(compare=False)
@@ -96,6 +129,8 @@ class _Waiter:
     load: bool = field(compare=False, default=True)
     background: bool = field(compare=False, default=False)
     bypassed: int = field(compare=False, default=0)
+    client: str | None = field(compare=False, default=None)
+    charged_s: float = field(compare=False, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -111,16 +146,22 @@ class SchedulerView:
     rejected: dict[str, int]
     predicted_wait_s: float              # for a new request of priority 0
     collated: int                        # grants that went ahead of a swap
+    fair_share: bool = False             # waiters ordered by client virtual time
+    clients: tuple[dict[str, Any], ...] = ()  # usage per client, busiest first
 
 
 class Scheduler:
     def __init__(self, residency: Residency, lanes: int, capacity: int, *,
                  collate_max_bypass: int = 2, collate_max_wait_s: float = 10.0,
                  demand_alpha: float = 0.1, prefetch: bool = True,
-                 prefetch_min_share: float = 0.3,
+                 prefetch_min_share: float = 0.3, fair: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """`fair`: weighted fair sharing between clients (see the module doc); off, one
+        queue in priority then arrival order. Quotas apply either way (a client's limits
+        come with its requests)."""
         self._res = residency
         self.capacity = capacity
+        self.fair = fair
         self.collate_max_bypass, self.collate_max_wait_s = collate_max_bypass, collate_max_wait_s
         self.demand_alpha = demand_alpha
         self.prefetch_enabled, self.prefetch_min_share = prefetch, prefetch_min_share
@@ -138,7 +179,9 @@ class Scheduler:
         self._service_s = 5.0                 # EWMA of how long a lease is held
         self._tasks: set[asyncio.Task[Any]] = set()
         self._prefetch_pending = False
-        self.rejected = {"queue_full": 0, "predicted_wait": 0}
+        self.rejected = {"queue_full": 0, "predicted_wait": 0, "quota": 0}
+        self._clients: dict[str, _ClientState] = {}
+        self._vtime = 0.0                     # the virtual time of fair sharing
         self.collated = 0
         self.prefetches = {"load": 0, "warm": 0}
         self.on_prefetch: Callable[[str, str], None] | None = None  # (model, "load"|"warm")
@@ -161,17 +204,18 @@ class Scheduler:
         """Requests are generating or waiting (background work does not count)."""
         return self.waiting > 0 or any(not lease.background for lease in self._active)
 
-    def predicted_wait_s(self, priority: int = 0) -> float:
-        """How long a new request of `priority` would wait for a lane: the predicted rest of
-        the running generations and the predicted work queued ahead of it, over the
-        lanes."""
+    def predicted_wait_s(self, priority: int = 0, client: Client | None = None) -> float:
+        """How long a new request of `priority` (from `client`) would wait for a lane: the
+        predicted rest of the running generations and the predicted work queued ahead of
+        it (in service order: with fair sharing, only the work that starts before its
+        virtual start), over the lanes."""
         if self._free and not self.waiting:
             return 0.0
         now = self._clock()
         running = sum(max(lease.predicted_s - (now - lease.granted_s), 0.0)
                       for lease in self._active if not lease.background)
-        ahead = sum(w.predicted_s for w in self._live()
-                    if not w.background and -w.key[0] >= priority)
+        mine = (-priority, self._start_tag(client), math.inf)
+        ahead = sum(w.predicted_s for w in self._live() if not w.background and w.key < mine)
         return (running + ahead) / max(len(self._lanes), 1)
 
     def retry_after_s(self) -> float:
@@ -187,12 +231,70 @@ class Scheduler:
                 and lease.gen_start_s < t1_s and lease.gen_start_s != t0_s]
         return out
 
+    def _start_tag(self, client: Client | None) -> float:
+        """Where a new request of `client` would start in virtual time (0: fair sharing
+        off, every request equal)."""
+        if not self.fair:
+            return 0.0
+        st = self._clients.get((client or ANONYMOUS).key)
+        return max(self._vtime, st.finish) if st is not None else self._vtime
+
+    def _client(self, client: Client, now: float) -> _ClientState:
+        st = self._clients.get(client.key)
+        if st is None:
+            self._forget_idle_clients()
+            st = self._clients[client.key] = _ClientState(client, last_s=now)
+        st.client, st.last_s = client, now
+        return st
+
+    def _forget_idle_clients(self, keep: int = 255) -> None:
+        """Bound the table (TCP addresses are many): forget the longest idle clients with
+        nothing waiting or running."""
+        if len(self._clients) <= keep:
+            return
+        busy = {w.client for w in self._heap if not w.future.done()} | {
+            lease.client for lease in self._active}
+        idle = sorted((st.last_s, k) for k, st in self._clients.items() if k not in busy)
+        for _, k in idle[:len(self._clients) - keep]:
+            del self._clients[k]
+
+    def _running(self, key: str, now: float) -> tuple[int, float]:
+        """(tokens, lane seconds) of a client's generations in progress."""
+        leases = [lease for lease in self._active if lease.client == key]
+        return (sum(lease.tokens_out for lease in leases),
+                sum(now - lease.granted_s for lease in leases))
+
+    def clients_view(self) -> tuple[dict[str, Any], ...]:
+        """Usage per client (the last minute, and since start), busiest first."""
+        now = self._clock()
+        waiting = collections.Counter(w.client for w in self._live() if not w.background)
+        running = collections.Counter(lease.client for lease in self._active)
+        rows: list[dict[str, Any]] = []
+        total_s = sum(windowed(st.usage, now)[1] for st in self._clients.values()) or 1.0
+        for key, st in self._clients.items():
+            tokens, gen_s = windowed(st.usage, now)
+            run_tokens, run_s = self._running(key, now)
+            rows.append({
+                "client": st.client.name, "key": key, "quotas_from": st.client.field,
+                "limits": st.client.limits.to_status(), "waiting": waiting[key],
+                "running": running[key],
+                "last_minute": {"tokens": tokens + run_tokens,
+                                "gen_s": round(gen_s + run_s, 3),
+                                "gen_share": round(gen_s / total_s, 3)},
+                "requests": st.usage.requests, "tokens": st.usage.tokens,
+                "gen_s": round(st.usage.gen_s, 3), "refused": dict(st.refused)})
+        rows.sort(key=lambda r: (-r["last_minute"]["gen_s"], -r["requests"], r["key"]))
+        return tuple(rows)
+
     def snapshot(self) -> SchedulerView:
         now = self._clock()
+        names = {k: st.client.name for k, st in self._clients.items()}
         queue = tuple({"model": w.model, "priority": -w.key[0],
                        "waited_s": round(now - w.enqueued_s, 3),
                        "predicted_s": round(w.predicted_s, 3), "bypassed": w.bypassed,
-                       "background": w.background} for w in self._live())
+                       "background": w.background,
+                       "client": names.get(w.client) if w.client else None}
+                      for w in self._live())
         mono = time.monotonic()
         active = tuple({"model": lease.model, "running_s": round(now - lease.granted_s, 3),
                         "predicted_s": round(lease.predicted_s, 3),
@@ -204,34 +306,50 @@ class Scheduler:
         return SchedulerView(len(self._lanes), len(self._free), queue, active,
                              {m: round(v, 3) for m, v in self._demand.items()}, self._loading,
                              dict(self.rejected), round(self.predicted_wait_s(), 3),
-                             self.collated)
+                             self.collated, self.fair, self.clients_view())
 
     # -- acquiring and releasing -----------------------------------------------------------
 
     async def acquire(self, model: str, *, priority: int = 0, deadline_s: float = math.inf,
                       predicted_s: float = 0.0, gone: asyncio.Event | None = None,
-                      load: bool = True, background: bool = False) -> Lease:
+                      load: bool = True, background: bool = False,
+                      client: Client | None = None) -> Lease:
         """Wait for a lane and `model` (loaded unless `load` is False) held for the caller
-        alone. `deadline_s` is on the scheduler's clock. Raises Overloaded (at once),
-        QueueTimeout, Cancelled (`gone` was set), or ModelUnavailable (it cannot load)."""
+        alone. `deadline_s` is on the scheduler's clock; `client` is whose request it is
+        (None: the daemon's own). Raises Overloaded (at once; OverQuota when the client is
+        over a quota), QueueTimeout, Cancelled (`gone` was set), or ModelUnavailable (it
+        cannot load)."""
         now = self._clock()
-        if not background:
+        key: tuple[int, float, int]
+        who: str | None = None
+        cost = 0.0
+        if background:
+            key = (-BACKGROUND_PRIORITY, 0.0, next(self._seq))
+        else:
+            client = client or ANONYMOUS
             if self.waiting >= self.capacity:
                 self.rejected["queue_full"] += 1
                 raise Overloaded(f"the request queue is full ({self.waiting} waiting); retry "
                                  f"in {self.retry_after_s():.0f}s", self.waiting,
                                  self.retry_after_s())
-            wait_s = self.predicted_wait_s(priority)
+            st = self._client(client, now)
+            self._check_quota(st, now)
+            wait_s = self.predicted_wait_s(priority, client)
             if wait_s > 0 and now + wait_s > deadline_s:
                 self.rejected["predicted_wait"] += 1
                 raise Overloaded(f"the predicted wait ({wait_s:.1f} s) exceeds the request's "
                                  f"deadline ({max(deadline_s - now, 0):.1f} s left); retry in "
                                  f"{wait_s:.0f}s", self.waiting, wait_s)
             self._note_demand(model)
+            start = self._start_tag(client)
+            if self.fair:  # its virtual cost: what it should take (a floor: the usual lease)
+                cost = (predicted_s if predicted_s > 0 else self._service_s) \
+                    / client.limits.weight
+                st.finish = start + cost
+            key, who = (-priority, start, next(self._seq)), client.key
         fut: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        key = (-(BACKGROUND_PRIORITY if background else priority), next(self._seq))
         heapq.heappush(self._heap, _Waiter(key, model, predicted_s, now, fut, load,
-                                           background))
+                                           background, client=who, charged_s=cost))
         self._dispatch()
         waits: set[asyncio.Future[Any]] = {fut}
         gone_wait = asyncio.ensure_future(gone.wait()) if gone is not None else None
@@ -252,6 +370,21 @@ class Scheduler:
         if gone is not None and gone.is_set():
             raise Cancelled("the client went away while the request waited")
         raise QueueTimeout("deadline exceeded while waiting for a generation place")
+
+    def _check_quota(self, st: _ClientState, now: float) -> None:
+        """Raise OverQuota when the client may not queue another request now."""
+        key = st.client.key
+        tokens, gen_s = self._running(key, now)
+        waiting = sum(1 for w in self._heap if not w.future.done() and w.client == key)
+        refusal = over_quota(st.client, st.usage, now, running_tokens=tokens,
+                             running_gen_s=gen_s, waiting=waiting, capacity=self.capacity,
+                             queue_retry_s=self.retry_after_s())
+        if refusal is None:
+            return
+        self.rejected["quota"] += 1
+        st.refused[refusal.quota] = st.refused.get(refusal.quota, 0) + 1
+        raise OverQuota(refusal.message, self.waiting, refusal.retry_after_s, st.client.name,
+                        refusal.quota, refusal.field)
 
     def _abandon(self, fut: asyncio.Future[Lease]) -> None:
         """Give up a wait: a lease already granted goes back at once."""
@@ -278,7 +411,14 @@ class Scheduler:
         if lease.gen_start_s is not None:
             self._finished.append((lease.gen_start_s, lease.gen_end_s or time.monotonic()))
         if not lease.background:
-            self._service_s = 0.8 * self._service_s + 0.2 * (now - lease.granted_s)
+            held_s = now - lease.granted_s
+            self._service_s = 0.8 * self._service_s + 0.2 * held_s
+            st = self._clients.get(lease.client or "")
+            if st is not None:
+                st.usage = charge(st.usage, now, lease.tokens_out, held_s)
+                st.last_s = now
+                if self.fair and lease.charged_s:  # what it took, not what was predicted
+                    st.finish += held_s / st.client.limits.weight - lease.charged_s
         if error is not None:  # the model stays busy until it is out
             self._spawn(self._take_out(lease.model, error))
         else:
@@ -337,6 +477,8 @@ class Scheduler:
                 return
             self._heap.remove(w)
             heapq.heapify(self._heap)
+            if not w.background:
+                self._vtime = max(self._vtime, w.key[1])
             lane = self._free.pop()
             self._busy_models.add(w.model)
             if w.load and not self._ready(w.model):
@@ -366,7 +508,8 @@ class Scheduler:
         slot.in_use += int(w.load)
         slot.last_used_s = now
         lease = Lease(w.model, slot, lane, now, now - w.enqueued_s, loaded, w.predicted_s,
-                      w.background, holds_model=w.load)
+                      w.background, holds_model=w.load, client=w.client,
+                      charged_s=w.charged_s)
         self._active.add(lease)
         if self._loading == w.model:
             self._loading = None
@@ -479,5 +622,5 @@ class Scheduler:
 
 
 
-__all__ = ["BACKGROUND_PRIORITY", "Cancelled", "Lease", "Overloaded", "QueueTimeout",
-           "Scheduler", "SchedulerView"]
+__all__ = ["BACKGROUND_PRIORITY", "Cancelled", "Lease", "OverQuota", "Overloaded",
+           "QueueTimeout", "Scheduler", "SchedulerView"]
