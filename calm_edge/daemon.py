@@ -308,6 +308,10 @@ class Daemon:
             why = userns_limits(self._sysfs_root / "proc")
             if why is not None:
                 log.warning("access lists may not work: %s", why)
+        if rt.app.gate.quotas.names_peers:
+            why = userns_limits(self._sysfs_root / "proc")
+            if why is not None:
+                log.warning("quota entries for users and groups may not match: %s", why)
 
     # -- phase 2: start ----------------------------------------------------------------------
 

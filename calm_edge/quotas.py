@@ -124,6 +124,11 @@ class QuotaTable:
         return cls(True, tuple(sorted(rules, key=lambda r: order[r.kind])),
                    Limits.of(cfg.default))
 
+    @property
+    def names_peers(self) -> bool:
+        """Some entry is for a user or a group (a user namespace can hide their ids)."""
+        return any(r.kind != "tcp" for r in self.rules)
+
     def client_for(self, uid: int | None, groups: frozenset[int] = frozenset(),
                    address: str | None = None) -> Client:
         """The client a peer is: its user's entry, else its first group's (table order),

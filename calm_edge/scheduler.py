@@ -9,12 +9,13 @@ Owned by the event loop (no locks). It holds:
 - **clients** (calm_edge.quotas): each request's client is charged, at release, the tokens
   and lane time its generation used; a client over its quota is refused at once
   (`OverQuota`, 429 naming the quota). With fair sharing on (`fair`: quotas enabled),
-  waiters of one priority are served in order of virtual start time (start-time fair
-  queueing): a request starts at max(the virtual time now, its client's last finish) and
-  finishes `predicted_s / weight` later; the virtual time moves to each granted request's
-  start, and a client's finish is corrected by what its generations really took. So a
-  client with 32 requests waiting takes its turn with one that asks one at a time instead
-  of going 32 times first, and an idle client banks no credit;
+  waiters of one priority are served least-served client first: each client has a virtual
+  service, charged its request's predicted time over its weight when a lane is granted
+  and corrected to what the generation really took at release (so it only ever grows by
+  real use); a client that had nothing waiting starts from the virtual service of the last
+  client granted, so an idle client banks no credit; a client's own requests keep their
+  order. So a client with 32 requests waiting takes turns with one that asks one at a
+  time instead of going 32 times first;
 - **the inference lanes**: `n` single-thread executors (llama.cpp keeps an OpenMP team per
   calling thread, so native work must not hop threads). A lease holds one lane for its
   whole generation; a load for it runs on the same lane;
@@ -105,7 +106,7 @@ class Lease:
     tokens_out: int = 0               # pieces generated so far (the executor's worker counts)
     released: bool = False
     client: str | None = None         # whose usage this is (None: background work)
-    charged_s: float = 0.0            # the virtual cost its client was charged when queued
+    charged_s: float = 0.0            # virtual service its client was charged at the grant
 
 
 @dataclass
@@ -114,14 +115,14 @@ class _ClientState:
 
     client: Client                    # as last seen (limits change on reload)
     usage: Usage = field(default_factory=Usage)
-    finish: float = 0.0               # virtual finish time of its last queued request
+    vservice_s: float = 0.0           # generation time over weight (fair sharing's order)
     refused: dict[str, int] = field(default_factory=dict)
     last_s: float = 0.0
 
 
 @dataclass(order=True)
 class _Waiter:
-    key: tuple[int, float, int]      # (-priority, virtual start, arrival)
+    key: tuple[int, int]             # (-priority, arrival)
     model: str = field(compare=False)
     predicted_s: float = field(compare=False)
     enqueued_s: float = field(compare=False)
@@ -181,7 +182,7 @@ class Scheduler:
         self._prefetch_pending = False
         self.rejected = {"queue_full": 0, "predicted_wait": 0, "quota": 0}
         self._clients: dict[str, _ClientState] = {}
-        self._vtime = 0.0                     # the virtual time of fair sharing
+        self._vtime = 0.0                     # virtual service of the last client granted
         self.collated = 0
         self.prefetches = {"load": 0, "warm": 0}
         self.on_prefetch: Callable[[str, str], None] | None = None  # (model, "load"|"warm")
@@ -193,7 +194,16 @@ class Scheduler:
         return len(self._lanes)
 
     def _live(self) -> list[_Waiter]:
-        return sorted(w for w in self._heap if not w.future.done())
+        """Waiters in service order: priority, then (fair sharing) the least-served client,
+        then arrival."""
+        live = [w for w in self._heap if not w.future.done()]
+        if not self.fair:
+            return sorted(live)
+        return sorted(live, key=lambda w: (w.key[0], self._vservice(w.client), w.key[1]))
+
+    def _vservice(self, key: str | None) -> float:
+        st = self._clients.get(key or "")
+        return st.vservice_s if st is not None else self._vtime
 
     @property
     def waiting(self) -> int:
@@ -214,9 +224,43 @@ class Scheduler:
         now = self._clock()
         running = sum(max(lease.predicted_s - (now - lease.granted_s), 0.0)
                       for lease in self._active if not lease.background)
-        mine = (-priority, self._start_tag(client), math.inf)
-        ahead = sum(w.predicted_s for w in self._live() if not w.background and w.key < mine)
+        live = [w for w in self._live() if not w.background]
+        if not self.fair:
+            ahead = sum(w.predicted_s for w in live if -w.key[0] >= priority)
+        else:
+            ahead = self._fair_ahead_s(live, priority, client or ANONYMOUS)
         return (running + ahead) / max(len(self._lanes), 1)
+
+    def _fair_ahead_s(self, live: list[_Waiter], priority: int, client: Client) -> float:
+        """Predicted work served before a new request of `client` at `priority`: every
+        waiter of a higher priority and the client's own, and of each other client's,
+        those granted while its virtual service stays at or under the newcomer's."""
+        mine = self._joining_vservice(client)
+        ahead, others = 0.0, collections.defaultdict(list)
+        for w in live:
+            if -w.key[0] > priority or (-w.key[0] == priority and w.client == client.key):
+                ahead += w.predicted_s
+            elif -w.key[0] == priority:
+                others[w.client].append(w)
+        for key, waiters in others.items():
+            st = self._clients.get(key or "")
+            v, weight = self._vservice(key), st.client.limits.weight if st else 1.0
+            for w in waiters:
+                if v > mine:
+                    break
+                ahead += w.predicted_s
+                v += (w.predicted_s or self._service_s) / weight
+        return ahead
+
+    def _joining_vservice(self, client: Client) -> float:
+        """The virtual service a client's new request is ordered by: its own, or that of
+        the last client granted when it had nothing waiting (no credit banked idle)."""
+        st = self._clients.get(client.key)
+        if st is None:
+            return self._vtime
+        if any(w.client == client.key for w in self._heap if not w.future.done()):
+            return st.vservice_s
+        return max(st.vservice_s, self._vtime)
 
     def retry_after_s(self) -> float:
         return max(1.0, self.predicted_wait_s() or
@@ -230,14 +274,6 @@ class Scheduler:
                 if lease.gen_start_s is not None and lease.gen_end_s is None
                 and lease.gen_start_s < t1_s and lease.gen_start_s != t0_s]
         return out
-
-    def _start_tag(self, client: Client | None) -> float:
-        """Where a new request of `client` would start in virtual time (0: fair sharing
-        off, every request equal)."""
-        if not self.fair:
-            return 0.0
-        st = self._clients.get((client or ANONYMOUS).key)
-        return max(self._vtime, st.finish) if st is not None else self._vtime
 
     def _client(self, client: Client, now: float) -> _ClientState:
         st = self._clients.get(client.key)
@@ -320,11 +356,10 @@ class Scheduler:
         over a quota), QueueTimeout, Cancelled (`gone` was set), or ModelUnavailable (it
         cannot load)."""
         now = self._clock()
-        key: tuple[int, float, int]
+        key: tuple[int, int]
         who: str | None = None
-        cost = 0.0
         if background:
-            key = (-BACKGROUND_PRIORITY, 0.0, next(self._seq))
+            key = (-BACKGROUND_PRIORITY, next(self._seq))
         else:
             client = client or ANONYMOUS
             if self.waiting >= self.capacity:
@@ -341,15 +376,11 @@ class Scheduler:
                                  f"deadline ({max(deadline_s - now, 0):.1f} s left); retry in "
                                  f"{wait_s:.0f}s", self.waiting, wait_s)
             self._note_demand(model)
-            start = self._start_tag(client)
-            if self.fair:  # its virtual cost: what it should take (a floor: the usual lease)
-                cost = (predicted_s if predicted_s > 0 else self._service_s) \
-                    / client.limits.weight
-                st.finish = start + cost
-            key, who = (-priority, start, next(self._seq)), client.key
+            st.vservice_s = self._joining_vservice(client)
+            key, who = (-priority, next(self._seq)), client.key
         fut: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._heap, _Waiter(key, model, predicted_s, now, fut, load,
-                                           background, client=who, charged_s=cost))
+                                           background, client=who))
         self._dispatch()
         waits: set[asyncio.Future[Any]] = {fut}
         gone_wait = asyncio.ensure_future(gone.wait()) if gone is not None else None
@@ -417,8 +448,8 @@ class Scheduler:
             if st is not None:
                 st.usage = charge(st.usage, now, lease.tokens_out, held_s)
                 st.last_s = now
-                if self.fair and lease.charged_s:  # what it took, not what was predicted
-                    st.finish += held_s / st.client.limits.weight - lease.charged_s
+                if lease.charged_s:  # what it took, not what was predicted
+                    st.vservice_s += held_s / st.client.limits.weight - lease.charged_s
         if error is not None:  # the model stays busy until it is out
             self._spawn(self._take_out(lease.model, error))
         else:
@@ -477,8 +508,11 @@ class Scheduler:
                 return
             self._heap.remove(w)
             heapq.heapify(self._heap)
-            if not w.background:
-                self._vtime = max(self._vtime, w.key[1])
+            st = self._clients.get(w.client or "")
+            if self.fair and st is not None:  # charged now, corrected at release
+                self._vtime = max(self._vtime, st.vservice_s)
+                w.charged_s = (w.predicted_s or self._service_s) / st.client.limits.weight
+                st.vservice_s += w.charged_s
             lane = self._free.pop()
             self._busy_models.add(w.model)
             if w.load and not self._ready(w.model):
@@ -495,6 +529,9 @@ class Scheduler:
                 loaded = True
         except BaseException as e:
             self._loading = None if self._loading == w.model else self._loading
+            st = self._clients.get(w.client or "")
+            if st is not None:  # no turn taken: no charge
+                st.vservice_s -= w.charged_s
             self._free.append(lane)
             self._busy_models.discard(w.model)
             if not w.future.done():

@@ -270,6 +270,8 @@ def test_scheduler_fair_share_a_greedy_client_cannot_starve_a_polite_one(
         jobs = [asyncio.create_task(sched.acquire("tiny-chat", predicted_s=1.0,
                                                   client=greedy)) for _ in range(8)]
         await settle()
+        # what admission predicts for polite: the running generation, plus 8 without fairness
+        assert sched.predicted_wait_s(0, polite) == pytest.approx(1.0 if fair else 9.0)
         jobs.append(asyncio.create_task(sched.acquire("tiny-chat", predicted_s=1.0,
                                                       client=polite)))
         await settle()
@@ -335,6 +337,37 @@ def test_scheduler_fair_share_charges_what_generation_took(
         return [lease.client for lease in order]
 
     assert asyncio.run(main()) == ["user:b", "user:a"]
+
+
+def test_scheduler_fair_share_keeps_each_clients_own_order(
+        tiny_fleet: tuple[Path, Path]) -> None:
+    """Predicted 10 s, done in 1: the correction is carried into the client's next
+    requests, never used to put a new request ahead of its own older ones (here: 8
+    waiting, 3 served, then one more asked)."""
+    clock = Clock()
+
+    async def main() -> list[int]:
+        sched, res = make(tiny_fleet, clock=clock)
+        await res.scan()
+        greedy = client("greedy")
+        jobs = [asyncio.create_task(sched.acquire("tiny-chat", predicted_s=10.0,
+                                                  client=greedy)) for _ in range(8)]
+        await settle()
+        granted: list[int] = []
+        while len(granted) < len(jobs):
+            done = next(i for i, j in enumerate(jobs) if j.done() and i not in granted)
+            granted.append(done)
+            clock.t += 1.0
+            sched.release(jobs[done].result())
+            if len(granted) == 3:
+                jobs.append(asyncio.create_task(sched.acquire(
+                    "tiny-chat", predicted_s=10.0, client=greedy)))
+            await settle()
+        await sched.aclose()
+        sched.shutdown()
+        return granted
+
+    assert asyncio.run(main()) == list(range(9))
 
 
 def test_scheduler_fair_share_works_within_priorities(tiny_fleet: tuple[Path, Path]) -> None:
