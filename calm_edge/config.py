@@ -40,7 +40,7 @@ class ConfigError(ValueError):
 
     def __init__(self, where: str, section: str, key: str, problem: str) -> None:
         self.where, self.section, self.key, self.problem = where, section, key, problem
-        loc = f"[{section}] {key}" if section else key
+        loc = (f"[{section}] {key}" if key else f"[{section}]") if section else key
         super().__init__(f"{where}: {loc}: {problem}" if key or section else f"{where}: {problem}")
 
 

@@ -147,7 +147,7 @@ class SchedulerView:
     rejected: dict[str, int]
     predicted_wait_s: float              # for a new request of priority 0
     collated: int                        # grants that went ahead of a swap
-    fair_share: bool = False             # waiters ordered by client virtual time
+    fair_share: bool = False             # waiters ordered least-served client first
     clients: tuple[dict[str, Any], ...] = ()  # usage per client, busiest first
 
 
@@ -217,8 +217,8 @@ class Scheduler:
     def predicted_wait_s(self, priority: int = 0, client: Client | None = None) -> float:
         """How long a new request of `priority` (from `client`) would wait for a lane: the
         predicted rest of the running generations and the predicted work queued ahead of
-        it (in service order: with fair sharing, only the work that starts before its
-        virtual start), over the lanes."""
+        it (in service order: with fair sharing, what other clients get before it), over
+        the lanes."""
         if self._free and not self.waiting:
             return 0.0
         now = self._clock()

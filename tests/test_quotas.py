@@ -204,6 +204,9 @@ def test_config_quota_duplicates_and_env_arrays_are_refused() -> None:
                              where="q.toml")
     with pytest.raises(ConfigError, match=r"CALM_EDGE_QUOTAS_CLIENT.*array of tables"):
         profile_from_mapping({}, where="q.toml", env={"CALM_EDGE_QUOTAS_CLIENT": "root"})
+    with pytest.raises(ConfigError, match=r"^q.toml: \[quotas.client\[0\]\]: expected a table, "
+                                          r"got 'root'$"):
+        profile_from_mapping({"quotas": {"client": ["root"]}}, where="q.toml")
     p = profile_from_mapping({}, where="q.toml", env={"CALM_EDGE_QUOTAS_ENABLED": "1"})
     assert p.quotas.enabled and p.quotas.client == []
 
