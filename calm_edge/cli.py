@@ -146,6 +146,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     for line in field_lines(st.get("field")):
         print(line)
+    _print_clients(st)
     _print_calibration(st)
     _print_estimates(st)
     cascades = st.get("cascades") or {}
@@ -159,6 +160,32 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {d['request_id']}  {d['domain']:<8} {d['mode']:<8} -> {d['chosen']:<20}"
                   f" {d['latency_ms']:>8.0f} ms  {d['reason']}")
     return 0
+
+
+def _limit(used: float, limit: float | None, fmt: str = "d") -> str:
+    return f"{format(used, fmt)}" + (f"/{format(limit, fmt)}" if limit else "")
+
+
+def _print_clients(st: dict[str, Any]) -> None:
+    """Usage per quota client (the last minute against the limits, and since start)."""
+    q = st.get("quotas") or {}
+    clients = q.get("clients") or []
+    if not clients:
+        return
+    print(f"\nclients (quotas {'on: fair sharing' if q.get('enabled') else 'off'}; "
+          "last minute used/limit):")
+    print(f"  {'client':<22} {'weight':>6} {'prio':>4} {'tokens/min':>14} {'gen s/min':>13} "
+          f"{'share':>6} {'wait':>4} {'run':>3} {'requests':>8}  refused")
+    for c in clients:
+        lim, last = c["limits"], c["last_minute"]
+        refused = ", ".join(f"{k} {n}" for k, n in sorted(c["refused"].items())) or "-"
+        mode = f" (max {lim['max_mode']})" if lim.get("max_mode") else ""
+        prio = "-" if lim["priority"] is None else str(lim["priority"])
+        print(f"  {c['client'][:22]:<22} {lim['weight']:>6g} {prio:>4} "
+              f"{_limit(last['tokens'], lim['tokens_per_min']):>14} "
+              f"{_limit(last['gen_s'], lim['gen_s_per_min'], '.1f'):>13} "
+              f"{last['gen_share']:>6.0%} {c['waiting']:>4} {c['running']:>3} "
+              f"{c['requests']:>8}  {refused}{mode}")
 
 
 def _print_energy(st: dict[str, Any]) -> None:

@@ -8,8 +8,11 @@ Every field has a default, a description and bounds; a bad value fails fast with
 from __future__ import annotations
 
 import dataclasses
+import grp
+import ipaddress
 import logging
 import os
+import pwd
 import sys
 import typing
 from collections.abc import Mapping
@@ -37,7 +40,7 @@ class ConfigError(ValueError):
 
     def __init__(self, where: str, section: str, key: str, problem: str) -> None:
         self.where, self.section, self.key, self.problem = where, section, key, problem
-        loc = f"[{section}] {key}" if section else key
+        loc = (f"[{section}] {key}" if key else f"[{section}]") if section else key
         super().__init__(f"{where}: {loc}: {problem}" if key or section else f"{where}: {problem}")
 
 
@@ -404,6 +407,110 @@ class EnergyConfig:
                                "rate.", ge=10, le=86400)
 
 
+# Modes from the one that spends least of the board to the one that spends most: a client's
+# `max_mode` ceiling caps a request's mode on this ladder (calm_edge.quotas.cap_mode).
+MODE_LADDER: tuple[Mode, ...] = ("eco", "fast", "balanced", "quality")
+ModeCeiling = Literal["", "eco", "fast", "balanced", "quality"]
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """What one client may use: `[quotas.default]` and each `[[quotas.client]]`."""
+
+    weight: float = _f(1.0, "Share of the board when clients compete (weighted fair sharing): "
+                       "a client of weight 2 gets twice the generation time of one of weight "
+                       "1 while both wait.", ge=0.01, le=1000)
+    priority: int = _f(0, "Priority of the client's requests (-10..10, higher first; fair "
+                       "sharing works within a priority). A request's calm.priority may "
+                       "lower it, never raise it.", ge=-10, le=10)
+    tokens_per_min: int = _f(0, "Generated tokens per minute (a sliding 60 s window); over it, "
+                             "429 with Retry-After. 0 = no limit.", ge=0, le=1_000_000_000)
+    gen_s_per_min: float = _f(0.0, "Seconds of generation (an inference lane held) per minute "
+                              "(sliding 60 s window). 0 = no limit.", ge=0, le=86400)
+    max_queue_share: float = _f(1.0, "Largest share of server.max_queue this client's waiting "
+                                "requests may take (at least one place); beyond, 429.",
+                                ge=0, le=1)
+    max_mode: ModeCeiling = _f("", "Mode ceiling on the ladder eco < fast < balanced < "
+                               "quality: a request asking for more (or given a default mode "
+                               "above it) runs at the ceiling. Empty = none.")
+    private_cache: bool = _f(False, "This client's cached answers are its own (per uid; per "
+                             "address over TCP), even in a cache.shared_groups group.")
+
+
+def _user_known(name: str) -> bool:
+    if name.isdigit():
+        return True
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _group_known(name: str) -> bool:
+    if name.isdigit():
+        return True
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class QuotaClient(QuotaLimits):
+    """One `[[quotas.client]]`: a user, a group or a TCP address, and its limits."""
+
+    name: str = _f("", "Shown in status and in refusals; empty = from user, group or tcp.")
+    user: str = _f("", "A user (name or uid) these limits are for.")
+    group: str = _f("", "A group (name or gid): its members share these limits, together.")
+    tcp: str = _f("", "A TCP peer address or network (e.g. '10.0.0.0/8'), with server.tcp.")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, problem) pairs; checked when the profile loads (names must exist)."""
+        given = [k for k in ("user", "group", "tcp") if getattr(self, k)]
+        if len(given) != 1:
+            return [(given[1] if len(given) > 1 else "user",
+                     "give exactly one of user, group or tcp")]
+        if self.user and not _user_known(self.user):
+            return [("user", f"no such user: {self.user!r}")]
+        if self.group and not _group_known(self.group):
+            return [("group", f"no such group: {self.group!r}")]
+        if self.tcp:
+            try:
+                ipaddress.ip_network(self.tcp, strict=False)
+            except ValueError:
+                return [("tcp", f"not an IP address or network: {self.tcp!r}")]
+        return []
+
+
+@dataclass(frozen=True)
+class QuotasConfig:
+    """Per-client quotas by peer identity (SO_PEERCRED uid/groups; the address over TCP)."""
+
+    enabled: bool = _f(False, "Per-client scheduling: weighted fair sharing between clients "
+                       "and the limits below. Off: one queue by priority then arrival, no "
+                       "limits (usage per client is still shown in status).")
+    default: QuotaLimits = _f(QuotaLimits(), "Limits of each client the table does not name "
+                              "(every uid, or TCP address, on its own).")
+    client: list[QuotaClient] = _f([], "Clients by identity ([[quotas.client]] tables); a "
+                                   "user entry wins over group entries, then the first "
+                                   "matching group in table order.")
+
+    def problems(self) -> list[tuple[str, str]]:
+        seen: dict[tuple[str, str], int] = {}
+        for i, c in enumerate(self.client):
+            for kind in ("user", "group", "tcp", "name"):
+                value = getattr(c, kind)
+                if not value:
+                    continue
+                if (kind, value) in seen:
+                    return [(f"client[{i}].{kind}", f"{value!r} is already in "
+                             f"client[{seen[kind, value]}]")]
+                seen[kind, value] = i
+        return []
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
     runtime: Literal["auto", "litert", "tflite_runtime", "tensorflow", "onnx"] = _f(
@@ -435,6 +542,7 @@ class Profile:
     cache: CacheConfig = _f(CacheConfig(), "")
     residency: ResidencyConfig = _f(ResidencyConfig(), "")
     calibration: CalibrationConfig = _f(CalibrationConfig(), "")
+    quotas: QuotasConfig = _f(QuotasConfig(), "")
     paths: PathsConfig = _f(PathsConfig(), "")
     energy: EnergyConfig = _f(EnergyConfig(), "")
     field: FieldConfig = _f(FieldConfig(), "")  # [field]: after every use of `field()`
@@ -532,6 +640,12 @@ def _coerce(value: Any, tp: Any, meta: Mapping[str, Any], ctx: _Ctx, section: st
         if "\x00" in value:
             raise fail("contains a NUL character")
         return value
+    if origin is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+        if not isinstance(value, list):  # an array of tables: only a profile file has them
+            raise fail(f"expected an array of tables ([[{section}.{key}]]), got {value!r}")
+        item = typing.get_args(tp)[0]
+        return [_coerce(v, item, meta, ctx, f"{section}.{key}[{i}]" if section
+                        else f"{key}[{i}]", "") for i, v in enumerate(value)]
     if origin is list:
         if ctx.from_env and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -541,7 +655,7 @@ def _coerce(value: Any, tp: Any, meta: Mapping[str, Any], ctx: _Ctx, section: st
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise fail(f"expected a table, got {value!r}")
-        return _build(tp, value, ctx, f"{section}.{key}" if section else key)
+        return _build(tp, value, ctx, ".".join(p for p in (section, key) if p))
     raise TypeError(f"unsupported config type {tp!r}")  # pragma: no cover - schema bug
 
 
@@ -601,7 +715,11 @@ def _build(cls: Any, data: Mapping[str, Any], ctx: _Ctx, section: str) -> Any:
         f.name: _coerce(data[key], hints[f.name], f.metadata, ctx, section, key)
         for key, f in fields.items() if key in data
     }
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    check = getattr(built, "problems", None)  # checks across fields, or of the world
+    for key, problem in check() if callable(check) else ():
+        raise ConfigError(ctx.where, section, key, problem)
+    return built
 
 
 def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
@@ -776,6 +894,7 @@ def describe_fields() -> list[tuple[str, str, str]]:
 
 
 __all__ = [
-    "MODES", "ConfigError", "Mode", "Profile", "QosWeights", "Settings", "load_settings",
+    "MODES", "MODE_LADDER", "ConfigError", "Mode", "Profile", "QosWeights", "QuotaClient",
+    "QuotaLimits", "QuotasConfig", "Settings", "load_settings",
     "profile_from_mapping", "resolve_profile_path",
 ]

@@ -316,6 +316,10 @@ class Daemon:
             why = userns_limits(self._sysfs_root / "proc")
             if why is not None:
                 log.warning("access lists may not work: %s", why)
+        if rt.app.gate.quotas.names_peers:
+            why = userns_limits(self._sysfs_root / "proc")
+            if why is not None:
+                log.warning("quota entries for users and groups may not match: %s", why)
 
     # -- phase 2: start ----------------------------------------------------------------------
 
@@ -468,6 +472,7 @@ class Daemon:
         http.max_connections, http.max_connections_per_uid = (srv.max_connections,
                                                               srv.max_connections_per_uid)
         core.scheduler.capacity = srv.max_queue
+        core.scheduler.fair = new.profile.quotas.enabled
         self.settings, self.fleet, rt.settings, core.settings, core.fleet = \
             new, fleet, new, new, fleet
         log.info("reloaded %s and %s: models added %s, removed %s, changed %s; budget %s%s",

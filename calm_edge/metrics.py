@@ -163,6 +163,13 @@ class Metrics:
         self.budget_exhausted = _Gauge(r, "energy_budget_exhausted", "1 while the energy "
                                        "budget is exhausted.")
         self.battery = _Gauge(r, "battery_capacity_percent", "Charge of the followed battery.")
+        self.client_tokens = _Total(r, "client_tokens_total", "Tokens generated per quota "
+                                    "client (peer identity).", ("client",))
+        self.client_gen_seconds = _Total(r, "client_generation_seconds_total",
+                                         "Inference-lane time per quota client.", ("client",))
+        self.quota_refusals = _Total(r, "quota_refusals_total", "Requests refused (429) "
+                                     "because their client was over a quota, by quota.",
+                                     ("client", "quota"))
 
     def render(self) -> str:
         return prometheus_client.generate_latest(self.registry).decode()

@@ -101,6 +101,7 @@ from calm_edge.plan import (
     Weights,
     plan_request,
 )
+from calm_edge.quotas import Client
 from calm_edge.residency import ModelUnavailable, Residency
 from calm_edge.scheduler import Cancelled, Lease, Overloaded, QueueTimeout, Scheduler
 
@@ -147,6 +148,7 @@ class ServeRequest:
     deadline_s: float = math.inf  # on the orchestrator's clock (time.monotonic)
     owner: int | None = None     # the requesting peer's uid (None: unknown, e.g. TCP)
     cache_scope: str = ""        # whose cached answers this request may get and add to
+    client: Client | None = None  # whose quota it counts against (None: the daemon's own)
 
 
 @dataclass(frozen=True)
@@ -735,7 +737,7 @@ class Orchestrator:
         try:
             return await self.scheduler.acquire(
                 model, priority=req.priority, deadline_s=req.deadline_s,
-                predicted_s=predicted_s, gone=abort.gone)
+                predicted_s=predicted_s, gone=abort.gone, client=req.client)
         except ModelUnavailable as e:
             attempts.append(Attempt(model, e.reason))
             return None

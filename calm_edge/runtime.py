@@ -91,7 +91,8 @@ def build_core(settings: Settings, fleet: Fleet, factory: BackendFactory,
                           collate_max_bypass=p.residency.collate_max_bypass,
                           collate_max_wait_s=p.residency.collate_max_wait_s,
                           demand_alpha=p.residency.mix_alpha, prefetch=p.residency.prefetch,
-                          prefetch_min_share=p.residency.prefetch_min_share, clock=clock)
+                          prefetch_min_share=p.residency.prefetch_min_share,
+                          fair=p.quotas.enabled, clock=clock)
     executor = Executor(residency)
     orchestrator = Orchestrator(settings, fleet, residency, scheduler, executor, classifier,
                                 store=store, knowledge=knowledge, energy=energy,

@@ -6,6 +6,16 @@ Owned by the event loop (no locks). It holds:
   arrival; bounded by count (`capacity`) and by predicted wait: a request whose predicted
   wait already exceeds its deadline is refused at once (`Overloaded`, 429 with a
   Retry-After) instead of timing out in line;
+- **clients** (calm_edge.quotas): each request's client is charged, at release, the tokens
+  and lane time its generation used; a client over its quota is refused at once
+  (`OverQuota`, 429 naming the quota). With fair sharing on (`fair`: quotas enabled),
+  waiters of one priority are served least-served client first: each client has a virtual
+  service, charged its request's predicted time over its weight when a lane is granted
+  and corrected to what the generation really took at release (so it only ever grows by
+  real use); a client that had nothing waiting starts from the virtual service of the last
+  client granted, so an idle client banks no credit; a client's own requests keep their
+  order. So a client with 32 requests waiting takes turns with one that asks one at a
+  time instead of going 32 times first;
 - **the inference lanes**: `n` single-thread executors (llama.cpp keeps an OpenMP team per
   calling thread, so native work must not hop threads). A lease holds one lane for its
   whole generation; a load for it runs on the same lane;
@@ -43,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from calm_edge.backends.base import ModelState
+from calm_edge.quotas import ANONYMOUS, Client, Usage, charge, over_quota, windowed
 from calm_edge.residency import ModelSlot, ModelUnavailable, Residency
 
 log = logging.getLogger("calm_edge.scheduler")
@@ -56,6 +67,16 @@ class Overloaded(RuntimeError):
     def __init__(self, message: str, waiting: int, retry_after_s: float) -> None:
         self.waiting, self.retry_after_s = waiting, retry_after_s
         super().__init__(message)
+
+
+class OverQuota(Overloaded):
+    """Refused at once: the request's client is over one of its quotas (`quota`, the
+    profile field `field`)."""
+
+    def __init__(self, message: str, waiting: int, retry_after_s: float, client: str,
+                 quota: str, field: str) -> None:
+        self.client, self.quota, self.field = client, quota, field
+        super().__init__(message, waiting, retry_after_s)
 
 
 class QueueTimeout(RuntimeError):
@@ -84,11 +105,24 @@ class Lease:
     gen_end_s: float | None = None
     tokens_out: int = 0               # pieces generated so far (the executor's worker counts)
     released: bool = False
+    client: str | None = None         # whose usage this is (None: background work)
+    charged_s: float = 0.0            # virtual service its client was charged at the grant
+
+
+@dataclass
+class _ClientState:
+    """One client's usage and fair-sharing position (owned by the scheduler)."""
+
+    client: Client                    # as last seen (limits change on reload)
+    usage: Usage = field(default_factory=Usage)
+    vservice_s: float = 0.0           # generation time over weight (fair sharing's order)
+    refused: dict[str, int] = field(default_factory=dict)
+    last_s: float = 0.0
 
 
 @dataclass(order=True)
 class _Waiter:
-    key: tuple[int, int]
+    key: tuple[int, int]             # (-priority, arrival)
     model: str = field(compare=False)
     predicted_s: float = field(compare=False)
     enqueued_s: float = field(compare=False)
@@ -96,6 +130,8 @@ class _Waiter:
     load: bool = field(compare=False, default=True)
     background: bool = field(compare=False, default=False)
     bypassed: int = field(compare=False, default=0)
+    client: str | None = field(compare=False, default=None)
+    charged_s: float = field(compare=False, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -111,16 +147,22 @@ class SchedulerView:
     rejected: dict[str, int]
     predicted_wait_s: float              # for a new request of priority 0
     collated: int                        # grants that went ahead of a swap
+    fair_share: bool = False             # waiters ordered least-served client first
+    clients: tuple[dict[str, Any], ...] = ()  # usage per client, busiest first
 
 
 class Scheduler:
     def __init__(self, residency: Residency, lanes: int, capacity: int, *,
                  collate_max_bypass: int = 2, collate_max_wait_s: float = 10.0,
                  demand_alpha: float = 0.1, prefetch: bool = True,
-                 prefetch_min_share: float = 0.3,
+                 prefetch_min_share: float = 0.3, fair: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """`fair`: weighted fair sharing between clients (see the module doc); off, one
+        queue in priority then arrival order. Quotas apply either way (a client's limits
+        come with its requests)."""
         self._res = residency
         self.capacity = capacity
+        self.fair = fair
         self.collate_max_bypass, self.collate_max_wait_s = collate_max_bypass, collate_max_wait_s
         self.demand_alpha = demand_alpha
         self.prefetch_enabled, self.prefetch_min_share = prefetch, prefetch_min_share
@@ -138,7 +180,9 @@ class Scheduler:
         self._service_s = 5.0                 # EWMA of how long a lease is held
         self._tasks: set[asyncio.Task[Any]] = set()
         self._prefetch_pending = False
-        self.rejected = {"queue_full": 0, "predicted_wait": 0}
+        self.rejected = {"queue_full": 0, "predicted_wait": 0, "quota": 0}
+        self._clients: dict[str, _ClientState] = {}
+        self._vtime = 0.0                     # virtual service of the last client granted
         self.collated = 0
         self.prefetches = {"load": 0, "warm": 0}
         self.on_prefetch: Callable[[str, str], None] | None = None  # (model, "load"|"warm")
@@ -150,7 +194,16 @@ class Scheduler:
         return len(self._lanes)
 
     def _live(self) -> list[_Waiter]:
-        return sorted(w for w in self._heap if not w.future.done())
+        """Waiters in service order: priority, then (fair sharing) the least-served client,
+        then arrival."""
+        live = [w for w in self._heap if not w.future.done()]
+        if not self.fair:
+            return sorted(live)
+        return sorted(live, key=lambda w: (w.key[0], self._vservice(w.client), w.key[1]))
+
+    def _vservice(self, key: str | None) -> float:
+        st = self._clients.get(key or "")
+        return st.vservice_s if st is not None else self._vtime
 
     @property
     def waiting(self) -> int:
@@ -161,18 +214,53 @@ class Scheduler:
         """Requests are generating or waiting (background work does not count)."""
         return self.waiting > 0 or any(not lease.background for lease in self._active)
 
-    def predicted_wait_s(self, priority: int = 0) -> float:
-        """How long a new request of `priority` would wait for a lane: the predicted rest of
-        the running generations and the predicted work queued ahead of it, over the
-        lanes."""
+    def predicted_wait_s(self, priority: int = 0, client: Client | None = None) -> float:
+        """How long a new request of `priority` (from `client`) would wait for a lane: the
+        predicted rest of the running generations and the predicted work queued ahead of
+        it (in service order: with fair sharing, what other clients get before it), over
+        the lanes."""
         if self._free and not self.waiting:
             return 0.0
         now = self._clock()
         running = sum(max(lease.predicted_s - (now - lease.granted_s), 0.0)
                       for lease in self._active if not lease.background)
-        ahead = sum(w.predicted_s for w in self._live()
-                    if not w.background and -w.key[0] >= priority)
+        live = [w for w in self._live() if not w.background]
+        if not self.fair:
+            ahead = sum(w.predicted_s for w in live if -w.key[0] >= priority)
+        else:
+            ahead = self._fair_ahead_s(live, priority, client or ANONYMOUS)
         return (running + ahead) / max(len(self._lanes), 1)
+
+    def _fair_ahead_s(self, live: list[_Waiter], priority: int, client: Client) -> float:
+        """Predicted work served before a new request of `client` at `priority`: every
+        waiter of a higher priority and the client's own, and of each other client's,
+        those granted while its virtual service stays at or under the newcomer's."""
+        mine = self._joining_vservice(client)
+        ahead, others = 0.0, collections.defaultdict(list)
+        for w in live:
+            if -w.key[0] > priority or (-w.key[0] == priority and w.client == client.key):
+                ahead += w.predicted_s
+            elif -w.key[0] == priority:
+                others[w.client].append(w)
+        for key, waiters in others.items():
+            st = self._clients.get(key or "")
+            v, weight = self._vservice(key), st.client.limits.weight if st else 1.0
+            for w in waiters:
+                if v > mine:
+                    break
+                ahead += w.predicted_s
+                v += (w.predicted_s or self._service_s) / weight
+        return ahead
+
+    def _joining_vservice(self, client: Client) -> float:
+        """The virtual service a client's new request is ordered by: its own, or that of
+        the last client granted when it had nothing waiting (no credit banked idle)."""
+        st = self._clients.get(client.key)
+        if st is None:
+            return self._vtime
+        if any(w.client == client.key for w in self._heap if not w.future.done()):
+            return st.vservice_s
+        return max(st.vservice_s, self._vtime)
 
     def retry_after_s(self) -> float:
         return max(1.0, self.predicted_wait_s() or
@@ -187,12 +275,62 @@ class Scheduler:
                 and lease.gen_start_s < t1_s and lease.gen_start_s != t0_s]
         return out
 
+    def _client(self, client: Client, now: float) -> _ClientState:
+        st = self._clients.get(client.key)
+        if st is None:
+            self._forget_idle_clients()
+            st = self._clients[client.key] = _ClientState(client, last_s=now)
+        st.client, st.last_s = client, now
+        return st
+
+    def _forget_idle_clients(self, keep: int = 255) -> None:
+        """Bound the table (TCP addresses are many): forget the longest idle clients with
+        nothing waiting or running."""
+        if len(self._clients) <= keep:
+            return
+        busy = {w.client for w in self._heap if not w.future.done()} | {
+            lease.client for lease in self._active}
+        idle = sorted((st.last_s, k) for k, st in self._clients.items() if k not in busy)
+        for _, k in idle[:len(self._clients) - keep]:
+            del self._clients[k]
+
+    def _running(self, key: str, now: float) -> tuple[int, float]:
+        """(tokens, lane seconds) of a client's generations in progress."""
+        leases = [lease for lease in self._active if lease.client == key]
+        return (sum(lease.tokens_out for lease in leases),
+                sum(now - lease.granted_s for lease in leases))
+
+    def clients_view(self) -> tuple[dict[str, Any], ...]:
+        """Usage per client (the last minute, and since start), busiest first."""
+        now = self._clock()
+        waiting = collections.Counter(w.client for w in self._live() if not w.background)
+        running = collections.Counter(lease.client for lease in self._active)
+        rows: list[dict[str, Any]] = []
+        total_s = sum(windowed(st.usage, now)[1] for st in self._clients.values()) or 1.0
+        for key, st in self._clients.items():
+            tokens, gen_s = windowed(st.usage, now)
+            run_tokens, run_s = self._running(key, now)
+            rows.append({
+                "client": st.client.name, "key": key, "quotas_from": st.client.field,
+                "limits": st.client.limits.to_status(), "waiting": waiting[key],
+                "running": running[key],
+                "last_minute": {"tokens": tokens + run_tokens,
+                                "gen_s": round(gen_s + run_s, 3),
+                                "gen_share": round(gen_s / total_s, 3)},
+                "requests": st.usage.requests, "tokens": st.usage.tokens,
+                "gen_s": round(st.usage.gen_s, 3), "refused": dict(st.refused)})
+        rows.sort(key=lambda r: (-r["last_minute"]["gen_s"], -r["requests"], r["key"]))
+        return tuple(rows)
+
     def snapshot(self) -> SchedulerView:
         now = self._clock()
+        names = {k: st.client.name for k, st in self._clients.items()}
         queue = tuple({"model": w.model, "priority": -w.key[0],
                        "waited_s": round(now - w.enqueued_s, 3),
                        "predicted_s": round(w.predicted_s, 3), "bypassed": w.bypassed,
-                       "background": w.background} for w in self._live())
+                       "background": w.background,
+                       "client": names.get(w.client) if w.client else None}
+                      for w in self._live())
         mono = time.monotonic()
         active = tuple({"model": lease.model, "running_s": round(now - lease.granted_s, 3),
                         "predicted_s": round(lease.predicted_s, 3),
@@ -204,34 +342,45 @@ class Scheduler:
         return SchedulerView(len(self._lanes), len(self._free), queue, active,
                              {m: round(v, 3) for m, v in self._demand.items()}, self._loading,
                              dict(self.rejected), round(self.predicted_wait_s(), 3),
-                             self.collated)
+                             self.collated, self.fair, self.clients_view())
 
     # -- acquiring and releasing -----------------------------------------------------------
 
     async def acquire(self, model: str, *, priority: int = 0, deadline_s: float = math.inf,
                       predicted_s: float = 0.0, gone: asyncio.Event | None = None,
-                      load: bool = True, background: bool = False) -> Lease:
+                      load: bool = True, background: bool = False,
+                      client: Client | None = None) -> Lease:
         """Wait for a lane and `model` (loaded unless `load` is False) held for the caller
-        alone. `deadline_s` is on the scheduler's clock. Raises Overloaded (at once),
-        QueueTimeout, Cancelled (`gone` was set), or ModelUnavailable (it cannot load)."""
+        alone. `deadline_s` is on the scheduler's clock; `client` is whose request it is
+        (None: the daemon's own). Raises Overloaded (at once; OverQuota when the client is
+        over a quota), QueueTimeout, Cancelled (`gone` was set), or ModelUnavailable (it
+        cannot load)."""
         now = self._clock()
-        if not background:
+        key: tuple[int, int]
+        who: str | None = None
+        if background:
+            key = (-BACKGROUND_PRIORITY, next(self._seq))
+        else:
+            client = client or ANONYMOUS
             if self.waiting >= self.capacity:
                 self.rejected["queue_full"] += 1
                 raise Overloaded(f"the request queue is full ({self.waiting} waiting); retry "
                                  f"in {self.retry_after_s():.0f}s", self.waiting,
                                  self.retry_after_s())
-            wait_s = self.predicted_wait_s(priority)
+            st = self._client(client, now)
+            self._check_quota(st, now)
+            wait_s = self.predicted_wait_s(priority, client)
             if wait_s > 0 and now + wait_s > deadline_s:
                 self.rejected["predicted_wait"] += 1
                 raise Overloaded(f"the predicted wait ({wait_s:.1f} s) exceeds the request's "
                                  f"deadline ({max(deadline_s - now, 0):.1f} s left); retry in "
                                  f"{wait_s:.0f}s", self.waiting, wait_s)
             self._note_demand(model)
+            st.vservice_s = self._joining_vservice(client)
+            key, who = (-priority, next(self._seq)), client.key
         fut: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        key = (-(BACKGROUND_PRIORITY if background else priority), next(self._seq))
         heapq.heappush(self._heap, _Waiter(key, model, predicted_s, now, fut, load,
-                                           background))
+                                           background, client=who))
         self._dispatch()
         waits: set[asyncio.Future[Any]] = {fut}
         gone_wait = asyncio.ensure_future(gone.wait()) if gone is not None else None
@@ -252,6 +401,21 @@ class Scheduler:
         if gone is not None and gone.is_set():
             raise Cancelled("the client went away while the request waited")
         raise QueueTimeout("deadline exceeded while waiting for a generation place")
+
+    def _check_quota(self, st: _ClientState, now: float) -> None:
+        """Raise OverQuota when the client may not queue another request now."""
+        key = st.client.key
+        tokens, gen_s = self._running(key, now)
+        waiting = sum(1 for w in self._heap if not w.future.done() and w.client == key)
+        refusal = over_quota(st.client, st.usage, now, running_tokens=tokens,
+                             running_gen_s=gen_s, waiting=waiting, capacity=self.capacity,
+                             queue_retry_s=self.retry_after_s())
+        if refusal is None:
+            return
+        self.rejected["quota"] += 1
+        st.refused[refusal.quota] = st.refused.get(refusal.quota, 0) + 1
+        raise OverQuota(refusal.message, self.waiting, refusal.retry_after_s, st.client.name,
+                        refusal.quota, refusal.field)
 
     def _abandon(self, fut: asyncio.Future[Lease]) -> None:
         """Give up a wait: a lease already granted goes back at once."""
@@ -278,7 +442,14 @@ class Scheduler:
         if lease.gen_start_s is not None:
             self._finished.append((lease.gen_start_s, lease.gen_end_s or time.monotonic()))
         if not lease.background:
-            self._service_s = 0.8 * self._service_s + 0.2 * (now - lease.granted_s)
+            held_s = now - lease.granted_s
+            self._service_s = 0.8 * self._service_s + 0.2 * held_s
+            st = self._clients.get(lease.client or "")
+            if st is not None:
+                st.usage = charge(st.usage, now, lease.tokens_out, held_s)
+                st.last_s = now
+                if lease.charged_s:  # what it took, not what was predicted
+                    st.vservice_s += held_s / st.client.limits.weight - lease.charged_s
         if error is not None:  # the model stays busy until it is out
             self._spawn(self._take_out(lease.model, error))
         else:
@@ -337,6 +508,11 @@ class Scheduler:
                 return
             self._heap.remove(w)
             heapq.heapify(self._heap)
+            st = self._clients.get(w.client or "")
+            if self.fair and st is not None:  # charged now, corrected at release
+                self._vtime = max(self._vtime, st.vservice_s)
+                w.charged_s = (w.predicted_s or self._service_s) / st.client.limits.weight
+                st.vservice_s += w.charged_s
             lane = self._free.pop()
             self._busy_models.add(w.model)
             if w.load and not self._ready(w.model):
@@ -353,6 +529,9 @@ class Scheduler:
                 loaded = True
         except BaseException as e:
             self._loading = None if self._loading == w.model else self._loading
+            st = self._clients.get(w.client or "")
+            if st is not None:  # no turn taken: no charge
+                st.vservice_s -= w.charged_s
             self._free.append(lane)
             self._busy_models.discard(w.model)
             if not w.future.done():
@@ -366,7 +545,8 @@ class Scheduler:
         slot.in_use += int(w.load)
         slot.last_used_s = now
         lease = Lease(w.model, slot, lane, now, now - w.enqueued_s, loaded, w.predicted_s,
-                      w.background, holds_model=w.load)
+                      w.background, holds_model=w.load, client=w.client,
+                      charged_s=w.charged_s)
         self._active.add(lease)
         if self._loading == w.model:
             self._loading = None
@@ -479,5 +659,5 @@ class Scheduler:
 
 
 
-__all__ = ["BACKGROUND_PRIORITY", "Cancelled", "Lease", "Overloaded", "QueueTimeout",
-           "Scheduler", "SchedulerView"]
+__all__ = ["BACKGROUND_PRIORITY", "Cancelled", "Lease", "OverQuota", "Overloaded",
+           "QueueTimeout", "Scheduler", "SchedulerView"]

@@ -34,8 +34,10 @@ class StatusView:
 
 
 def status_document(v: StatusView, *, version: str, uptime_s: float, requests_total: int,
-                    decisions: list[dict[str, Any]]) -> dict[str, Any]:
-    """The /calm/status body. `decisions` are those the asking peer may see."""
+                    decisions: list[dict[str, Any]],
+                    clients: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The /calm/status body. `decisions` and `clients` (usage per quota client) are those
+    the asking peer may see (all clients when None)."""
     res, sched, loop = v.residency, v.scheduler, v.loop
     return {
         "version": version,
@@ -49,7 +51,10 @@ def status_document(v: StatusView, *, version: str, uptime_s: float, requests_to
         "requests_total": requests_total,
         "in_flight": v.in_flight,
         "models": [dict(m) for m in res.models],
-        "scheduler": dataclasses.asdict(sched),
+        "scheduler": {k: val for k, val in dataclasses.asdict(sched).items()
+                      if k != "clients"},
+        "quotas": {"enabled": sched.fair_share,
+                   "clients": list(sched.clients) if clients is None else clients},
         "classifier": {"runtime": loop.classifier_runtime},
         "cache": loop.cache,
         "domain_mix": loop.domain_mix,
@@ -98,6 +103,11 @@ def refresh_gauges(m: Metrics, v: StatusView) -> None:
         m.board_energy.set_total(v.energy["total_j"], kind=v.energy["kind"])
     if v.loop.field_state is not None:
         field_gauges(m, v.loop.field_state)
+    for c in v.scheduler.clients:
+        m.client_tokens.set_total(c["tokens"], client=c["client"])
+        m.client_gen_seconds.set_total(c["gen_s"], client=c["client"])
+        for quota, n in c["refused"].items():
+            m.quota_refusals.set_total(n, client=c["client"], quota=quota)
 
 
 _GAUGED_MODES = ("fast", "balanced", "quality", "eco")

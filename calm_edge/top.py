@@ -61,13 +61,22 @@ def render(st: dict[str, Any], width: int = 100) -> list[str]:
                  f"{sched.get('free_lanes', '?')}/{sched.get('lanes', '?')} free · refused "
                  f"{sum((sched.get('rejected') or {}).values())}")
     for q in queue[:8]:
+        who = f"  {q['client']}" if q.get("client") else ""
         lines.append(f"  waiting  {q['model']:<22} priority {q['priority']:>3}  waited "
-                     f"{q['waited_s']:6.1f} s  predicted {q['predicted_s']:6.1f} s")
+                     f"{q['waited_s']:6.1f} s  predicted {q['predicted_s']:6.1f} s{who}")
     for a in sched.get("active", []):
         kind = "background" if a.get("background") else "running"
         lines.append(f"  {kind:<8} {a['model']:<22} {a['running_s']:6.1f} s of predicted "
                      f"{a['predicted_s']:.1f} s · {a.get('tokens', 0)} tokens · "
                      f"{_s(a.get('tokens_per_s'))} tok/s")
+    clients = (st.get("quotas") or {}).get("clients") or []
+    if clients:
+        lines.append("")
+        lines.append("clients (last minute): " + " · ".join(
+            f"{c['client']} {c['last_minute']['gen_share']:.0%} of generation, "
+            f"{c['waiting']} waiting" + (f", {sum(c['refused'].values())} refused"
+                                         if c["refused"] else "")
+            for c in clients[:4]))
     lines.append("")
     lines.append("last decisions:")
     for d in (st.get("recent_decisions") or [])[:5]:

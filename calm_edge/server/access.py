@@ -66,6 +66,16 @@ def _gid(name: str) -> int | None:
         return None
 
 
+def uid_of(name: str) -> int | None:
+    """A user's uid (a number is taken as it is), or None if there is no such user."""
+    return _uid(name)
+
+
+def gid_of(name: str) -> int | None:
+    """A group's gid (a number is taken as it is), or None if there is no such group."""
+    return _gid(name)
+
+
 def _resolve(field: str, names: Iterable[str], *, by: str) -> frozenset[int]:
     """Ids for `names`; an unknown name is warned about, a list of only unknown names is an
     AccessError (it would otherwise restrict nothing)."""

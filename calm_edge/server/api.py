@@ -42,7 +42,7 @@ class CalmOptions:
     slo_ms: float | None = None
     domain: Domain | None = None
     cache: bool = True
-    priority: int = 0         # admission order: higher first (-10..10)
+    priority: int | None = None  # admission order: higher first (-10..10); None: not given
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def _text(value: Any, param: str, *, allow_empty: bool = True) -> str:
     return value
 
 
-def _number(body: dict[str, Any], key: str, lo: float, hi: float, default: float,
+def _number(body: dict[str, Any], key: str, lo: float, hi: float, default: float | None,
             *, integer: bool = False, param: str | None = None) -> Any:
     value = body.get(key)
     name = param or key
@@ -168,7 +168,8 @@ def _calm(value: Any) -> CalmOptions:
     cache = value.get("cache", True)
     if not isinstance(cache, bool):
         raise ApiError(400, "'calm.cache' must be true or false", param="calm.cache")
-    priority = _number(value, "priority", -10, 10, 0, integer=True, param="calm.priority")
+    priority = _number(value, "priority", -10, 10, None, integer=True,
+                       param="calm.priority")
     return CalmOptions(mode=mode, slo_ms=slo, domain=domain, cache=cache, priority=priority)
 
 

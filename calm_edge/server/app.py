@@ -26,8 +26,9 @@ from calm_edge.events import Delta, Final
 from calm_edge.execute import Abort, AllCandidatesFailed
 from calm_edge.orchestrator import Answer, FeedbackError, Orchestrator, ServeRequest
 from calm_edge.plan import BudgetExhausted, NoModelAvailable
+from calm_edge.quotas import Client, cap_mode
 from calm_edge.residency import ModelUnavailable
-from calm_edge.scheduler import Cancelled, Overloaded, QueueTimeout, Scheduler
+from calm_edge.scheduler import Cancelled, Overloaded, OverQuota, QueueTimeout, Scheduler
 from calm_edge.server.api import (
     ApiError,
     ApiLimits,
@@ -179,12 +180,15 @@ class App:
     async def status(self, request: Request) -> Response:
         view = self._status_view()
         decisions = list(view.loop.decisions)
+        clients = list(view.scheduler.clients)
         if not self.gate.is_admin(request.peer):  # others' requests are for admins only
             uid = None if request.peer is None else request.peer.uid
             decisions = [d for d in decisions if uid is not None and d["uid"] == uid]
+            mine = self.gate.client(request.peer, request.remote).key
+            clients = [c for c in clients if c["key"] == mine]
         return Response.json(200, status_document(
             view, version=__version__, uptime_s=self._clock() - self.started_s,
-            requests_total=self.requests_total, decisions=decisions))
+            requests_total=self.requests_total, decisions=decisions, clients=clients))
 
     async def model_action(self, request: Request) -> Response:
         """POST /calm/models/{name}/{load|unload|pin|unpin}."""
@@ -285,12 +289,15 @@ class App:
         rid = f"{prefix}-{uuid.uuid4().hex[:24]}"
         deadline_s = self._clock() + (call.calm.slo_ms / 1000.0 if call.calm.slo_ms is not None
                                       else self.settings.profile.server.request_timeout_s)
+        client = self.gate.client(request.peer, request.remote)
+        mode, priority = self._within_quota(call, client)
         req = ServeRequest(
             rid=rid, kind=call.kind, model=call.model, request=call.request,
-            mode=call.calm.mode, slo_ms=call.calm.slo_ms, domain=call.calm.domain,
-            use_cache=call.calm.cache, priority=call.calm.priority, deadline_s=deadline_s,
+            mode=mode, slo_ms=call.calm.slo_ms, domain=call.calm.domain,
+            use_cache=call.calm.cache, priority=priority, deadline_s=deadline_s,
             owner=None if request.peer is None else request.peer.uid,
-            cache_scope=self.gate.cache_scope(request.peer))
+            cache_scope=self.gate.cache_scope(request.peer, client, request.remote),
+            client=client)
         abort = Abort()
         watcher = asyncio.get_running_loop().create_task(_watch(request, abort))
         events = self.orch.serve(req, abort)
@@ -321,6 +328,19 @@ class App:
         return Response.json(200, full_response(call, rid, int(time.time()), answer.model,
                                                 "".join(parts), answer.stats,
                                                 calm_info(rid, answer)))
+
+    def _within_quota(self, call: CompletionCall, client: Client) -> tuple[str | None, int]:
+        """The request's mode and priority as its client's quota allows: the mode capped
+        at the client's ceiling (the default mode too), the priority the client's, or
+        lower if the request asks (never higher)."""
+        lim = client.limits
+        mode: str | None = call.calm.mode
+        if lim.max_mode:
+            mode = cap_mode(mode or self.settings.profile.qos.default_mode, lim.max_mode)
+        asked = call.calm.priority
+        if lim.priority is None:
+            return mode, asked or 0
+        return mode, lim.priority if asked is None else min(asked, lim.priority)
 
     async def _sse_stream(self, call: CompletionCall, rid: str, created: int,
                           first: Delta | Final[Answer], events: Events, abort: Abort,
@@ -389,8 +409,11 @@ async def _first(events: Events) -> Delta | Final[Answer]:
 
 
 def _overloaded(e: Overloaded) -> ApiError:
-    return ApiError(429, str(e), code="overloaded",
-                    headers={"Retry-After": str(max(1, math.ceil(e.retry_after_s)))})
+    retry = {"Retry-After": str(max(1, math.ceil(e.retry_after_s)))}
+    if isinstance(e, OverQuota):  # the quota is named in the message and in `param`
+        return ApiError(429, str(e), code="quota_exceeded", type_="rate_limit_error",
+                        param=e.field, headers=retry)
+    return ApiError(429, str(e), code="overloaded", headers=retry)
 
 
 def _to_api_error(e: BaseException) -> ApiError:

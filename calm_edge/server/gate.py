@@ -1,5 +1,6 @@
 """The request gate (the daemon's server.http.Gate): who may talk to the daemon, decided
-before a peer costs anything, and which cached answers a peer may see."""
+before a peer costs anything, which cached answers a peer may see, and which quota
+client (calm_edge.quotas) a peer is."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import ipaddress
 from collections.abc import Callable
 
 from calm_edge.config import Settings
-from calm_edge.server.access import AccessPolicy, Peer, group_ids
+from calm_edge.quotas import Client, QuotaError, QuotaTable
+from calm_edge.server.access import AccessError, AccessPolicy, Peer, gid_of, group_ids, uid_of
 from calm_edge.server.http import Request, Response, error_response
 
 # Routes that change the daemon or what it learns: restricted to admins (server.access).
@@ -39,11 +41,16 @@ class RequestGate:
 
     def apply(self, settings: Settings) -> None:
         """(Re)configure: at start and on reload. Raises AccessError when an allow-list
-        names nobody who exists (before anything changed)."""
+        or the quota table names nobody who exists (before anything changed)."""
         srv = settings.profile.server
-        self.access = AccessPolicy.from_names(
+        access = AccessPolicy.from_names(
             srv.allow_users, srv.allow_groups, srv.admin_groups,
             tcp_unauthenticated=srv.tcp_allow_unauthenticated)
+        try:
+            self.quotas = QuotaTable.from_config(settings.profile.quotas, uid_of, gid_of)
+        except QuotaError as e:
+            raise AccessError(f"{settings.profile_source}: {e}") from None
+        self.access = access
         self._shared_gids = group_ids("cache.shared_groups",
                                       settings.profile.cache.shared_groups)
         self._tcp_host = srv.tcp.rpartition(":")[0].strip("[]").lower()
@@ -112,12 +119,23 @@ class RequestGate:
     def is_admin(self, peer: Peer | None) -> bool:
         return self.access.is_admin(peer)
 
-    def cache_scope(self, peer: Peer | None) -> str:
-        """Whose cached answers a peer may be given: those of a shared group it is in
-        (cache.shared_groups, in their order), else its own uid's. TCP peers, who have no
-        credentials, share one scope."""
+    def client(self, peer: Peer | None, remote: str | None = None) -> Client:
+        """The quota client a peer is (by uid and groups; by address over TCP)."""
         if peer is None:
-            return "tcp"
+            return self.quotas.client_for(None, address=remote)
+        return self.quotas.client_for(peer.uid, peer.groups)
+
+    def cache_scope(self, peer: Peer | None, client: Client | None = None,
+                    remote: str | None = None) -> str:
+        """Whose cached answers a peer may be given: its own when its quota entry marks
+        its cache private (its uid; its address over TCP), else those of a shared group
+        it is in (cache.shared_groups, in their order), else its own uid's. TCP peers,
+        who have no credentials, otherwise share one scope."""
+        private = client is not None and client.limits.private_cache
+        if peer is None:
+            return f"tcp:{remote or '?'}" if private else "tcp"
+        if private:
+            return f"uid:{peer.uid}"
         for gid in self._shared_gids:
             if gid in peer.groups:
                 return f"gid:{gid}"

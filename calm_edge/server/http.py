@@ -46,6 +46,13 @@ _DEADLINE_GRACE_S = 0.5  # what a write may still wait once the response's deadl
 _QUIET_S = 60.0  # one traceback per kind, one refusal line per uid, per this many seconds
 
 
+def _address(peername: Any) -> str | None:
+    """The IP address of a TCP peer from its socket address tuple."""
+    if isinstance(peername, tuple) and peername and isinstance(peername[0], str):
+        return peername[0]
+    return None
+
+
 @dataclass
 class Request:
     method: str
@@ -55,6 +62,7 @@ class Request:
     body: bytes
     peer: Peer | None = None  # Unix-socket credentials read at accept; None over TCP
     tcp: bool = False
+    remote: str | None = None  # the peer's IP address over TCP (quotas by address)
     # Set as soon as the client closes its end (EOF or connection lost): long work for it
     # should stop. Clients that half-close after sending (shutdown(SHUT_WR)) look gone too.
     peer_gone: asyncio.Event = field(default_factory=asyncio.Event)
@@ -217,6 +225,7 @@ class HttpServer:
         sock = writer.get_extra_info("socket")
         tcp = getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6)
         peer = self._read_peer(sock) if sock is not None and not tcp else None
+        remote = _address(writer.get_extra_info("peername")) if tcp else None
         key = None if peer is None else peer.uid
         over = self._over_cap(key)
         if over is not None:  # closed at once: whatever it sent is dropped unread
@@ -236,7 +245,8 @@ class HttpServer:
                 return
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_bytes)
             while not self.draining:
-                keep = await self._one_request(conn, reader, writer, peer, tcp, gone)
+                keep = await self._one_request(conn, reader, writer, peer, tcp, gone,
+                                               remote)
                 if not keep:
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -328,7 +338,7 @@ class HttpServer:
 
     async def _one_request(self, conn: h11.Connection, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter, peer: Peer | None, tcp: bool,
-                           peer_gone: asyncio.Event) -> bool:
+                           peer_gone: asyncio.Event, remote: str | None = None) -> bool:
         """Serve one request; True to keep the connection open."""
         try:
             event = await self._next_event(conn, reader, self.keepalive_timeout_s)
@@ -342,7 +352,7 @@ class HttpServer:
         try:
             try:
                 request = self._request(event, peer, tcp)
-                request.peer_gone = peer_gone
+                request.peer_gone, request.remote = peer_gone, remote
                 refusal = self._gate.head(request) if self._gate is not None else None
                 if refusal is not None:  # before a byte of the body is read or waited for
                     if request.headers.get("content-length", "0") == "0":
