@@ -51,6 +51,7 @@ class Result:
     routed_domain: str | None = None  # the daemon's (calm) or the runner's (static) domain
     reason: str | None = None
     explored: bool | None = None
+    cascade: str | None = None        # calm.cascade: what a cascade did
     route_ms: float | None = None     # runner-side routing time (static's classifier)
     feedback: bool | None = None      # True: /calm/feedback accepted the grade
     error: str | None = None

@@ -438,6 +438,6 @@ def _one_query(cfg: BenchConfig, policy: LiveRun, q: Query, d: DaemonProcess,
         completion_tokens=info.get("completion_tokens"),
         finish_reason=info.get("finish_reason"), cache=info.get("cache"), loads=loads,
         load_s=load_s, routed_domain=routed, reason=info.get("reason"),
-        explored=info.get("explored"), route_ms=route_ms, feedback=feedback, reply=a.text,
-        ts=time.time())
+        explored=info.get("explored"), cascade=info.get("cascade"), route_ms=route_ms,
+        feedback=feedback, reply=a.text, ts=time.time())
     return result, after
