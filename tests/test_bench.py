@@ -581,7 +581,7 @@ def test_report_aggregates_quality_latency_energy_and_ratios() -> None:
     r = rep["ratios_vs_largest"]["calm"]
     assert r["latency_mean"] == pytest.approx(0.65) and r["quality"] == 1.0
     assert r["energy"] == pytest.approx(6.5 / 10)
-    targets = {t["name"]: t for t in rep["targets"]}
+    targets = {t["name"]: t for t in rep["targets"] if t["issue"] == 7}
     assert targets["CALM overall quality vs largest"]["pass"] is True
     assert targets["CALM mean latency vs largest"]["pass"] is False
     assert targets["CALM mean latency vs largest"]["margin"] == pytest.approx(0.15)
@@ -604,10 +604,50 @@ def test_report_table_lists_policies_ratios_and_targets() -> None:
     meta, rs, segs = synthetic_run()
     text = render_table(build_report(meta, rs, segs))
     for needle in ("calm ", "largest ", "smallest ", "oracle ", "vs largest", "0.65x",
-                   "MISS  CALM mean latency vs largest", "PASS  CALM overall quality",
+                   "MISS  [ 7] CALM mean latency vs largest", "PASS  [ 7] CALM overall quality",
                    "where CALM loses against the oracle", "/calm/feedback",
                    "energy per output token (J, the request's joules / its output tokens): "
                    "largest 0.20"):
+        assert needle in text, needle
+
+
+def test_report_targets_of_later_issues_cascades_and_convergence() -> None:
+    meta, rs, segs = synthetic_run()
+    meta["policies"] = ["calm", "static", "largest", "smallest", "oracle"]
+    # static pins big everywhere (1000 ms); calm's code answers were cascades from tiny:
+    # c1 kept and right, c2 escalated to big and right.
+    rs += [R("static", q, True, 1000, d, model="big", energy_j=10.0, energy_kind="estimated")
+           for q, d in (("c1", "code"), ("c2", "code"), ("m1", "math"), ("m2", "math"))]
+    for i, r in enumerate(rs):
+        if r.run == "calm":
+            r.ts = float(i)
+            r.cascade = {"c1": "tiny kept (P=0.90 >= 0.65)",
+                         "c2": "tiny (P=0.30 < 0.65) -> big"}.get(r.query_id)
+    rep = build_report(meta, rs, segs)
+    t = {x["name"]: x for x in rep["targets"]}
+    assert t["CALM model loads"]["value"] == 1 and t["CALM model loads"]["pass"] is True
+    assert t["CALM model loads"]["issue"] == 16
+    assert t["CALM swap time per query"]["value"] == pytest.approx(0.5 / 4)
+    assert t["CALM swap time per query"]["pass"] is False
+    assert t["CALM peak RSS vs budget"]["pass"] is True
+    assert t["CALM quality vs static"]["value"] == 1.0
+    assert t["CALM mean latency vs static"]["value"] == pytest.approx(650 / 1000)
+    assert t["CALM code mean latency vs largest"]["value"] == pytest.approx(0.2)
+    assert "CALM factual mean latency vs largest" not in t  # no factual queries here
+    assert rep["cascades"] == [{"model": "tiny", "domain": "code", "cascades": 2, "kept": 1,
+                                "escalated": 1, "kept_right": 1, "escalated_right": 1,
+                                "escalation_rate": 0.5}]
+    # in hindsight tiny is right on all code (cheapest within 0.90x), big on math
+    assert rep["hindsight_table"] == {"code": "tiny", "math": "big"}
+    code = rep["convergence"]["code"]
+    assert [(w["from"], w["to"]) for w in code] == [(1, 1), (2, 2)]
+    assert code[0]["calm"] == {"quality": 1.0, "latency_ms": 200.0}
+    assert code[0]["static"]["latency_ms"] == 1000.0 and code[0]["table"]["latency_ms"] == 200
+    text = render_table(rep)
+    for needle in ("[16] CALM model loads", "MISS  [16] CALM swap time per query",
+                   "cascades (calm)", "tiny                   code             2     1",
+                   "best fixed table in hindsight: code->tiny, math->big",
+                   "calm 1.00  0.20s | static 1.00  1.00s | table 1.00  0.20s"):
         assert needle in text, needle
 
 

@@ -17,20 +17,36 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from calm_edge.bench.policies import MODEL_RUN_PREFIX, POLICIES, policy_results
+from calm_edge.bench.policies import (
+    MODEL_RUN_PREFIX,
+    POLICIES,
+    STATIC_TOLERANCE,
+    model_run,
+    policy_results,
+)
 from calm_edge.bench.results import Result, Segment, read_meta, read_records
 from calm_edge.units import format_bytes
 
 REPORT_JSON, REPORT_TXT, REPORT_PNG = "report.json", "report.txt", "report.png"
 BASELINE = "largest"
 
-# The issue's targets, CALM vs always-largest (and vs the oracle).
+# The issues' targets, CALM vs always-largest (and vs the oracle and static routing).
+# Issue 7: the mission's ratios.
 TARGET_LATENCY_RATIO = 0.50
 TARGET_ENERGY_RATIO = 0.45
 TARGET_QUALITY_RATIO = 0.97
 TARGET_DOMAIN_RATIO = 0.90
 TARGET_ORACLE_LATENCY_RATIO = 1.10
 PUBLISHED = {"latency": 0.60, "energy": 0.50}  # the CALM paper's reported ratios
+# Issue 16: cheap switching.
+TARGET_MAX_LOADS = 20
+TARGET_SWAP_S_PER_QUERY = 0.05
+# Issue 17: the adaptation pays.
+TARGET_17_LATENCY_RATIO = 0.70
+TARGET_17_ENERGY_RATIO = 0.70
+TARGET_17_DOMAIN_LATENCY_RATIO = 0.50
+TARGET_17_FAST_DOMAINS = ("code", "factual", "instruct")
+CONVERGENCE_WINDOWS = 4  # arrival-order slices of each domain in the convergence table
 
 
 class ReportError(RuntimeError):
@@ -96,6 +112,10 @@ def policy_metrics(rows: Sequence[Result], domains: Sequence[str],
             "passed": sum(r.passed for r in rows),
         },
         "latency_ms": _summary([r.latency_ms for r in ok if r.latency_ms is not None]),
+        "latency_mean_per_domain": {
+            d: statistics.fmean(lat) if (lat := [r.latency_ms for r in rs if r.error is None
+                                                 and r.latency_ms is not None]) else None
+            for d, rs in by_domain.items()},
         "ttft_ms": _summary([r.ttft_ms for r in ok if r.ttft_ms is not None]),
         "energy_j_per_query": statistics.fmean(energies) if energies else None,
         "energy_j_per_token": _per_token(ok),
@@ -180,15 +200,26 @@ def build_report(meta: Mapping[str, Any], results: Sequence[Result],
         m["routing_overhead_ms"] = None if m["overhead_ms"] is None or base_over is None \
             else m["overhead_ms"] - base_over
     ratios = _ratios(policies, domains)
+    qids = sorted(common)
+    domain_of = {q: r.domain for rs in present.values() for q, r in rs.items()}
+    pinned = {m: by_run[model_run(m)] for m in model_names if by_run.get(model_run(m))}
+    table_routes = hindsight_table(pinned, {q: domain_of[q] for q in qids}, meta["models"]) \
+        if len(pinned) == len(model_names) else {}
+    table = {q: pinned[table_routes[domain_of[q]]][q] for q in qids
+             if domain_of[q] in table_routes and q in pinned[table_routes[domain_of[q]]]}
     report: dict[str, Any] = {
         "meta": dict(meta),
         "queries": len(common),
-        "domains": {d: sum(1 for q in common if present[next(iter(present))][q].domain == d)
-                    for d in domains},
+        "domains": {d: sum(1 for q in common if domain_of[q] == d) for d in domains},
         "policies": policies,
         "ratios_vs_largest": ratios,
         "targets": _targets(policies, ratios, domains),
-        "calm_vs_oracle": _calm_vs_oracle(present, sorted(common), domains),
+        "calm_vs_oracle": _calm_vs_oracle(present, qids, domains),
+        "cascades": _cascades(present["calm"], qids) if "calm" in present else [],
+        "hindsight_table": table_routes,
+        "convergence": _convergence(present["calm"], present.get("static"),
+                                    table if len(table) == len(qids) else None, qids,
+                                    domains) if "calm" in present else {},
         "notes": notes + _standing_notes(meta, policies),
     }
     return report
@@ -213,10 +244,14 @@ def _ratios(policies: Mapping[str, Any], domains: Sequence[str]) -> dict[str, An
 
 
 def _target(name: str, value: float | None, threshold: float, op: str, unit: str = "x",
-            note: str = "") -> dict[str, Any]:
+            note: str = "", issue: int = 7) -> dict[str, Any]:
+    """One target: `value` against `threshold` (`op` "<=" or ">="), in `unit` ("x" for a
+    ratio, "" for a count, " s" for seconds); `issue` is the issue that set it."""
+    base = {"name": name, "target": f"{op} {_fmt_unit(threshold, unit)}", "unit": unit,
+            "issue": issue}
     if value is None:
-        return {"name": name, "target": f"{op} {threshold:.2f}{unit}", "value": None,
-                "pass": None, "margin": None, "note": note or "not measurable"}
+        return {**base, "value": None, "pass": None, "margin": None,
+                "note": note or "not measurable"}
     passed = value <= threshold if op == "<=" else value >= threshold
     margin = value - threshold
     if not passed and op == "<=":
@@ -225,8 +260,14 @@ def _target(name: str, value: float | None, threshold: float, op: str, unit: str
         need = f"needs {(threshold / value - 1) * 100:.0f}% more" if value else "needs > 0"
     else:
         need = ""
-    return {"name": name, "target": f"{op} {threshold:.2f}{unit}", "value": value,
-            "pass": passed, "margin": margin, "note": "; ".join(x for x in (need, note) if x)}
+    return {**base, "value": value, "pass": passed, "margin": margin,
+            "note": "; ".join(x for x in (need, note) if x)}
+
+
+def _fmt_unit(v: float, unit: str) -> str:
+    if unit == "":
+        return f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}"
+    return f"{v:.3f}{unit}" if unit == " s" else f"{v:.2f}{unit}"
 
 
 def _targets(policies: Mapping[str, Any], ratios: Mapping[str, Any],
@@ -257,7 +298,116 @@ def _targets(policies: Mapping[str, Any], ratios: Mapping[str, Any],
                          note="the oracle pays no swaps and knows the grades"))
         t.append(_target("CALM quality vs oracle (equal quality)", q, TARGET_QUALITY_RATIO,
                          ">="))
+    n = calm["n"] or 0
+    if calm["swaps"] is not None:
+        t.append(_target("CALM model loads", calm["swaps"], TARGET_MAX_LOADS, "<=", unit="",
+                         issue=16, note="every load after the warm-up's, budget "
+                         + (format_bytes(calm["budget_bytes"]) if calm["budget_bytes"]
+                            else "?")))
+        t.append(_target("CALM swap time per query", calm["swap_s"] / n if n else None,
+                         TARGET_SWAP_S_PER_QUERY, "<=", unit=" s", issue=16))
+    t.append(_target("CALM peak RSS vs budget", calm["peak_rss_vs_budget"], 1.0, "<=",
+                     issue=16, note="the whole process against the models' budget"))
+    if "static" in policies:
+        s = policies["static"]
+        t += [
+            _target("CALM quality vs static", _ratio(calm["quality"]["overall"],
+                                                     s["quality"]["overall"]), 1.0, ">=",
+                    issue=17),
+            _target("CALM mean latency vs static", _ratio(calm["latency_ms"]["mean"],
+                                                          s["latency_ms"]["mean"]), 1.0, "<=",
+                    issue=17),
+            _target("CALM energy/query vs static", _ratio(calm["energy_j_per_query"],
+                                                          s["energy_j_per_query"]), 1.0, "<=",
+                    issue=17),
+        ]
+    t.append(_target("CALM mean latency vs largest", r["latency_mean"],
+                     TARGET_17_LATENCY_RATIO, "<=", issue=17))
+    t.append(_target("CALM energy/query vs largest", r["energy"], TARGET_17_ENERGY_RATIO, "<=",
+                     issue=17))
+    for d in TARGET_17_FAST_DOMAINS:
+        if d in domains:
+            t.append(_target(f"CALM {d} mean latency vs largest",
+                             _ratio(calm["latency_mean_per_domain"].get(d),
+                                    base["latency_mean_per_domain"].get(d)),
+                             TARGET_17_DOMAIN_LATENCY_RATIO, "<=", issue=17))
     return t
+
+
+def _cascades(calm: Mapping[str, Result], common: Sequence[str]) -> list[dict[str, Any]]:
+    """Per (cheap model, domain): how many cascades kept the cheap answer or escalated, and
+    how often each kind was right (from `calm.cascade`, e.g. "a kept (P=..)" or
+    "a (P=.. < ..) -> b")."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for q in common:
+        r = calm[q]
+        if not r.cascade:
+            continue
+        first = r.cascade.split(" ", 1)[0]
+        escalated = " -> " in r.cascade
+        c = rows.setdefault((first, r.domain), {"model": first, "domain": r.domain,
+                                                "cascades": 0, "kept": 0, "escalated": 0,
+                                                "kept_right": 0, "escalated_right": 0})
+        c["cascades"] += 1
+        key = "escalated" if escalated else "kept"
+        c[key] += 1
+        c[key + "_right"] += int(r.passed)
+    out = []
+    for k in sorted(rows):
+        c = rows[k]
+        c["escalation_rate"] = c["escalated"] / c["cascades"]
+        out.append(c)
+    return out
+
+
+def _convergence(calm: Mapping[str, Result], static: Mapping[str, Result] | None,
+                 table: Mapping[str, Result] | None, common: Sequence[str],
+                 domains: Sequence[str]) -> dict[str, Any]:
+    """CALM against fixed tables in arrival order: per domain, CALM's queries in the order
+    it answered them, cut into CONVERGENCE_WINDOWS slices; per slice the pass rate and mean
+    latency of CALM, of `static` and of the `table` chosen in hindsight, on the same
+    queries."""
+    out: dict[str, Any] = {}
+    for d in domains:
+        qs = sorted((q for q in common if calm[q].domain == d), key=lambda q: calm[q].ts)
+        if not qs:
+            continue
+        k = CONVERGENCE_WINDOWS
+        slices = [qs[i * len(qs) // k:(i + 1) * len(qs) // k] for i in range(k)]
+        rows = []
+        for sl in slices:
+            if not sl:
+                continue
+            row: dict[str, Any] = {"from": qs.index(sl[0]) + 1, "to": qs.index(sl[-1]) + 1}
+            for name, rs in (("calm", calm), ("static", static), ("table", table)):
+                if rs is None:
+                    continue
+                row[name] = {"quality": sum(rs[q].passed for q in sl) / len(sl),
+                             "latency_ms": statistics.fmean(rs[q].latency_ms or 0.0
+                                                            for q in sl)}
+            rows.append(row)
+        out[d] = rows
+    return out
+
+
+def hindsight_table(pinned: Mapping[str, Mapping[str, Result]], domain_of: Mapping[str, str],
+                    sizes: Mapping[str, int], tolerance: float = STATIC_TOLERANCE,
+                    ) -> dict[str, str]:
+    """The fixed domain table a router could have learned, chosen with the grades: per
+    domain, the smallest model whose pass rate on that domain's queries (`domain_of`: query
+    id -> domain) is at least `tolerance` x the best model's (static's rule on measured
+    quality instead of priors). Only models that answered every query are candidates."""
+    routes: dict[str, str] = {}
+    for d in sorted(set(domain_of.values())):
+        qs = [q for q, dd in domain_of.items() if dd == d]
+        rates = {m: sum(rs[q].passed for q in qs) / len(qs) for m, rs in pinned.items()
+                 if all(q in rs for q in qs)}
+        if not rates:
+            continue
+        best = max(rates.values())
+        ok = [m for m, v in rates.items() if v >= tolerance * best]
+        routes[d] = min(ok, key=lambda m: (sizes.get(m, 0), m))
+    return routes
 
 
 def _calm_vs_oracle(present: Mapping[str, Mapping[str, Result]], common: Sequence[str],
@@ -390,14 +540,37 @@ def render_table(report: Mapping[str, Any]) -> str:
             f"{p} {v:+.1f}" for p, v in routing.items()))
     targets = report.get("targets") or []
     if targets:
-        lines.append("\ntargets (issue 7):")
+        lines.append("\ntargets (the issue that set each in brackets):")
         for t in targets:
             status = "n/a " if t["pass"] is None else ("PASS" if t["pass"] else "MISS")
-            value = "-" if t["value"] is None else f"{t['value']:.3f}x"
-            by = "" if t["pass"] is not False else f" by {abs(t['margin']):.3f}x"
+            unit = t.get("unit", "x")
+            value = "-" if t["value"] is None else _fmt_unit(t["value"], unit)
+            by = "" if t["pass"] is not False else f" by {_fmt_unit(abs(t['margin']), unit)}"
             note = f"  ({t['note']})" if t["note"] else ""
-            lines.append(f"  {status}  {t['name']:<40} {value:>7} (target {t['target']})"
-                         f"{by}{note}")
+            lines.append(f"  {status}  [{t.get('issue', 7):>2}] {t['name']:<38} {value:>8} "
+                         f"(target {t['target']}){by}{note}")
+    cascades = report.get("cascades") or []
+    if cascades:
+        lines.append("\ncascades (calm): the cheap model answers first; kept or escalated")
+        lines.append(f"  {'cheap model':<22} {'domain':<9} {'cascades':>8} {'kept':>5} "
+                     f"{'right':>5} {'escal.':>6} {'right':>5} {'rate':>6}")
+        for c in cascades:
+            lines.append(f"  {c['model']:<22} {c['domain']:<9} {c['cascades']:>8} "
+                         f"{c['kept']:>5} {c['kept_right']:>5} {c['escalated']:>6} "
+                         f"{c['escalated_right']:>5} {c['escalation_rate']:>6.0%}")
+    conv = report.get("convergence") or {}
+    if conv:
+        table = report.get("hindsight_table") or {}
+        lines.append("\nCALM in arrival order against fixed tables, per domain (pass rate, mean "
+                     "latency on the same queries)" + (
+                         "; table = the best fixed table in hindsight: " + ", ".join(
+                             f"{d}->{m}" for d, m in table.items()) if table else ""))
+        for d, rows in conv.items():
+            for row in rows:
+                cells = [f"{name} {row[name]['quality']:.2f} "
+                         f"{row[name]['latency_ms'] / 1000:5.2f}s"
+                         for name in ("calm", "static", "table") if name in row]
+                lines.append(f"  {d:<9} {row['from']:>3}-{row['to']:<3} " + " | ".join(cells))
     cvo = report.get("calm_vs_oracle")
     if cvo:
         lines.append("\nwhere CALM loses against the oracle:")
