@@ -118,6 +118,10 @@ class Estimate:
     slo_breaches: int = 0
     last_ts: float = 0.0
     limit_share: Stat = Stat()            # 1 for an answer cut by max_tokens, else 0
+    # The outcome model on this device: its P(correct) for the answers a client graded
+    # (`fit_predicted`) against their scores (`fit_observed`), over the same requests.
+    fit_observed: Stat = Stat()
+    fit_predicted: Stat = Stat()
     quality_prior: BetaQuality | None = None  # the prior inside `quality` (None: stored
                                               # before priors were recorded)
 
@@ -148,6 +152,13 @@ class AnalyzeParams:
     ph_lambda: float = 1.0            # alarm threshold (log units: ~3 obs at 1.5x)
     recover_ratio: float = 1.25       # back to normal when recent slowdown < this
     quality_prior_strength: float = 10.0
+    # The outcome model's recalibration on this device (per_query_quality): the memory of
+    # its running means (~1/fit_alpha_min grades) and the pseudo-grades that shrink it.
+    fit_alpha_min: float = 0.02
+    fit_prior_n: float = 5.0
+    # A canary counts as this many grades: canaries are hand-written, ten a domain, and
+    # need not resemble this device's queries as a client's graded answers do.
+    fit_canary_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -386,12 +397,20 @@ def speed_ratio(calibrated: tuple[float | None, float | None],
     return SpeedRatio(1.0, "unknown")
 
 
-def feedback(k: Knowledge, model: str, domain: str, score: float) -> Knowledge:
-    """A client's judgement of an answer (score in [0, 1]) updates the quality posterior."""
+def feedback(k: Knowledge, model: str, domain: str, score: float,
+             p_predicted: float | None = None, alpha_min: float = 0.0) -> Knowledge:
+    """A client's judgement of an answer (score in [0, 1]) updates the quality posterior;
+    with `p_predicted` (the outcome model's P(correct) for that answer, taken when it was
+    routed) it also updates how well the outcome model is calibrated here."""
     est = dict(k.estimates)
     for dom in (domain, ALL):
         e = k.estimate(model, dom)
-        est[(model, dom)] = dataclasses.replace(e, quality=e.quality.update(score))
+        e = dataclasses.replace(e, quality=e.quality.update(score))
+        if p_predicted is not None and dom == domain:
+            e = dataclasses.replace(e, fit_observed=e.fit_observed.update(score, alpha_min),
+                                    fit_predicted=e.fit_predicted.update(p_predicted,
+                                                                          alpha_min))
+        est[(model, dom)] = e
     return dataclasses.replace(k, estimates=est)
 
 
@@ -486,15 +505,43 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def per_query_quality(p_correct: float, learned: BetaQuality, manifest_prior: float | None,
-                      prior_strength: float) -> float:
-    """The outcome model's P(correct) for one query, shifted in logit space by how far what
-    this device taught (calibration, feedback) moved the model's quality in the domain away
-    from the manifest's prior: the outcome model knows which queries are hard, the loop
-    knows how the model does here. Unshifted while nothing beyond the prior was learned."""
-    if manifest_prior is None or learned.n <= prior_strength + 0.5:
+@dataclass(frozen=True)
+class OutcomeFit:
+    """How the outcome model fared on graded queries of one (model, domain) on this device:
+    `n` answers, their mean grade `observed` and the model's mean P(correct) `predicted`
+    for the same queries (canaries at calibration, then client feedback)."""
+
+    n: float = 0.0
+    observed: float = 0.0
+    predicted: float = 0.0
+
+    def __add__(self, other: OutcomeFit) -> OutcomeFit:
+        n = self.n + other.n
+        if n <= 0:
+            return OutcomeFit()
+        return OutcomeFit(n, (self.n * self.observed + other.n * other.observed) / n,
+                          (self.n * self.predicted + other.n * other.predicted) / n)
+
+    @classmethod
+    def of(cls, e: Estimate, alpha_min: float) -> OutcomeFit:
+        """The feedback part stored in an estimate (its weight capped at the running
+        means' memory, 1/alpha_min)."""
+        n = float(e.fit_observed.n)
+        return cls(min(n, 1.0 / alpha_min) if alpha_min > 0 else n, e.fit_observed.mean,
+                   e.fit_predicted.mean)
+
+
+def per_query_quality(p_correct: float, fit: OutcomeFit, prior_n: float) -> float:
+    """The outcome model's P(correct) for one query, recalibrated in the large for this
+    device: shifted in logit space by how far the graded answers here fell from what the
+    model predicted for those same answers. The observed rate is shrunk toward the
+    predicted one by `prior_n` pseudo-answers, so a few grades move it a little and none
+    leave it unshifted. (The outcome model knows which queries are hard; the grades on
+    this device say how its average is off here.)"""
+    if fit.n <= 0:
         return p_correct
-    z = _logit(p_correct) + _logit(learned.mean) - _logit(manifest_prior)
+    observed = (fit.n * fit.observed + prior_n * fit.predicted) / (fit.n + prior_n)
+    z = _logit(p_correct) + _logit(observed) - _logit(fit.predicted)
     return 1.0 / (1.0 + math.exp(-z))
 
 

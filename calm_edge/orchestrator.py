@@ -34,7 +34,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from calm_edge.analyze import (
     BetaQuality,
     Knowledge,
     Observation,
+    OutcomeFit,
     SpeedPrior,
     SpeedRatio,
     Stat,
@@ -68,6 +69,7 @@ from calm_edge.calibration.results import (
     ModelCalibration,
     device_priors,
 )
+from calm_edge.calibration.runner import load_canaries
 from calm_edge.classifier import QueryClassifier
 from calm_edge.confidence import Acceptor, signals_of
 from calm_edge.config import Settings
@@ -121,6 +123,16 @@ class OutcomePredictor(Protocol):
     def predict_text(self, text: str, domain: str) -> dict[str, float]: ...
 
 
+class CanaryQuery(Protocol):
+    """A graded calibration query (calm_edge.bench.workload.Query)."""
+
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class EnergyFigure:
     energy_j: float
@@ -170,6 +182,7 @@ class Answer:
     text: str = ""        # set for cache hits (the answer is not streamed from a model)
     cascade: str | None = None  # what a cascade did, e.g. "gemma3-270m (P=0.41 < 0.62) ->
                                 # qwen2.5-coder-1.5b"
+    p_correct: float | None = None  # the outcome model's P(correct) for `model` (raw)
 
 
 @dataclass(frozen=True)
@@ -201,6 +214,7 @@ class Routed:
     request: RequestInput
     plan: Plan
     cache: str = "off"   # "miss" when the answer may be cached, "bypass", or "off"
+    p_correct: Mapping[str, float] | None = None  # the outcome model's, per model (raw)
 
 
 @dataclass(frozen=True)
@@ -231,7 +245,8 @@ class FeedbackError(ValueError):
 class _Recent:
     decisions: collections.deque[dict[str, Any]] = field(
         default_factory=lambda: collections.deque(maxlen=50))
-    answered_by: collections.OrderedDict[str, tuple[str, str]] = field(
+    # request id -> (model, domain, the outcome model's raw P(correct) for that answer)
+    answered_by: collections.OrderedDict[str, tuple[str, str, float | None]] = field(
         default_factory=collections.OrderedDict)
 
 
@@ -266,6 +281,30 @@ def _unanswered(abort: Abort | None) -> tuple[int, str]:
     if reason == "deadline":
         return 504, "deadline exceeded before the answer was delivered"
     return 499, "client closed request"
+
+
+def canary_fits(outcome: OutcomePredictor, canaries: Sequence[CanaryQuery],
+                results: Mapping[str, ModelCalibration], weight: float = 1.0,
+                ) -> dict[tuple[str, str], OutcomeFit]:
+    """Per (model, domain): the canaries' grades against the outcome model's P(correct) for
+    the same canaries (a domain's answered canaries are the first `total` of the set in
+    order, as calibration plans them), each canary counting as `weight` grades. Pure."""
+    by_domain: dict[str, list[str]] = {}
+    for q in canaries:
+        by_domain.setdefault(q.domain, []).append(q.text)
+    fits: dict[tuple[str, str], OutcomeFit] = {}
+    for name, result in results.items():
+        for domain, score in result.domains.items():
+            texts = by_domain.get(domain, [])[:score.total]
+            if not texts or len(texts) < score.total:
+                continue
+            preds = [outcome.predict_text(t, domain).get(name) for t in texts]
+            if any(p is None for p in preds):
+                continue
+            fits[(name, domain)] = OutcomeFit(weight * score.total, score.rate,
+                                              sum(p for p in preds if p is not None)
+                                              / len(preds))
+    return fits
 
 
 def fleet_fingerprint(fleet: Fleet) -> str:
@@ -304,6 +343,8 @@ class Orchestrator:
         # the loop takes from it (calm_edge.calibration).
         self.calibration: dict[str, ModelCalibration] = {}
         self.device_priors: dict[str, DevicePriors] = {}
+        # (model, domain) -> the outcome model's fit on this device's canaries
+        self._canary_fit: dict[tuple[str, str], OutcomeFit] = {}
         self.served = 0                       # requests answered since start
         self._last_request_s = clock()        # when a request last arrived or finished
         self._last_used: dict[str, int] = {}  # model -> value of `served` when it last answered
@@ -391,17 +432,16 @@ class Orchestrator:
         res = self.residency
         held = {n: s.charged_bytes for n, s in res.slots.items()
                 if s.state is ModelState.READY and (s.in_use or s.pinned)}
-        strength = self.analyze_params.quality_prior_strength
         out = []
         for name, slot in res.slots.items():
             pred = predict(self.knowledge, name, domain, prompt_tokens, max_tokens,
                            self._speed_prior(name, domain), self.analyze_params)
             per_query = p_correct is not None and name in p_correct
             if p_correct is not None and name in p_correct:
-                manifest = slot.spec.prior_quality(domain) if domain in DOMAINS else None
+                fit = self._canary_fit.get((name, domain), OutcomeFit()) + OutcomeFit.of(
+                    self.knowledge.estimate(name, domain), self.analyze_params.fit_alpha_min)
                 pred = dataclasses.replace(pred, quality=per_query_quality(
-                    p_correct[name], self.knowledge.estimate(name, domain).quality, manifest,
-                    strength))
+                    p_correct[name], fit, self.analyze_params.fit_prior_n))
             reason = slot.unavailable_reason(now)
             resident = slot.state is ModelState.READY
             others_held = sum(b for n, b in held.items() if n != name)
@@ -467,6 +507,10 @@ class Orchestrator:
             self.calibration[name] = result
             manifest = {str(d): q for d, q in spec.quality.items()}
             self.device_priors[name] = device_priors(result, manifest, params)
+        self._canary_fit = canary_fits(
+            self.outcome, load_canaries(), self.calibration,
+            self.analyze_params.fit_canary_weight) \
+            if self.outcome is not None and self.calibration else {}
         self._seed_quality()
 
     def _seed_quality(self) -> None:
@@ -848,7 +892,7 @@ class Orchestrator:
                                        "log-probabilities")
         cache = "off" if self.cache is None else (
             "miss" if req.use_cache and self.cache.cacheable(request) else "bypass")
-        return Routed(query, inp, plan, cache)
+        return Routed(query, inp, plan, cache, p_correct)
 
     def _cascade_options(self, domain: str, mode: str) -> list[CascadeOption]:
         """The cascades the planner may weigh for this domain and mode: an acceptor exists
@@ -941,7 +985,9 @@ class Orchestrator:
         answer = Answer(out.model, reason, s, tuple(failed), max(wait_s, 0.0), latency_s, q,
                         routed.request.mode, plan.explored and out.model == plan.model,
                         candidates, energy, cache=routed.cache,
-                        cascade=first.describe() if first is not None else None)
+                        cascade=first.describe() if first is not None else None,
+                        p_correct=routed.p_correct.get(out.model)
+                        if routed.p_correct is not None else None)
         self._remember(req.rid, answer, req.owner)
         self._count(answer)
         if routed.request.slo_ms is not None and latency_s * 1000 > routed.request.slo_ms:
@@ -987,7 +1033,7 @@ class Orchestrator:
             "mode": a.mode, "chosen": a.model, "reason": a.reason, "explored": a.explored,
             "latency_ms": round(a.latency_s * 1000, 1), "candidates": list(a.candidates)})
         answered = self._recent.answered_by
-        answered[rid] = (a.model, a.query.domain)
+        answered[rid] = (a.model, a.query.domain, a.p_correct)
         while len(answered) > 10_000:
             answered.popitem(last=False)
 
@@ -1028,11 +1074,12 @@ class Orchestrator:
         if found is None and self.store is not None:
             row = await self.store.lookup(rid)
             if row is not None and row[0] is not None and row[1] is not None:
-                found = (row[0], row[1])
+                found = (row[0], row[1], None)  # the routing-time P is not stored
         if found is None:
             raise FeedbackError(404, f"no answered request {rid!r} is known")
-        model, domain = found
-        self.knowledge = feedback(self.knowledge, model, domain, score)
+        model, domain, p_correct = found
+        self.knowledge = feedback(self.knowledge, model, domain, score, p_correct,
+                                  self.analyze_params.fit_alpha_min)
         est = self.knowledge.estimate(model, domain)
         if self.store is not None:
             await self.store.record_feedback(rid, score, [est, self.knowledge.estimate(model,

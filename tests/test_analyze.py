@@ -10,13 +10,16 @@ from calm_edge.analyze import (
     ALL,
     AnalyzeParams,
     BetaQuality,
+    Estimate,
     Knowledge,
     Observation,
+    OutcomeFit,
     PageHinkley,
     SpeedPrior,
     Stat,
     feedback,
     observe,
+    per_query_quality,
     predict,
     seed_priors,
 )
@@ -153,3 +156,32 @@ def test_analyze_feedback_moves_quality() -> None:
         k = feedback(k, "m", "code", 1.0)
     assert k.estimate("m", "code").quality.mean == pytest.approx(0.75)
     assert k.estimate("m", ALL).quality.mean == pytest.approx(0.75)
+
+
+def test_per_query_quality_recalibrates_the_outcome_model_in_the_large() -> None:
+    # Nothing graded here: the outcome model's figure stands.
+    assert per_query_quality(0.7, OutcomeFit(), 5.0) == 0.7
+    # Graded answers that went as predicted leave it alone.
+    assert per_query_quality(0.7, OutcomeFit(40, 0.6, 0.6), 5.0) == pytest.approx(0.7)
+    # Predicted 0.8 where 0.4 came: every query of that (model, domain) comes down, in
+    # logit space (a query the model finds easy stays above a hard one).
+    fit = OutcomeFit(40, 0.4, 0.8)
+    easy, hard = per_query_quality(0.9, fit, 5.0), per_query_quality(0.5, fit, 5.0)
+    assert easy < 0.9 - 0.2 and hard < 0.5 - 0.2 and easy > hard
+    # Few grades move it less than many (shrunk toward the prediction).
+    assert per_query_quality(0.9, OutcomeFit(2, 0.4, 0.8), 5.0) > easy
+
+
+def test_feedback_with_the_routing_time_prediction_updates_the_fit() -> None:
+    k = Knowledge()
+    for score in (1.0, 0.0, 0.0, 0.0):
+        k = feedback(k, "m", "math", score, 0.8, 0.02)
+    k = feedback(k, "m", "math", 1.0)  # no prediction (e.g. found after a restart): no fit
+    fit = OutcomeFit.of(k.estimate("m", "math"), 0.02)
+    assert (fit.n, fit.observed) == (4.0, 0.25) and fit.predicted == pytest.approx(0.8)
+    assert k.estimate("m", "math").quality.n == pytest.approx(
+        Knowledge().estimate("m", "math").quality.n + 5)
+    assert OutcomeFit.of(k.estimate("m", ALL), 0.02).n == 0  # per domain only
+    both = fit + OutcomeFit(4.0, 0.75, 0.6)
+    assert (both.n, both.observed) == (8.0, 0.5) and both.predicted == pytest.approx(0.7)
+    assert OutcomeFit.of(Estimate("m", "math", fit_observed=Stat(500, 0.5, 0.0)), 0.02).n == 50

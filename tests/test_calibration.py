@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from calm_edge.analyze import ALL, AnalyzeParams, BetaQuality, Knowledge, feedback, seed_priors
+from calm_edge.analyze import (
+    ALL,
+    AnalyzeParams,
+    BetaQuality,
+    Knowledge,
+    OutcomeFit,
+    feedback,
+    seed_priors,
+)
 from calm_edge.backends.base import (
     Backend,
     ChatMessage,
@@ -36,13 +44,19 @@ from calm_edge.calibration import (
     load_canaries,
 )
 from calm_edge.calibration.local import calibrate_locally
-from calm_edge.calibration.results import DomainScore, binomial_cdf, demotion, summarize
+from calm_edge.calibration.results import (
+    DomainScore,
+    ModelCalibration,
+    binomial_cdf,
+    demotion,
+    summarize,
+)
 from calm_edge.config import RuntimeConfig, Settings
 from calm_edge.domains import DOMAINS
 from calm_edge.events import Delta, Final
 from calm_edge.fleet import ModelSpec, load_fleet, verify
 from calm_edge.knowledge import KnowledgeStore, estimate_from_json, estimate_to_json
-from calm_edge.orchestrator import Answer, Orchestrator
+from calm_edge.orchestrator import Answer, Orchestrator, canary_fits
 from calm_edge.paths import bundled_dir
 from calm_edge.testing.fakes import FakeFactory, FixedClassifier
 from tests.conftest import model_entry
@@ -433,3 +447,26 @@ def test_canary_request_is_greedy_chat() -> None:
     assert r.messages == (ChatMessage("user", q.text),)
     assert isinstance(r.params, SamplingParams)
     assert all(d in DOMAINS for d in {x.domain for x in load_canaries()})
+
+
+class _Outcome:
+    """The outcome model as a table: P(correct) by model, for texts containing 'hard'."""
+
+    def predict_text(self, text: str, domain: str) -> dict[str, float]:
+        return {"m": 0.2 if "hard" in text else 0.8}
+
+
+def test_canary_fits_pair_the_canaries_grades_with_the_outcome_models_predictions() -> None:
+    canaries = [Query(f"c{i}", "math", None, text, "exact", {}, 32, "test", "CC0")
+                for i, text in enumerate(("easy one", "hard one", "easy two", "hard two"))]
+    canaries.append(Query("f0", "factual", None, "easy", "exact", {}, 32, "test", "CC0"))
+    result = ModelCalibration(
+        "m", "sha", "dev", None,
+        {"math": DomainScore(1, 2, 10.0, 0.0),      # the first two math canaries answered
+         "factual": DomainScore(1, 3, 10.0, 0.0)},  # more answered than the set holds
+        canaries=5, prefill_ms_per_token=None, decode_ms_per_token=None, complete=False,
+        quick=False, finished_ts=None)
+    fits = canary_fits(_Outcome(), canaries, {"m": result})
+    assert fits == {("m", "math"): OutcomeFit(2.0, 0.5, 0.5)}
+    assert canary_fits(_Outcome(), canaries, {"x": dataclasses.replace(result, model="x")}) \
+        == {}  # a model the outcome model has no head for

@@ -10,7 +10,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from calm_edge.analyze import Estimate, per_query_quality
+import pytest
+
+from calm_edge.analyze import Estimate, OutcomeFit, per_query_quality
 from calm_edge.backends.base import ModelState
 from calm_edge.config import Settings
 from calm_edge.energy import EnergyIntegrator
@@ -276,15 +278,22 @@ def test_loop_per_query_quality_routes_each_query(
         assert easy.model == "fast" and hard.model == "backup"
         fast_hard = next(c for c in hard.candidates if c["model"] == "fast")
         assert fast_hard["quality"] == 0.2  # the per-query figure, no difficulty on top
-        # Feedback: "fast" keeps failing on code; its per-query figures come down with it.
-        def fast_code(p_correct: float) -> float:
-            return per_query_quality(p_correct, orch.knowledge.estimate("fast", "code").quality,
-                                     0.80, orch.analyze_params.quality_prior_strength)
+        # Feedback: "fast" keeps failing on code where the outcome model gave it 0.9; the
+        # outcome model is recalibrated for it here, so its per-query figures come down.
+        def fast_quality(a: Answer) -> float:
+            q = next(c for c in a.candidates if c["model"] == "fast")["quality"]
+            assert isinstance(q, float)
+            return q
 
-        before = fast_code(0.9)
+        before = fast_quality(easy)
         for _ in range(20):
             await orch.feedback("r10", 0.0)
-        assert fast_code(0.9) < before - 0.2
+        fit = OutcomeFit.of(orch.knowledge.estimate("fast", "code"), 0.02)
+        assert fit.n == 20 and fit.observed == 0.0 and fit.predicted == pytest.approx(0.9)
+        again = await loop.ask("code: sort a dict easy", 12)
+        after = fast_quality(again)
+        assert after < before - 0.2
+        assert after == pytest.approx(per_query_quality(0.9, fit, 5.0), abs=1e-3)
         await loop.stop()
 
     asyncio.run(main())
