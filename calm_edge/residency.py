@@ -447,8 +447,13 @@ class Residency:
             raise _NoRoom(f"needs {format_bytes(need)}; the budget is held by models in "
                           f"use or pinned ({busy})")
         for victim in victims:
+            v = self.slots[victim]
+            if v.state is not ModelState.READY or v.in_use:
+                continue  # leased (or taken out) while an earlier victim was unloading
             log.info("evicting %s to make room for %s", victim, slot.spec.name)
-            await self._unload(self.slots[victim], evicted=True)
+            await self._unload(v, evicted=True)
+        if self.used_bytes() + need > self.budget_bytes:
+            await self._make_room(slot, protect)  # a victim was leased meanwhile: choose again
 
     def _resident_view(self, exclude: ModelSlot | None = None) -> list[ResidentModel]:
         return [ResidentModel(s.spec.name, s.charged_bytes, s.in_use > 0, s.pinned,
