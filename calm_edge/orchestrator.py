@@ -345,6 +345,7 @@ class Orchestrator:
         self.device_priors: dict[str, DevicePriors] = {}
         # (model, domain) -> the outcome model's fit on this device's canaries
         self._canary_fit: dict[tuple[str, str], OutcomeFit] = {}
+        self._canaries: list[CanaryQuery] | None = None  # the shipped set, read on first use
         self.served = 0                       # requests answered since start
         self._last_request_s = clock()        # when a request last arrived or finished
         self._last_used: dict[str, int] = {}  # model -> value of `served` when it last answered
@@ -507,10 +508,12 @@ class Orchestrator:
             self.calibration[name] = result
             manifest = {str(d): q for d, q in spec.quality.items()}
             self.device_priors[name] = device_priors(result, manifest, params)
-        self._canary_fit = canary_fits(
-            self.outcome, load_canaries(), self.calibration,
-            self.analyze_params.fit_canary_weight) \
-            if self.outcome is not None and self.calibration else {}
+        self._canary_fit = {}
+        if self.outcome is not None and self.calibration:
+            if self._canaries is None:
+                self._canaries = list(load_canaries())
+            self._canary_fit = canary_fits(self.outcome, self._canaries, self.calibration,
+                                           self.analyze_params.fit_canary_weight)
         self._seed_quality()
 
     def _seed_quality(self) -> None:

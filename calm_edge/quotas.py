@@ -221,8 +221,10 @@ def over_quota(client: Client, usage: Usage, now_s: float, *, running_tokens: in
     what its generations in progress used so far; `waiting` its requests in the queue, of
     `capacity` places; `queue_retry_s` the scheduler's estimate of when a place frees."""
     lim, who = client.limits, f"client {client.name!r}"
+    window_tokens, window_gen_s = windowed(usage, now_s) \
+        if lim.tokens_per_min or lim.gen_s_per_min else (0, 0.0)
     if lim.tokens_per_min:
-        used = windowed(usage, now_s)[0] + running_tokens
+        used = window_tokens + running_tokens
         if used >= lim.tokens_per_min:
             retry = _retry_s(usage, now_s, used, lim.tokens_per_min, 1)
             return QuotaRefusal("tokens_per_min", f"{client.field}.tokens_per_min",
@@ -231,7 +233,7 @@ def over_quota(client: Client, usage: Usage, now_s: float, *, running_tokens: in
                                 f"in the last {WINDOW_S:.0f} s; retry in "
                                 f"{math.ceil(max(retry, 1))}s", retry)
     if lim.gen_s_per_min:
-        spent = windowed(usage, now_s)[1] + running_gen_s
+        spent = window_gen_s + running_gen_s
         if spent >= lim.gen_s_per_min:
             retry = _retry_s(usage, now_s, spent, lim.gen_s_per_min, 2)
             return QuotaRefusal("gen_s_per_min", f"{client.field}.gen_s_per_min",

@@ -33,7 +33,6 @@ import random
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from loadtest import percentile  # scripts/ is sys.path[0] when run as a script
 
 QUESTIONS = ["What is the capital of France?", "Write a haiku about rain.",
              "List three uses of copper.", "Explain what a hash table is.",
@@ -196,14 +197,6 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 
 
 # -- one run ---------------------------------------------------------------------------------
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
-
 
 def one_run(args: argparse.Namespace, tmp: Path, models: Path, name: str,
             quotas: bool) -> dict[str, Any]:

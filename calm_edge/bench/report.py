@@ -372,13 +372,13 @@ def _convergence(calm: Mapping[str, Result], static: Mapping[str, Result] | None
         qs = sorted((q for q in common if calm[q].domain == d), key=lambda q: calm[q].ts)
         if not qs:
             continue
-        k = CONVERGENCE_WINDOWS
-        slices = [qs[i * len(qs) // k:(i + 1) * len(qs) // k] for i in range(k)]
-        rows = []
-        for sl in slices:
+        k, rows = CONVERGENCE_WINDOWS, []
+        for i in range(k):
+            lo, hi = i * len(qs) // k, (i + 1) * len(qs) // k
+            sl = qs[lo:hi]
             if not sl:
                 continue
-            row: dict[str, Any] = {"from": qs.index(sl[0]) + 1, "to": qs.index(sl[-1]) + 1}
+            row: dict[str, Any] = {"from": lo + 1, "to": hi}
             for name, rs in (("calm", calm), ("static", static), ("table", table)):
                 if rs is None:
                     continue
