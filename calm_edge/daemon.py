@@ -42,7 +42,7 @@ from calm_edge.energy import (
     select_reader,
 )
 from calm_edge.field import FieldMonitor, run_nvpmodel_query
-from calm_edge.fleet import Fleet, load_fleet
+from calm_edge.fleet import Fleet, fleet_for
 from calm_edge.knowledge import KnowledgeStore
 from calm_edge.memory import MemoryProbe, process_rss_bytes
 from calm_edge.metrics import Metrics
@@ -147,7 +147,7 @@ class Daemon:
         self._settings_loader = settings_loader
         self._handle_signals, self._on_ready = handle_signals, on_ready
         self._tick_s = housekeeping_interval_s
-        self.fleet = fleet if fleet is not None else load_fleet(settings.fleet_path)
+        self.fleet = fleet if fleet is not None else fleet_for(settings)
         self._factory, self._probe = factory, memory_probe
         self._classifier, self._power_reader = classifier, power_reader
         self._sysfs_root, self._rng = sysfs_root, rng
@@ -436,7 +436,7 @@ class Daemon:
         old = self.settings
         try:
             new = await loop.run_in_executor(None, self._load_settings)
-            fleet = await loop.run_in_executor(None, load_fleet, new.fleet_path)
+            fleet = await loop.run_in_executor(None, fleet_for, new)
             rt.app.apply(new)  # first: it may refuse (AccessError) before anything changed
         except (ConfigError, OSError, AccessError) as e:
             log.error("reload failed; keeping the running configuration: %s", e)
@@ -475,11 +475,14 @@ class Daemon:
         core.scheduler.fair = new.profile.quotas.enabled
         self.settings, self.fleet, rt.settings, core.settings, core.fleet = \
             new, fleet, new, new, fleet
-        log.info("reloaded %s and %s: models added %s, removed %s, changed %s; budget %s%s",
-                 new.profile_source, new.fleet_path, fleet_changes["added"] or "none",
+        log.info("reloaded %s and %s%s: models added %s, removed %s, changed %s; budget %s%s",
+                 new.profile_source, new.fleet_path,
+                 f" + {fleet.local_source}" if fleet.local_source else "",
+                 fleet_changes["added"] or "none",
                  fleet_changes["removed"] or "none", fleet_changes["changed"] or "none",
                  format_bytes(budget), " (set at run time)" if rt.budget_override else "")
         return {"ok": True, "profile": new.profile_source, "fleet": str(new.fleet_path),
+                "local_fleet": str(fleet.local_source) if fleet.local_source else None,
                 **fleet_changes, "evicted": evicted, "needs_restart": restart,
                 "budget_bytes": budget}
 
@@ -496,7 +499,7 @@ class Daemon:
         return load_settings(s.profile_source, env=self._env, cli={
             "server": {"socket": str(s.socket_path)},
             "paths": {"state_dir": str(s.state_dir), "models_dir": str(s.models_dir),
-                      "fleet": str(s.fleet_path)}})
+                      "fleet": str(s.fleet_path), "local_fleet": str(s.local_fleet_path)}})
 
     # -- background work -------------------------------------------------------------------
 
