@@ -3,17 +3,25 @@ llama.cpp probe; the local manifest's round trip and its merge with the fleet.""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from calm_edge.backends.llama_cpp import llama_cpp_factory
+from calm_edge.bench.workload import Query
+from calm_edge.calibration import load_canaries
+from calm_edge.calibration.local import calibrate_locally
 from calm_edge.cli import main
 from calm_edge.config import ConfigError, Profile, Settings, profile_from_mapping, read_toml
+from calm_edge.domains import DOMAINS
 from calm_edge.fleet import (
     FileStatus,
     Fleet,
@@ -38,6 +46,7 @@ from calm_edge.models_add import (
     sanitize_name,
 )
 from calm_edge.testing.tiny_gguf import write_tiny_gguf
+from tests.conftest import run_daemon, uds_client
 
 
 def budget(size: str) -> Profile:
@@ -390,3 +399,71 @@ def test_models_add_name_and_file_sanitizing_and_the_quality_guess() -> None:
     mid = guess_quality(3.0, ["code"])
     assert mid["code"] == guess_quality(3.0)["code"]
     assert mid["math"] == pytest.approx(guess_quality(3.0)["math"] * 0.5, abs=0.01)
+
+
+def _few_canaries() -> list[Query]:
+    """Two short canaries in each of four domains (none in writing)."""
+    out: list[Query] = []
+    for d in ("code", "math", "factual", "instruct"):
+        out += [dataclasses.replace(q, max_tokens=8) for q in load_canaries()
+                if q.domain == d][:2]
+    return out
+
+
+def test_daemon_routes_auto_to_an_added_model_only_once_it_is_calibrated(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """The real daemon: an added model, on paper the best for writing, gets no `auto`
+    request (not even by exploration, epsilon 1) until calibrated here; a pinned request
+    reaches it at once. After `calm-edge calibrate` and a reload it is routed to."""
+    s = make_settings("[loop]\nexplore_epsilon = 1.0\n")
+    mine = write_tiny_gguf(tmp_path / "mine.gguf", seed=11)
+
+    def ask(c: httpx.Client, i: int, model: str = "auto") -> dict[str, Any]:
+        r = c.post("/v1/chat/completions", json={
+            "model": model, "max_tokens": 2, "calm": {"domain": "writing", "mode": "quality"},
+            "messages": [{"role": "user", "content": f"Write a line about the number {i}."}]})
+        assert r.status_code == 200, r.text
+        info: dict[str, Any] = r.json()["calm"]
+        return info
+
+    def ids(c: httpx.Client) -> set[str]:
+        return {m["id"] for m in c.get("/v1/models").json()["data"]}
+
+    with run_daemon(s), uds_client(s) as c:
+        assert ids(c) == {"auto", "tiny-chat", "tiny-base"}
+        # Added while the daemon runs: it is served after a reload, not before.
+        assert main(["models", "add", str(mine), "--name", "mine", "--profile",
+                     s.profile_source, "--models-dir", str(s.models_dir), "--fleet",
+                     str(s.fleet_path)]) == 0
+        assert "mine" not in ids(c)
+        # On paper the best model for writing (its quality is only a guess).
+        spec = read_local_models(s.local_fleet_path)[0]
+        write_manifest(s.local_fleet_path, [dataclasses.replace(
+            spec, quality=dict.fromkeys(DOMAINS, 0.99))])
+        r = c.post("/calm/reload").json()
+        assert r["ok"] and r["added"] == ["mine"] and r["local_fleet"] == str(s.local_fleet_path)
+        models = {m["id"]: m for m in c.get("/v1/models").json()["data"]}
+        assert models["mine"]["calm"]["origin"] == "added"
+        for i in range(6):
+            info = ask(c, i)
+            assert info["model"] != "mine"
+            assert "mine" not in {cand["model"] for cand in info["candidates"]}
+            assert info["explored"] or "not routed to mine (added, not calibrated on this " \
+                "device yet)" in info["reason"]
+        assert ask(c, 101, model="mine")["model"] == "mine"
+        status = c.get("/calm/status").json()
+        assert {m["name"]: m["origin"] for m in status["models"]}["mine"] == "added"
+
+        run = asyncio.run(calibrate_locally(s, fleet_for(s), llama_cpp_factory, "unknown",
+                                            ["mine"], quick=False, canaries=_few_canaries()))
+        assert not run.failed and run.results["mine"].complete
+        assert c.post("/calm/reload").json()["ok"]
+        routed = [ask(c, 200 + i) for i in range(4)]
+        assert all("mine" in {cand["model"] for cand in r["candidates"]} for r in routed)
+        assert "mine" in {r["model"] for r in routed}
+        # `models add --reload` asks the daemon itself.
+        assert main(["models", "add", str(write_tiny_gguf(tmp_path / "b.gguf", seed=12)),
+                     "--name", "other", "--profile", s.profile_source, "--models-dir",
+                     str(s.models_dir), "--fleet", str(s.fleet_path), "--socket",
+                     str(s.socket_path), "--reload"]) == 0
+        assert "other" in ids(c)
