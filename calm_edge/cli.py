@@ -535,7 +535,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     s = _settings(args)
     print(json.dumps({"profile_source": s.profile_source, "socket": str(s.socket_path),
                       "state_dir": str(s.state_dir), "models_dir": str(s.models_dir),
-                      "fleet": str(s.fleet_path), "profile": _asdict(s.profile)}, indent=2))
+                      "fleet": str(s.fleet_path), "local_fleet": str(s.local_fleet_path),
+                      "profile": _asdict(s.profile)}, indent=2))
     return 0
 
 

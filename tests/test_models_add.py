@@ -154,6 +154,10 @@ def test_models_add_refuses_a_file_that_is_not_gguf(env: Env, tmp_path: Path) ->
     before = env.listing()
     with pytest.raises(ModelsError, match="not a GGUF file"):
         env.add(bad)
+    corrupt = tmp_path / "corrupt.gguf"  # a GGUF header whose counts are garbage
+    corrupt.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + b"\xff" * 16 + bytes(64))
+    with pytest.raises(ModelsError, match="implausible counts"):
+        env.add(corrupt)
     with pytest.raises(ModelsError, match="is not a regular file"):
         env.add(tmp_path)
     with pytest.raises(ModelsError, match="No such file"):
