@@ -384,9 +384,10 @@ def add_model(source: Path, models_dir: Path, fleet: Fleet, local_path: Path,
               profiles: Sequence[tuple[str, Profile]], opts: AddOptions = AddOptions(), *,
               probe: Probe = probe_llama_cpp, expect: ModelSpec | None = None) -> AddResult:
     """Add the GGUF `source` to the local manifest `local_path` and its file to
-    `models_dir`. `fleet` is the fleet manifest without the local one. With `expect` (an
-    entry of a bundle's manifest: import), the file must match its SHA-256 and its settings
-    are kept. Raises ModelsError; then nothing was changed."""
+    `models_dir`. `fleet` is the fleet manifest without the local one; `profiles` are
+    checked for room, the one in use first (profiles_to_check). With `expect` (an entry of
+    a bundle's manifest: import), the file must match its SHA-256 and its settings are
+    kept. Raises ModelsError; then nothing was changed."""
     real, notes = _source(source)
     info = _header(real)
     if expect is not None and real.stat().st_size != expect.size_bytes:
