@@ -194,6 +194,8 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=8, help="model layers (random f32)")
     ap.add_argument("--dim", type=int, default=2048, help="model width")
     ap.add_argument("--profile", default="jetson-agx-orin-64gb")
+    ap.add_argument("--memory-source", default="nvml",
+                    help="the daemon's memory.gpu_memory_source (auto, nvml, memavailable, none)")
     ap.add_argument("--smoke", action="store_true", help="CPU only, a tiny model: test the "
                     "script where there is no GPU")
     args = ap.parse_args()
@@ -213,7 +215,7 @@ def main() -> int:
           f"(written in {time.monotonic() - t0:.0f} s)", flush=True)
     fleet = write_fleet(work, model, name)
     gpu_layers = 0 if args.smoke else -1
-    env_extra = {"CALM_EDGE_MEMORY_GPU_MEMORY_SOURCE": "nvml"}
+    env_extra = {"CALM_EDGE_MEMORY_GPU_MEMORY_SOURCE": args.memory_source}
     if args.smoke:
         env_extra["CALM_EDGE_RUNTIME_N_GPU_LAYERS"] = "0"
     # The daemon's decode threads, so that both sides run llama.cpp alike.
