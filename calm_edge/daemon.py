@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ from calm_edge.service import (
 from calm_edge.sockets import DaemonError, bind_tcp, bind_unix_socket, capture_signals
 from calm_edge.status import StatusView
 from calm_edge.units import format_bytes
+
+# Stack size of the threads the daemon starts (see Daemon.run).
+WORKER_STACK_BYTES = 64 << 20
 
 log = logging.getLogger("calm_edge.daemon")
 
@@ -361,6 +365,11 @@ class Daemon:
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> int:
+        # Models load and generate in worker threads. A thread's static TLS is carved from
+        # its stack, and CUDA's libraries bring a lot of it: with the default 8 MiB a CUDA
+        # model load segfaulted in a worker thread (H200, llama.cpp 0.3.36) while the same
+        # load ran in the main thread. Stacks are reserved, not committed, so this is cheap.
+        threading.stack_size(max(threading.stack_size(), WORKER_STACK_BYTES))
         loop = self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
