@@ -365,10 +365,11 @@ class Daemon:
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> int:
-        # Models load and generate in worker threads. A thread's static TLS is carved from
-        # its stack, and CUDA's libraries bring a lot of it: with the default 8 MiB a CUDA
-        # model load segfaulted in a worker thread (H200, llama.cpp 0.3.36) while the same
-        # load ran in the main thread. Stacks are reserved, not committed, so this is cheap.
+        # Models load and generate in worker threads. On the H200 check (issue 23) a CUDA
+        # model load segfaulted in a worker thread with the default 8 MiB stack while the
+        # same load ran in the main thread. A thread's static TLS comes out of its stack
+        # and CUDA's libraries bring much of it; a larger stack is the likely cure (not yet
+        # confirmed on a GPU). Stacks are reserved, not committed, so this is cheap.
         threading.stack_size(max(threading.stack_size(), WORKER_STACK_BYTES))
         loop = self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()

@@ -143,47 +143,64 @@ def run_daemon(work: Path, fleet: Path, name: str, tokens: int, profile: str,
                              "info"], env=env, stdout=log, stderr=subprocess.STDOUT)
     out: dict[str, Any] = {}
     try:
-        deadline = time.monotonic() + 120
-        while not sock.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the daemon did not start:\n{(work / 'serve.log').read_text()}")
-            time.sleep(0.2)
-        http = httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)),
-                            base_url="http://calm", timeout=600)
-        out["gpu_mib_before_load"] = nvidia_smi_used_mib()
-        r = http.post(f"/calm/models/{name}/load")
-        r.raise_for_status()
-        out["gpu_mib_loaded"] = nvidia_smi_used_mib()
-        body = {"model": name, "prompt": PROMPT, "max_tokens": tokens, "temperature": 0,
-                "stream": True}
-        t0, first, n_chunks = time.monotonic(), None, 0
-        calm: dict[str, Any] = {}
-        with http.stream("POST", "/v1/completions", json=body) as resp:
-            for line in resp.iter_lines():
-                if not line.startswith("data:") or line.endswith("[DONE]"):
-                    continue
-                event = json.loads(line[5:])
-                if first is None:
-                    first = time.monotonic()
-                n_chunks += 1
-                calm = event.get("calm", calm)
-        total = time.monotonic() - t0
-        out.update({"daemon": calm, "client_total_s": total,
-                    "client_ttft_s": (first or t0) - t0, "chunks": n_chunks})
-        st = http.get("/calm/status").json()
-        m = next(x for x in st["models"] if x["name"] == name)
-        out["status_model"] = {k: m.get(k) for k in ("estimated_bytes", "measured_bytes",
-                                                     "charged_bytes", "memory_source")}
-        r = http.post(f"/calm/models/{name}/unload")
-        r.raise_for_status()
-        time.sleep(1.0)
-        out["gpu_mib_unloaded"] = nvidia_smi_used_mib()
+        return _drive_daemon(proc, http_for(sock), sock, work, name, tokens, out)
+    except httpx.HTTPError as e:
+        proc.poll()
+        raise SystemExit(f"the daemon failed ({type(e).__name__}: {e}; exit status "
+                         f"{proc.returncode}); its log ends:\n"
+                         + "\n".join((work / "serve.log").read_text(errors="replace")
+                                      .splitlines()[-40:])) from None
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(60)
         log.close()
         shutil.rmtree(sock.parent, ignore_errors=True)
+
+
+def http_for(sock: Path) -> Any:
+    import httpx
+
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://calm",
+                        timeout=600)
+
+
+def _drive_daemon(proc: subprocess.Popen[Any], http: Any, sock: Path, work: Path, name: str,
+                  tokens: int, out: dict[str, Any]) -> dict[str, Any]:
+    """Load, one streamed answer, status, unload: what run_daemon reports."""
+    deadline = time.monotonic() + 120
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the daemon did not start:\n{(work / 'serve.log').read_text()}")
+        time.sleep(0.2)
+    out["gpu_mib_before_load"] = nvidia_smi_used_mib()
+    r = http.post(f"/calm/models/{name}/load")
+    r.raise_for_status()
+    out["gpu_mib_loaded"] = nvidia_smi_used_mib()
+    body = {"model": name, "prompt": PROMPT, "max_tokens": tokens, "temperature": 0,
+            "stream": True}
+    t0, first, n_chunks = time.monotonic(), None, 0
+    calm: dict[str, Any] = {}
+    with http.stream("POST", "/v1/completions", json=body) as resp:
+        for line in resp.iter_lines():
+            if not line.startswith("data:") or line.endswith("[DONE]"):
+                continue
+            event = json.loads(line[5:])
+            if first is None:
+                first = time.monotonic()
+            n_chunks += 1
+            calm = event.get("calm", calm)
+    total = time.monotonic() - t0
+    out.update({"daemon": calm, "client_total_s": total,
+                "client_ttft_s": (first or t0) - t0, "chunks": n_chunks})
+    st = http.get("/calm/status").json()
+    m = next(x for x in st["models"] if x["name"] == name)
+    out["status_model"] = {k: m.get(k) for k in ("estimated_bytes", "measured_bytes",
+                                                 "charged_bytes", "memory_source")}
+    r = http.post(f"/calm/models/{name}/unload")
+    r.raise_for_status()
+    time.sleep(1.0)
+    out["gpu_mib_unloaded"] = nvidia_smi_used_mib()
     return out
 
 
