@@ -356,6 +356,8 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     from calm_edge.pull import PullError, pull_model
 
     settings = _settings(args)
+    if args.tier:
+        return _pull_tier(args, settings)
     fleet = _fleet(settings)
     failed = 0
     for spec in _select(fleet, args.names):
@@ -369,6 +371,40 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
         print(f"{spec.name}: {res.action}, verified "
               f"({settings.models_dir / spec.file})", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _pull_tier(args: argparse.Namespace, settings: Settings) -> int:
+    from calm_edge.models_add import ModelsError
+    from calm_edge.pull import PullError, pull_model
+    from calm_edge.tiers import TierError, pull_tier
+
+    if args.names:
+        print("calm-edge models pull: --tier takes no model names", file=sys.stderr)
+        return 2
+    fleet = _base_fleet(settings)
+
+    def pull_source(name: str) -> None:
+        pull_model(fleet.get(name), settings.models_dir, wheelhouse=args.wheelhouse,
+                   quiet=args.quiet)
+
+    try:
+        results = pull_tier(args.tier, settings, fleet, force=args.force,
+                            pull_source=pull_source,
+                            say=lambda line: print(f"==> {line}", file=sys.stderr))
+    except (TierError, ModelsError, PullError) as e:
+        print(f"calm-edge models pull --tier {args.tier}: {e}", file=sys.stderr)
+        return 1
+    for r in results:
+        if r.action == "present":
+            print(f"{r.spec.name}: already added")
+            continue
+        assert r.added is not None
+        print(f"{r.spec.name}: added ({r.added.path}; {r.spec.derive_from} as {r.spec.type}); "
+              f"the router uses it once it is calibrated here: calm-edge calibrate "
+              f"{r.spec.name}")
+    if any(r.action == "added" for r in results):
+        _reload_daemon(args)
+    return 0
 
 
 def cmd_models_verify(args: argparse.Namespace) -> int:
@@ -702,6 +738,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="models to pull (default: the whole fleet)")
     p.add_argument("--wheelhouse", type=Path, help="offline: take wheels only from this directory")
     p.add_argument("-q", "--quiet", action="store_true", help="less pip output")
+    p.add_argument("--tier", help="build and add an optional tier's models instead (e.g. "
+                   "large: on the profiles that offer it, see the README)")
+    p.add_argument("--force", action="store_true",
+                   help="with --tier: even if the profile does not offer that tier")
+    p.add_argument("--reload", action="store_true",
+                   help="with --tier: ask a running daemon to reload afterwards")
     p.set_defaults(func=cmd_models_pull)
     p = msub.add_parser("verify", help="re-hash model files against the manifest")
     _add_settings_args(p)

@@ -81,6 +81,8 @@ class MemoryConfig:
         "drop of MemAvailable around a load: unified-memory boards), 'nvml' (a discrete "
         "NVIDIA GPU), 'auto' (memavailable on a jetson board, else NVML if present), "
         "'none'. Only used when layers are offloaded.")
+    tiers: list[str] = _f([], "Optional model tiers of the fleet manifest this device has "
+                          "room for ([[tier]]: `calm-edge models pull --tier NAME`).")
 
 
 @dataclass(frozen=True)

@@ -81,12 +81,30 @@ class ModelSpec:
         return self.quality.get(domain, 0.0)
 
 
+TierType = Literal["Q8_0", "F16"]
+TIER_TYPES: tuple[TierType, ...] = ("Q8_0", "F16")
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """An optional, larger model for boards with the memory for it (`[[tier]]`): built on
+    the device from the fleet model `derive_from`, re-encoded as `type` by llama.cpp, then
+    added like a user's GGUF (calm_edge.tiers)."""
+
+    tier: str                     # e.g. "large": `calm-edge models pull --tier large`
+    name: str                     # the added model's name
+    derive_from: str              # a fleet model
+    type: TierType
+    description: str = ""
+
+
 @dataclass(frozen=True)
 class Fleet:
     models: tuple[ModelSpec, ...]
     default_model: str
     source: Path
     local_source: Path | None = None  # the local manifest merged in, if there was one
+    tiers: tuple[TierSpec, ...] = ()
     by_name: Mapping[str, ModelSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -239,7 +257,7 @@ def fleet_from_mapping(data: Mapping[str, Any], where: Path) -> Fleet:
     """Validate a parsed manifest. Errors name the file, the model and the field."""
     w = str(where)
     for key in data:
-        if key not in ("version", "default_model", "model"):
+        if key not in ("version", "default_model", "model", "tier"):
             raise ConfigError(w, "", key, "unknown top-level field")
     if data.get("version", 1) != 1:
         raise ConfigError(w, "", "version", f"unsupported manifest version {data['version']!r}")
@@ -252,7 +270,42 @@ def fleet_from_mapping(data: Mapping[str, Any], where: Path) -> Fleet:
     default = data.get("default_model", models[0].name)
     if default not in {m.name for m in models}:
         raise ConfigError(w, "", "default_model", f"{default!r} is not a model in this fleet")
-    return Fleet(models=models, default_model=default, source=where)
+    raw_tiers = data.get("tier", [])
+    if not isinstance(raw_tiers, list):
+        raise ConfigError(w, "", "tier", "expected [[tier]] tables")
+    tiers = tuple(_tier(t, w, i, models) for i, t in enumerate(raw_tiers))
+    return Fleet(models=models, default_model=default, source=where, tiers=tiers)
+
+
+def _tier(raw: Any, where: str, index: int, models: Sequence[ModelSpec]) -> TierSpec:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(where, f"tier[{index}]", "", "expected a table")
+    label = f"tier[{index}]" + (f" ({raw['name']})" if isinstance(raw.get("name"), str) else "")
+
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(where, label, key, problem)
+
+    for key in raw:
+        if key not in ("tier", "name", "from", "type", "description"):
+            raise fail(key, "unknown field (known: tier, name, from, type, description)")
+    for key in ("tier", "name", "from", "type"):
+        if not isinstance(raw.get(key), str):
+            raise fail(key, "required string")
+    if not NAME_RE.match(raw["tier"]):
+        raise fail("tier", f"invalid tier name {raw['tier']!r}")
+    if not NAME_RE.match(raw["name"]):
+        raise fail("name", f"invalid model name {raw['name']!r}")
+    if any(m.name == raw["name"] for m in models):
+        raise fail("name", f"{raw['name']!r} is already a model of the fleet")
+    if not any(m.name == raw["from"] for m in models):
+        raise fail("from", f"{raw['from']!r} is not a model of this fleet")
+    if raw["type"] not in TIER_TYPES:
+        raise fail("type", f"expected one of {', '.join(TIER_TYPES)}, got {raw['type']!r}")
+    desc = raw.get("description", "")
+    if not isinstance(desc, str):
+        raise fail("description", "expected a string")
+    return TierSpec(tier=raw["tier"], name=raw["name"], derive_from=raw["from"],
+                    type=raw["type"], description=desc)
 
 
 def local_models_from_mapping(data: Mapping[str, Any], where: Path) -> tuple[ModelSpec, ...]:
@@ -289,7 +342,7 @@ def merge_fleet(fleet: Fleet, local: Sequence[ModelSpec], local_path: Path) -> F
                               f"{m.file} is also the file of {clash.name!r} in the fleet "
                               f"manifest {fleet.source}")
     return Fleet(models=(*fleet.models, *local), default_model=fleet.default_model,
-                 source=fleet.source, local_source=local_path)
+                 source=fleet.source, local_source=local_path, tiers=fleet.tiers)
 
 
 def read_local_models(path: Path) -> tuple[ModelSpec, ...]:

@@ -84,6 +84,8 @@ class AddOptions:
     completion_template: str | None = None   # a base model: format = completion
     stop: tuple[str, ...] = ()
     copy: bool = False                       # never hard-link
+    quality: Mapping[Domain, float] | None = None  # known priors (default: a guess)
+    origin: str | None = None                # recorded as the source (default: its path)
 
 
 @dataclass(frozen=True)
@@ -294,11 +296,14 @@ def _spec_for(info: GGUFInfo, real: Path, source: Path, opts: AddOptions,
     return ModelSpec(
         name=name, file=sanitize_file(source.name), sha256="0" * 64,
         size_bytes=real.stat().st_size, n_ctx=n_ctx, format=fmt, stop=opts.stop,
-        quality=guess_quality(params_b, opts.domains), tags=("added", *opts.domains),
+        quality=opts.quality if opts.quality is not None else guess_quality(params_b,
+                                                                            opts.domains),
+        tags=("added", *opts.domains),
         prompt_template=template, params_b=params_b,
-        added=AddedInfo(source=str(source.absolute()), added_at=_now(), arch=info.arch,
+        added=AddedInfo(source=opts.origin or str(source.absolute()), added_at=_now(),
+                        arch=info.arch,
                         quantization=info.quantization, context_length=trained,
-                        quality_guess=True, domains=tuple(opts.domains)))
+                        quality_guess=opts.quality is None, domains=tuple(opts.domains)))
 
 
 def _clashes(spec: ModelSpec, fleet: Fleet, local: Sequence[ModelSpec],
