@@ -159,6 +159,9 @@ class AnalyzeParams:
     # A canary counts as this many grades: canaries are hand-written, ten a domain, and
     # need not resemble this device's queries as a client's graded answers do.
     fit_canary_weight: float = 0.5
+    # An answer length borrowed from other models in a domain (calm_edge.scaling) counts
+    # as this many of the model's own answers there.
+    borrowed_length_n: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -444,7 +447,8 @@ class Prediction:
 @dataclass(frozen=True)
 class SpeedPrior:
     """Speeds to assume before a model has answered requests here: from its calibration on
-    this device (`calibrated`), else from its size. Answer length is per domain."""
+    this device (`calibrated`), else scaled from the models measured here, else from its
+    size. Answer length is per domain."""
 
     decode_ms_per_token: float
     prefill_ms_per_token: float
@@ -452,6 +456,9 @@ class SpeedPrior:
     completion_tokens: float = 96.0   # natural answer length (answers that stopped)
     limit_share: float = 0.0          # share of answers that run to max_tokens
     calibrated: bool = False          # completion_tokens/limit_share are this domain's
+    # Answers the length above counts as when it is this domain's without being the
+    # model's own calibration (borrowed from other models); 0: not this domain's.
+    length_n: float = 0.0
 
 
 def expected_tokens(natural: float, limit_share: float, max_tokens: int) -> float:
@@ -462,13 +469,15 @@ def expected_tokens(natural: float, limit_share: float, max_tokens: int) -> floa
 
 def _answer_length(d: Estimate, m: Estimate, prior: SpeedPrior, p: AnalyzeParams,
                    ) -> tuple[float, float]:
-    """(natural length, share cut by max_tokens) for a (model, domain). A calibrated prior
-    is this domain's own and anchors the domain's few observations; without one the
-    domain borrows from the model's other domains."""
-    if prior.calibrated:
-        w = d.completion_tokens.n / (d.completion_tokens.n + p.shrink_n)
+    """(natural length, share cut by max_tokens) for a (model, domain). A prior that is
+    this domain's (calibrated here: `shrink_n` answers' worth; borrowed: `length_n`)
+    anchors the domain's few observations; without one the domain borrows from the
+    model's other domains."""
+    prior_n = p.shrink_n if prior.calibrated else prior.length_n
+    if prior_n > 0:
+        w = d.completion_tokens.n / (d.completion_tokens.n + prior_n)
         natural = w * d.completion_tokens.mean + (1 - w) * prior.completion_tokens
-        w_l = d.limit_share.n / (d.limit_share.n + p.shrink_n)
+        w_l = d.limit_share.n / (d.limit_share.n + prior_n)
         share = w_l * d.limit_share.mean + (1 - w_l) * prior.limit_share
         return natural, share
     natural = _blend(d.completion_tokens, m.completion_tokens, p.shrink_n) \
