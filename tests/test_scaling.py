@@ -115,7 +115,6 @@ def test_loop_cold_start_predicts_an_unmeasured_model_from_the_measured_ones(
     fleet_path, models = sized_fleet(tmp_path)
     s = make_settings("[loop]\nexplore_epsilon = 0.0\ndecode_ms_per_weight_mib = 50.0\n",
                       paths={"fleet": str(fleet_path), "models_dir": str(models)})
-    fleet = load_fleet(fleet_path)
     factory = FakeFactory(answer_tokens=6)
 
     async def main() -> None:
