@@ -159,8 +159,10 @@ class AnalyzeParams:
     # A canary counts as this many grades: canaries are hand-written, ten a domain, and
     # need not resemble this device's queries as a client's graded answers do.
     fit_canary_weight: float = 0.5
-    # An answer length borrowed from other models in a domain (calm_edge.scaling) counts
-    # as this many of the model's own answers there.
+    # An answer length from the manifest (the model's, measured elsewhere) or borrowed from
+    # other models in a domain here (calm_edge.scaling) counts as this many of the model's
+    # own answers there.
+    manifest_length_n: float = 2.0
     borrowed_length_n: float = 1.0
 
 

@@ -381,9 +381,10 @@ class Orchestrator:
                      lengths: Mapping[str, AnswerLength] | None = None) -> SpeedPrior:
         """Speeds and answer length before `name` has answered here: this device's
         calibration; else speeds scaled by weight bytes from the models measured here
-        (`measured`, default: measured_speeds()) and the domain's answer length borrowed
-        from the models that answered in it (`lengths`, default: all that did); else
-        guesses from the model's size and the profile."""
+        (`measured`, default: measured_speeds()), else guessed from the model's size and
+        the profile. The domain's answer length: calibrated here, else the manifest's
+        (measured elsewhere), else borrowed from the models that answered in it here
+        (`lengths`, default: all that did), else a default."""
         if measured is None:
             measured = self.measured_speeds()
         if lengths is None:
@@ -409,6 +410,11 @@ class Orchestrator:
         dev = self.device_priors.get(name)
         if dev is not None and domain in dev.domains:
             return dev.domain_length(domain, guess)
+        manifest = slot.spec.prior_length(domain)
+        if manifest is not None:
+            return dataclasses.replace(guess, completion_tokens=manifest[0],
+                                       limit_share=manifest[1],
+                                       length_n=self.analyze_params.manifest_length_n)
         borrowed = borrowed_length([v for m, v in lengths.items() if m != name])
         if borrowed is None:
             return guess

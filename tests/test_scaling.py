@@ -97,7 +97,9 @@ def sized_fleet(tmp_path: Path) -> tuple[Path, Path]:
     for name, dim in sizes.items():
         path = write_tiny_gguf(models / f"{name}.gguf", n_embd=dim, seed=dim)
         body += model_entry(name, f"{name}.gguf", path,
-                            quality="{ code = 0.5, factual = 0.5 }")
+                            quality="{ code = 0.5, factual = 0.5 }",
+                            extra="answer_tokens = { factual = 3 }\n"
+                                  "limit_share = { factual = 0.1 }" if name == "mid" else "")
     fleet = tmp_path / "sized.toml"
     fleet.write_text(body)
     for spec in load_fleet(fleet).models:
@@ -111,7 +113,8 @@ def test_loop_cold_start_predicts_an_unmeasured_model_from_the_measured_ones(
     loop knows nothing: it predicts from the profile's per-MiB guess. After 'small' and
     'large' answer, 'mid' (never run) is predicted between them by weight bytes, within a
     few percent of its true speed, and the load time from the two loads timed; the answer
-    length of a domain comes from the models that answered there."""
+    length of a domain comes from the manifest where it has one, else from the models that
+    answered there."""
     fleet_path, models = sized_fleet(tmp_path)
     s = make_settings("[loop]\nexplore_epsilon = 0.0\ndecode_ms_per_weight_mib = 50.0\n",
                       paths={"fleet": str(fleet_path), "models_dir": str(models)})
@@ -153,8 +156,13 @@ def test_loop_cold_start_predicts_an_unmeasured_model_from_the_measured_ones(
         load_ms = orch._load_ms("mid")
         lo, hi = sorted(t * 1000 for t in timed.values() if t is not None)
         assert lo * 0.5 <= load_ms <= hi * 2
-        # A domain nobody answered keeps the default length.
-        assert orch._speed_prior("mid", "factual").length_n == 0.0
+        # The manifest's length for factual (its own, measured elsewhere); a domain nobody
+        # answered and the manifest does not cover keeps the default length.
+        factual = orch._speed_prior("mid", "factual")
+        assert (factual.completion_tokens, factual.limit_share) == (3.0, 0.1)
+        assert factual.length_n == orch.analyze_params.manifest_length_n
+        instruct = orch._speed_prior("mid", "instruct")
+        assert instruct.length_n == 0.0 and instruct.completion_tokens == 96.0
         await loop.stop()
 
     asyncio.run(main())
