@@ -37,7 +37,9 @@ from calm_edge.config import CalibrationConfig
 from calm_edge.residency import ModelUnavailable, Residency
 
 log = logging.getLogger("calm_edge.calibration")
-RECHECK_S = 60.0  # a model with no item short enough under load is looked at again after
+# Seconds before a model with no item short enough under load is looked at again (its
+# predictions change as it answers).
+RECHECK_S = 60.0
 
 
 class CalibratedLoop(Protocol):

@@ -22,6 +22,9 @@ Per model:
 `busy()` (requests running or waiting) is polled between items and while a canary runs:
 when it turns true the canary in progress is cancelled (not recorded) and `run` raises
 Preempted, so a request never waits behind a calibration for more than one token.
+
+Under load (`run_item`, calm_edge.calibration.background) one canary runs at a time on a
+model already loaded, behind every request and not preempted, within a time limit.
 """
 
 from __future__ import annotations
