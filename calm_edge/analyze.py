@@ -162,7 +162,7 @@ class AnalyzeParams:
     # An answer length from the manifest (the model's, measured elsewhere) or borrowed from
     # other models in a domain here (calm_edge.scaling) counts as this many of the model's
     # own answers there.
-    manifest_length_n: float = 2.0
+    manifest_length_n: float = 1.0
     borrowed_length_n: float = 1.0
 
 

@@ -8,8 +8,9 @@ Two regimes:
   idle spell; once every model is calibrated, the speed of each in a power state not yet
   timed (Calibrator.measure_speed).
 - **under load** (requests keep coming; `calibration.under_load`): one short item at a
-  time (Calibrator.run_item): a canary of the quick plan, on a model already loaded, for
-  the models routing is about to use first (the plans' top candidates). It waits behind
+  time (Calibrator.run_item): a canary of the quick plan, on a model already loaded that
+  has answered here, for the models routing is about to use first (the plans' top
+  candidates). It waits behind
   every request (the scheduler's background priority) and is not preempted, so a waiting
   request is delayed by one item at most: items predicted to take longer than
   `under_load_item_s` wait for an idle spell, and one running past it is dropped. Items
@@ -26,7 +27,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from calm_edge.backends.base import ModelState
@@ -35,6 +36,7 @@ from calm_edge.calibration.results import ModelCalibration
 from calm_edge.calibration.runner import CalibrationEvent, Calibrator, Preempted
 from calm_edge.config import CalibrationConfig
 from calm_edge.residency import ModelUnavailable, Residency
+from calm_edge.scaling import MeasuredSpeed
 
 log = logging.getLogger("calm_edge.calibration")
 # Seconds before a model with no item short enough under load is looked at again (its
@@ -59,6 +61,8 @@ class CalibratedLoop(Protocol):
     def apply_calibration(self, results: Mapping[str, ModelCalibration]) -> None: ...
 
     def predicted_ms(self, model: str, domain: str, text: str, max_tokens: int) -> float: ...
+
+    def measured_speeds(self) -> Sequence[MeasuredSpeed]: ...
 
 
 class BackgroundCalibration:
@@ -159,15 +163,18 @@ class BackgroundCalibration:
         return f"timed {name} in {key}"
 
     async def _under_load(self, cfg: CalibrationConfig) -> str | None:
-        """One item for the first pending model that is loaded and has one that fits."""
+        """One item for the first pending model that is loaded, has answered here (so that
+        what an item will take is predicted from its own speed: a prompt's prefill cannot
+        be stopped midway) and has an item that fits."""
         max_s = cfg.under_load_item_s
         loop = self._loop
+        measured = {m.model for m in loop.measured_speeds()}
 
         def fits(name: str, q: Query) -> bool:
             return loop.predicted_ms(name, q.domain, q.text, q.max_tokens) <= max_s * 1000
 
         for name in self.pending():
-            if self._res.slots[name].state is not ModelState.READY \
+            if self._res.slots[name].state is not ModelState.READY or name not in measured \
                     or self._clock() < self._exhausted.get(name, -math.inf):
                 continue
             try:
