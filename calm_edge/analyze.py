@@ -124,6 +124,9 @@ class Estimate:
     fit_predicted: Stat = Stat()
     quality_prior: BetaQuality | None = None  # the prior inside `quality` (None: stored
                                               # before priors were recorded)
+    # Prompt tokens the model really read minus the request's estimate from its characters
+    # (the chat template and system prompt the estimate cannot see).
+    prompt_overhead: Stat = Stat()
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,9 @@ class AnalyzeParams:
     # other models in a domain here (calm_edge.scaling) counts as this many of the model's
     # own answers there.
     manifest_length_n: float = 1.0
+    # An answer cut by a max_tokens below this (a warm-up, a one-token probe) says nothing
+    # about how often answers run to their limit.
+    limit_min_tokens: int = 16
     borrowed_length_n: float = 1.0
 
 
@@ -182,6 +188,7 @@ class Observation:
     slo_ms: float | None = None
     error: bool = False
     cold: bool = False        # first generation after a load: its TTFT includes page faults
+    prompt_tokens_est: int | None = None  # Monitor's estimate for the request
 
 
 @dataclass(frozen=True)
@@ -243,6 +250,9 @@ def _update_estimate(e: Estimate, o: Observation, p: AnalyzeParams,
         return dataclasses.replace(e, requests=e.requests + 1, errors=e.errors + 1,
                                    last_ts=o.ts)
     prefill, decode = e.prefill_ms_per_token, e.decode_ms_per_token
+    overhead = e.prompt_overhead
+    if o.prompt_tokens > 0 and o.prompt_tokens_est is not None:
+        overhead = overhead.update(float(o.prompt_tokens - o.prompt_tokens_est), a)
     if o.prompt_tokens > 0 and o.ttft_ms > 0 and not o.cold:
         prefill = prefill.update(_clip(o.ttft_ms / o.prompt_tokens, prefill), a)
     if o.completion_tokens > 1:
@@ -251,8 +261,9 @@ def _update_estimate(e: Estimate, o: Observation, p: AnalyzeParams,
     verbosity, limit = e.completion_tokens, e.limit_share
     if o.completion_tokens < o.max_tokens:  # only natural endings say how long answers are
         verbosity = verbosity.update(float(o.completion_tokens), a)
-    if o.completion_tokens > 0:
-        limit = limit.update(float(o.completion_tokens >= o.max_tokens), a)
+    cut = o.completion_tokens >= o.max_tokens
+    if o.completion_tokens > 0 and (not cut or o.max_tokens >= p.limit_min_tokens):
+        limit = limit.update(float(cut), a)
     energy = e.energy_mj_per_token
     if o.energy_mj is not None and o.energy_mj > 0:
         eq = decode_equivalent_tokens(o.prompt_tokens, o.completion_tokens, prefill, decode)
@@ -262,7 +273,7 @@ def _update_estimate(e: Estimate, o: Observation, p: AnalyzeParams,
     return dataclasses.replace(
         e, prefill_ms_per_token=prefill, decode_ms_per_token=decode,
         completion_tokens=verbosity, limit_share=limit, energy_mj_per_token=energy,
-        requests=e.requests + 1,
+        prompt_overhead=overhead, requests=e.requests + 1,
         slo_breaches=e.slo_breaches + int(breach), last_ts=o.ts)
 
 
@@ -490,7 +501,11 @@ def _answer_length(d: Estimate, m: Estimate, prior: SpeedPrior, p: AnalyzeParams
 
 def predict(k: Knowledge, model: str, domain: str, prompt_tokens: int, max_tokens: int,
             prior: SpeedPrior, p: AnalyzeParams) -> Prediction:
+    """`prompt_tokens` is Monitor's estimate: the model's learned template overhead is
+    added to it."""
     d, m = k.estimate(model, domain), k.estimate(model, ALL)
+    if m.prompt_overhead.n:
+        prompt_tokens = max(1, round(prompt_tokens + m.prompt_overhead.mean))
     decode = _blend(d.decode_ms_per_token, m.decode_ms_per_token, p.shrink_n) \
         or prior.decode_ms_per_token
     prefill = _blend(d.prefill_ms_per_token, m.prefill_ms_per_token, p.shrink_n) \

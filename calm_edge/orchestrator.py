@@ -1066,7 +1066,8 @@ class Orchestrator:
             self.knowledge = observe(self.knowledge, Observation(
                 fg.model, q.domain, now_wall, fg.stats.prompt_tokens,
                 fg.stats.completion_tokens, fg.stats.ttft_s * 1000, fg.stats.total_s * 1000,
-                req.request.params.max_tokens, cold=fg.cold), self.analyze_params)
+                req.request.params.max_tokens, cold=fg.cold,
+                prompt_tokens_est=q.prompt_tokens_est), self.analyze_params)
             first_energy = self._energy(fg.gen_start_s, fg.gen_end_s)
             if energy is not None and first_energy is not None:
                 energy = dataclasses.replace(energy,
@@ -1082,7 +1083,8 @@ class Orchestrator:
                           ttft_ms=s.ttft_s * 1000.0, latency_ms=s.total_s * 1000.0,
                           max_tokens=req.request.params.max_tokens,
                           energy_mj=energy.energy_j * 1000 if energy else None,
-                          slo_ms=routed.request.slo_ms, cold=out.cold)
+                          slo_ms=routed.request.slo_ms, cold=out.cold,
+                          prompt_tokens_est=q.prompt_tokens_est)
         was_degraded = self.knowledge.health_of(out.model).degraded
         self.knowledge = observe(self.knowledge, obs, self.analyze_params)
         health = self.knowledge.health_of(out.model)

@@ -1,6 +1,7 @@
-"""scripts/quickstart.sh calibrates the fleet before the first question: its dry run on the
-tiny models (real llama.cpp) runs the script's own calibration step into the state
-directory the daemon reads."""
+"""A calibrated first answer: scripts/quickstart.sh calibrates the fleet before the first
+question (its dry run on the tiny models, real llama.cpp, runs the script's own calibration
+step into the state directory the daemon reads), and `calm-edge calibrate` beside a running
+daemon has it reload, so that it routes from the new results."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from calm_edge.config import load_settings
+from calm_edge.config import Settings, load_settings
 from calm_edge.fleet import load_fleet
 from calm_edge.knowledge import KnowledgeStore
-from tests.conftest import write_profile
+from calm_edge.testing.fakes import FakeFactory
+from tests.conftest import run_daemon, write_profile
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = str(Path(sys.executable).parent.parent)  # the venv running the tests has calm_edge
@@ -50,6 +53,26 @@ def test_quickstart_dry_run_calibrates_the_tiny_fleet_into_the_state_dir(
     for name, keys in items.items():
         assert {"load", "done"} <= keys, (name, keys)
         assert sum(k.startswith("canary:") for k in keys) >= 4  # a few per domain
+
+
+def test_calibrate_beside_a_running_daemon_has_it_reload(
+        make_settings: Callable[..., Settings], tiny_fleet: tuple[Path, Path],
+        tmp_path: Path) -> None:
+    from calm_edge.backends.llama_cpp import build_info
+
+    fleet, models = tiny_fleet
+    s = make_settings()
+    with run_daemon(s, FakeFactory(), backend_build=build_info(),
+                    memory_probe=lambda: 0) as daemon:
+        assert daemon.orchestrator is not None and daemon.orchestrator.calibration == {}
+        r = subprocess.run(
+            [str(Path(VENV) / "bin" / "calm-edge"), "calibrate", "--quick",
+             "--profile", str(tmp_path / "profile.toml"), "--state-dir", str(s.state_dir),
+             "--socket", str(s.socket_path), "--fleet", str(fleet), "--models-dir",
+             str(models)], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "a daemon is running" in r.stderr and "daemon reloaded" in r.stderr
+        assert set(daemon.orchestrator.calibration) == {"tiny-chat", "tiny-base"}
 
 
 def _device_key(profile: Path, fleet: Path, models: Path, state: Path) -> str:
