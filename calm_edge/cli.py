@@ -134,11 +134,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{'model':<22} {'state':<10} {'file':<13} {'estimate':>10} {'measured':>10} "
           f"{'loads':>5}  note")
     degraded = {h["model"] for h in st.get("health", []) if h["degraded"]}
+    cal_models = (st.get("calibration") or {}).get("models") or {}
     for m in st["models"]:
         measured = format_bytes(m["measured_bytes"]) if m["measured_bytes"] else "-"
         note = m["unavailable"] or m["last_error"] or ""
         if m["name"] in degraded:
             note = ("DEGRADED " + note).strip()
+        cal = cal_models.get(m["name"])
+        if m.get("origin") == "added" and not (cal and cal["state"] != "partial"):
+            note = ("added, not calibrated here: pinned requests only " + note).strip()
         print(f"{m['name']:<22} {m['state']:<10} {m['file']:<13} "
               f"{format_bytes(m['estimated_bytes']):>10} {measured:>10} {m['loads']:>5}  {note}")
     _print_energy(st)
@@ -265,9 +269,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 # -- models -------------------------------------------------------------------------------
 
 def _fleet(settings: Settings) -> Any:
-    from calm_edge.fleet import load_fleet
+    from calm_edge.fleet import fleet_for
 
-    return load_fleet(settings.fleet_path)
+    return fleet_for(settings)
 
 
 def _select(fleet: Any, names: Sequence[str]) -> list[Any]:
@@ -297,25 +301,51 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                 footprint = model_footprint(info, spec, rt)
             except GGUFError as e:
                 note = str(e)
+        added = spec.added
         rows.append({"name": spec.name, "file": str(model_path(settings.models_dir, spec)),
                      "status": status.value, "size_bytes": spec.size_bytes,
                      "format": spec.format, "tags": list(spec.tags),
                      "footprint_bytes": footprint.total_bytes if footprint else None,
                      "footprint": footprint.__dict__ if footprint else None,
-                     "default": spec.name == fleet.default_model, "note": note})
+                     "default": spec.name == fleet.default_model, "note": note,
+                     "origin": "added" if added else "fleet",
+                     "added": None if added is None else {
+                         "source": added.source, "at": added.added_at, "arch": added.arch,
+                         "quantization": added.quantization, "params_b": spec.params_b,
+                         "n_ctx": spec.n_ctx, "context_length": added.context_length,
+                         "quality_guess": added.quality_guess,
+                         "domains": list(added.domains)}})
     if args.json:
-        print(json.dumps({"models_dir": str(settings.models_dir), "models": rows}, indent=2))
+        print(json.dumps({"models_dir": str(settings.models_dir), "fleet": str(fleet.source),
+                          "local_fleet": str(settings.local_fleet_path), "models": rows},
+                         indent=2))
         return 0
     print(f"models dir: {settings.models_dir}  (budget "
           f"{format_bytes(settings.profile.memory.ram_budget_bytes)})")
-    print(f"{'model':<22} {'status':<13} {'size':>10} {'footprint':>10}  {'format':<10} tags")
+    w = max([22, *(len(r["name"]) + 2 for r in rows)])
+    print(f"{'model':<{w}} {'origin':<6} {'status':<13} {'size':>10} {'footprint':>10}  "
+          f"{'format':<10} tags")
     for r in rows:
         fp = format_bytes(r["footprint_bytes"]) if r["footprint_bytes"] else "-"
         star = "*" if r["default"] else " "
         note = f"  {r['note']}" if r["note"] else ""
-        print(f"{r['name'] + star:<22} {r['status']:<13} {format_bytes(r['size_bytes']):>10} "
-              f"{fp:>10}  {r['format']:<10} {','.join(r['tags'])}{note}")
+        print(f"{r['name'] + star:<{w}} {r['origin']:<6} {r['status']:<13} "
+              f"{format_bytes(r['size_bytes']):>10} {fp:>10}  {r['format']:<10} "
+              f"{','.join(r['tags'])}{note}")
     print("* default model; footprint = weights + repacked weights + KV cache + compute buffers")
+    added_rows = [r for r in rows if r["added"]]
+    if added_rows:
+        print(f"added models ({settings.local_fleet_path}):")
+        for r in added_rows:
+            a = r["added"]
+            guess = " · quality priors are a guess until calibrated" if a["quality_guess"] \
+                else ""
+            print(f"  {r['name']}: {a['arch']} {a['quantization']} {a['params_b']:g}B · n_ctx "
+                  f"{a['n_ctx']} (trained {a['context_length'] or '?'}) · from {a['source']} "
+                  f"· {a['at']}{guess}")
+        print("  `auto` routes to an added model once it is calibrated on this device "
+              "(calm-edge calibrate NAME, or the daemon when idle); pinned requests reach it "
+              "at once")
     if any(r["status"] != "verified" for r in rows):
         print("run `calm-edge models pull` to install missing models, `calm-edge models verify`"
               " to check unverified ones")
@@ -358,6 +388,145 @@ def cmd_models_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _base_fleet(settings: Settings) -> Any:
+    """The fleet manifest alone (added models are read under the manifest lock)."""
+    from calm_edge.fleet import load_fleet
+
+    return load_fleet(settings.fleet_path)
+
+
+def _reload_daemon(args: argparse.Namespace) -> None:
+    """Ask a running daemon to reload (it then serves the changed fleet); say so if none."""
+    from calm_edge.client import ClientError
+
+    if not args.reload:
+        print("a running daemon sees the change after a reload: systemctl reload calm-edge, "
+              "kill -HUP, or POST /calm/reload (--reload does it)", file=sys.stderr)
+        return
+    try:
+        with _client(args) as client:
+            r = client.post("/calm/reload", {})
+    except ClientError as e:
+        print(f"reload: {e}", file=sys.stderr)
+        return
+    if r.get("ok"):
+        print(f"daemon reloaded: added {', '.join(r.get('added') or []) or 'none'}, removed "
+              f"{', '.join(r.get('removed') or []) or 'none'}", file=sys.stderr)
+    else:
+        print(f"daemon reload failed (it keeps its fleet): {r.get('error')}", file=sys.stderr)
+
+
+def _unescape(text: str) -> str:
+    r"""`\n`, `\t` and `\\` typed on a command line, as the characters they name."""
+    import re
+
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t"}.get(m[1], "\\"), text)
+
+
+def cmd_models_add(args: argparse.Namespace) -> int:
+    from calm_edge.domains import DOMAINS
+    from calm_edge.models_add import AddOptions, ModelsError, add_model, profiles_to_check
+
+    settings = _settings(args)
+    domains = tuple(d for d in (args.domains or "").split(",") if d)
+    bad = [d for d in domains if d not in DOMAINS]
+    if bad:
+        print(f"calm-edge models add: unknown domain(s) {', '.join(bad)} (known: "
+              f"{', '.join(DOMAINS)})", file=sys.stderr)
+        return 2
+    opts = AddOptions(name=args.name, domains=domains,  # type: ignore[arg-type]
+                      n_ctx=args.n_ctx, completion_template=None
+                      if args.completion_template is None else _unescape(args.completion_template),
+                      stop=tuple(_unescape(t) for t in args.stop or ()), copy=args.copy)
+    try:
+        res = add_model(args.file, settings.models_dir, _base_fleet(settings),
+                        settings.local_fleet_path, profiles_to_check(settings), opts)
+    except ModelsError as e:
+        print(f"calm-edge models add: {e}", file=sys.stderr)
+        return 1
+    spec, a = res.spec, res.spec.added
+    assert a is not None
+    if args.json:
+        print(json.dumps({"name": spec.name, "action": res.action, "path": str(res.path),
+                          "sha256": spec.sha256, "format": spec.format, "n_ctx": spec.n_ctx,
+                          "params_b": spec.params_b, "arch": a.arch,
+                          "quantization": a.quantization, "quality": dict(spec.quality),
+                          "fits": [{"profile": f.profile, "footprint_bytes": f.footprint_bytes,
+                                    "budget_bytes": f.budget_bytes} for f in res.fits],
+                          "notes": list(res.notes)}, indent=2))
+    else:
+        for note in res.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if res.action == "present":
+            print(f"{spec.name}: already added ({res.path})")
+            return 0
+        print(f"added {spec.name}: {res.path} ({res.action}; sha256 {spec.sha256[:16]}...)")
+        print(f"  {a.arch} · {a.quantization} · {spec.params_b:g}B parameters · "
+              f"{'chat template' if spec.format == 'chat' else 'completion prompts'} · n_ctx "
+              f"{spec.n_ctx} (trained {a.context_length or '?'})")
+        fits = ", ".join(f"{f.profile} {'fits' if f.fits else 'too large'} "
+                         f"({format_bytes(f.footprint_bytes)} of {format_bytes(f.budget_bytes)})"
+                         for f in res.fits)
+        print(f"  footprint by profile: {fits}")
+        print("  quality priors (a guess from its size until calibrated): " + ", ".join(
+            f"{d} {q:.2f}" for d, q in spec.quality.items()))
+        print(f"  pinned requests (\"model\": \"{spec.name}\") reach it now; `auto` routes to "
+              f"it once it is calibrated on this device: calm-edge calibrate {spec.name}, or "
+              "a running daemon calibrates it when idle after a reload")
+    _reload_daemon(args)
+    return 0
+
+
+def cmd_models_remove(args: argparse.Namespace) -> int:
+    from calm_edge.models_add import ModelsError, remove_model
+
+    settings = _settings(args)
+    failed = 0
+    for name in args.names:
+        try:
+            res = remove_model(name, settings.models_dir, _base_fleet(settings),
+                               settings.local_fleet_path, keep_file=args.keep_file)
+        except ModelsError as e:
+            print(f"calm-edge models remove: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        kept = "deleted" if res.file_removed else "kept" if args.keep_file else "already gone"
+        print(f"removed {name} (file {res.path} {kept})")
+    if failed < len(args.names):
+        _reload_daemon(args)
+    return 1 if failed else 0
+
+
+def cmd_models_export(args: argparse.Namespace) -> int:
+    from calm_edge.models_add import ModelsError, export_models
+
+    settings = _settings(args)
+    try:
+        res = export_models(args.names, settings.models_dir, settings.local_fleet_path,
+                            args.out)
+    except ModelsError as e:
+        print(f"calm-edge models export: {e}", file=sys.stderr)
+        return 1
+    print(f"exported {', '.join(m.name for m in res.models) or 'no model'} to {res.out_dir}")
+    return 0
+
+
+def cmd_models_import(args: argparse.Namespace) -> int:
+    from calm_edge.models_add import ModelsError, import_models, profiles_to_check
+
+    settings = _settings(args)
+    try:
+        results = import_models(args.dir, settings.models_dir, _base_fleet(settings),
+                                settings.local_fleet_path, profiles_to_check(settings))
+    except ModelsError as e:
+        print(f"calm-edge models import: {e}", file=sys.stderr)
+        return 1
+    for r in results:
+        print(f"{r.spec.name}: {'already added' if r.action == 'present' else 'added'}, "
+              f"verified ({r.path})", file=sys.stderr)
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.fields:
         for key, default, doc in describe_fields():
@@ -366,7 +535,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     s = _settings(args)
     print(json.dumps({"profile_source": s.profile_source, "socket": str(s.socket_path),
                       "state_dir": str(s.state_dir), "models_dir": str(s.models_dir),
-                      "fleet": str(s.fleet_path), "profile": _asdict(s.profile)}, indent=2))
+                      "fleet": str(s.fleet_path), "local_fleet": str(s.local_fleet_path),
+                      "profile": _asdict(s.profile)}, indent=2))
     return 0
 
 
@@ -421,11 +591,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             print(f"{name}: not calibrated: {why}")
         print(f"wall time {int(wall_s // 60)} min {wall_s % 60:.0f} s")
     if daemon is not None:
-        _reload_daemon(client_socket_path(args.socket, os.environ))
+        _reload_after_calibration(client_socket_path(args.socket, os.environ))
     return 1 if run.failed else 0
 
 
-def _reload_daemon(socket_path: Path) -> None:
+def _reload_after_calibration(socket_path: Path) -> None:
     """Ask the daemon on `socket_path` to reload, so that it routes from the calibration
     just stored (an admin route: root, the daemon's user or calm-edge-admin)."""
     from calm_edge.client import Client, ClientError
@@ -532,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["auto", "litert", "tflite_runtime", "tensorflow", "onnx"])
     p.set_defaults(func=cmd_classify)
 
-    pm = sub.add_parser("models", help="list, pull or verify the fleet's model files",
+    pm = sub.add_parser("models", help="list, pull, verify, add or remove the fleet's models",
                         description="Manage the model files of the fleet (no daemon needed).")
     msub = pm.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     p = msub.add_parser("list", help="state, size, footprint and verification of each model")
@@ -551,6 +721,54 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_args(p)
     p.add_argument("names", nargs="*", help="models to verify (default: all)")
     p.set_defaults(func=cmd_models_verify)
+    p = msub.add_parser(
+        "add", help="add your own GGUF file to the fleet",
+        description="Check a GGUF file (header, architecture known to this llama.cpp, chat "
+        "template, footprint against the RAM budget of every profile), copy it (or hard-link "
+        "it) into the models directory with its SHA-256, and add it to the local manifest "
+        "(<models_dir>/fleet.local.toml). Until it is calibrated on this device only "
+        "requests that name it reach it.", epilog=EPILOG)
+    _add_settings_args(p)
+    p.add_argument("file", type=Path, help="the .gguf file")
+    p.add_argument("--name", help="model name (default: from the GGUF's general.name, else "
+                   "the file name)")
+    p.add_argument("--domains", help="comma-separated domains it is meant for (code, math, "
+                   "factual, instruct, writing); its quality prior elsewhere starts lower")
+    p.add_argument("--n-ctx", type=int, help="context size (default: the trained context, at "
+                   "most 4096)")
+    p.add_argument("--completion-template", metavar="TEMPLATE", help="a model without a chat "
+                   "template: prompt template containing {prompt}, e.g. "
+                   "'Question: {prompt}\\nAnswer:'")
+    p.add_argument("--stop", action="append", metavar="TEXT", help="a stop string (repeatable; "
+                   "\\n and \\t are understood in both)")
+    p.add_argument("--copy", action="store_true", help="copy even where a hard link would do")
+    p.add_argument("--socket", help="the daemon's socket, for --reload")
+    p.add_argument("--reload", action="store_true", help="ask a running daemon to reload")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_add)
+    p = msub.add_parser("remove", help="remove models added with `models add`",
+                        description="Take added models out of the local manifest and delete "
+                        "their files. Models of the fleet manifest cannot be removed.")
+    _add_settings_args(p)
+    p.add_argument("names", nargs="+", help="added models to remove")
+    p.add_argument("--keep-file", action="store_true", help="leave the GGUF file in place")
+    p.add_argument("--socket", help="the daemon's socket, for --reload")
+    p.add_argument("--reload", action="store_true", help="ask a running daemon to reload")
+    p.set_defaults(func=cmd_models_remove)
+    p = msub.add_parser("export", help="copy added models and their manifest into a "
+                        "directory (for an offline bundle)")
+    _add_settings_args(p)
+    p.add_argument("out", type=Path, help="directory to write (files + fleet.local.toml)")
+    p.add_argument("names", nargs="*", help="added models to export (default: all)")
+    p.set_defaults(func=cmd_models_export)
+    p = msub.add_parser("import", help="add the models a directory made by `models export` "
+                        "carries (offline bundles)",
+                        description="Add every model of DIR/fleet.local.toml from the files "
+                        "beside it, each checked against its SHA-256 and like `models add`. "
+                        "Idempotent.")
+    _add_settings_args(p)
+    p.add_argument("dir", type=Path)
+    p.set_defaults(func=cmd_models_import)
 
     p = sub.add_parser("config", help="show the resolved configuration")
     _add_settings_args(p, serve=True)

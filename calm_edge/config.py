@@ -536,6 +536,8 @@ class PathsConfig:
     models_dir: str = _f("", "Model files; empty = $STATE_DIRECTORY/models or "
                          "~/.local/share/calm-edge/models.")
     fleet: str = _f("", "Fleet manifest; empty = the bundled models/fleet.toml.")
+    local_fleet: str = _f("", "Manifest of the models added with `calm-edge models add`, "
+                          "merged with the fleet; empty = <models_dir>/fleet.local.toml.")
 
 
 @dataclass(frozen=True)
@@ -569,6 +571,7 @@ class Settings:
     state_dir: Path
     models_dir: Path
     fleet_path: Path
+    local_fleet_path: Path  # added models (calm_edge.fleet: merged with fleet_path)
 
 
 # TOML keys that differ from the field name (the field carries the unit).
@@ -882,13 +885,15 @@ def load_settings(
     path = resolve_profile_path(profile or env.get("CALM_EDGE_PROFILE", "") or "auto", root=root)
     prof = profile_from_mapping(read_toml(path), where=str(path),
                                 mem_total_bytes=mem_total_bytes(root), env=env, cli=cli)
+    models_dir = paths.models_dir(prof.paths.models_dir, env)
     return Settings(
         profile=prof,
         profile_source=str(path),
         socket_path=paths.server_socket_path(prof.server.socket, env),
         state_dir=paths.state_dir(prof.paths.state_dir, env),
-        models_dir=paths.models_dir(prof.paths.models_dir, env),
+        models_dir=models_dir,
         fleet_path=paths.fleet_path(prof.paths.fleet),
+        local_fleet_path=paths.local_fleet_path(prof.paths.local_fleet, models_dir),
     )
 
 

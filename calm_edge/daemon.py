@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import signal
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from calm_edge.energy import (
     select_reader,
 )
 from calm_edge.field import FieldMonitor, run_nvpmodel_query
-from calm_edge.fleet import Fleet, load_fleet
+from calm_edge.fleet import Fleet, fleet_for
 from calm_edge.knowledge import KnowledgeStore
 from calm_edge.memory import MemoryProbe, process_rss_bytes
 from calm_edge.metrics import Metrics
@@ -62,6 +63,9 @@ from calm_edge.service import (
 from calm_edge.sockets import DaemonError, bind_tcp, bind_unix_socket, capture_signals
 from calm_edge.status import StatusView
 from calm_edge.units import format_bytes
+
+# Stack size of the threads the daemon starts (see Daemon.run).
+WORKER_STACK_BYTES = 64 << 20
 
 log = logging.getLogger("calm_edge.daemon")
 
@@ -148,7 +152,7 @@ class Daemon:
         self._settings_loader = settings_loader
         self._handle_signals, self._on_ready = handle_signals, on_ready
         self._tick_s = housekeeping_interval_s
-        self.fleet = fleet if fleet is not None else load_fleet(settings.fleet_path)
+        self.fleet = fleet if fleet is not None else fleet_for(settings)
         self._factory, self._probe = factory, memory_probe
         self._classifier, self._power_reader = classifier, power_reader
         self._sysfs_root, self._rng = sysfs_root, rng
@@ -362,6 +366,12 @@ class Daemon:
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> int:
+        # Models load and generate in worker threads. On the H200 check (issue 23) a CUDA
+        # model load segfaulted in a worker thread with the default 8 MiB stack while the
+        # same load ran in the main thread. A thread's static TLS comes out of its stack
+        # and CUDA's libraries bring much of it; a larger stack is the likely cure (not yet
+        # confirmed on a GPU). Stacks are reserved, not committed, so this is cheap.
+        threading.stack_size(max(threading.stack_size(), WORKER_STACK_BYTES))
         loop = self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
@@ -438,7 +448,7 @@ class Daemon:
         old = self.settings
         try:
             new = await loop.run_in_executor(None, self._load_settings)
-            fleet = await loop.run_in_executor(None, load_fleet, new.fleet_path)
+            fleet = await loop.run_in_executor(None, fleet_for, new)
             rt.app.apply(new)  # first: it may refuse (AccessError) before anything changed
         except (ConfigError, OSError, AccessError) as e:
             log.error("reload failed; keeping the running configuration: %s", e)
@@ -458,6 +468,9 @@ class Daemon:
         core = rt.core
         fleet_changes = await core.residency.apply_fleet(fleet, new.models_dir,
                                                          new.profile.runtime)
+        if core.background is not None:  # new and changed model files: calibrated first
+            for name in [*fleet_changes["changed"], *fleet_changes["added"]]:
+                core.background.calibrate_first(name)
         # A budget set at run time stays unless the profile's own budget changed.
         profile_budget = new.profile.memory.ram_budget_bytes
         if profile_budget != old.profile.memory.ram_budget_bytes:
@@ -477,11 +490,14 @@ class Daemon:
         core.scheduler.fair = new.profile.quotas.enabled
         self.settings, self.fleet, rt.settings, core.settings, core.fleet = \
             new, fleet, new, new, fleet
-        log.info("reloaded %s and %s: models added %s, removed %s, changed %s; budget %s%s",
-                 new.profile_source, new.fleet_path, fleet_changes["added"] or "none",
+        log.info("reloaded %s and %s%s: models added %s, removed %s, changed %s; budget %s%s",
+                 new.profile_source, new.fleet_path,
+                 f" + {fleet.local_source}" if fleet.local_source else "",
+                 fleet_changes["added"] or "none",
                  fleet_changes["removed"] or "none", fleet_changes["changed"] or "none",
                  format_bytes(budget), " (set at run time)" if rt.budget_override else "")
         return {"ok": True, "profile": new.profile_source, "fleet": str(new.fleet_path),
+                "local_fleet": str(fleet.local_source) if fleet.local_source else None,
                 **fleet_changes, "evicted": evicted, "needs_restart": restart,
                 "budget_bytes": budget}
 
@@ -498,7 +514,7 @@ class Daemon:
         return load_settings(s.profile_source, env=self._env, cli={
             "server": {"socket": str(s.socket_path)},
             "paths": {"state_dir": str(s.state_dir), "models_dir": str(s.models_dir),
-                      "fleet": str(s.fleet_path)}})
+                      "fleet": str(s.fleet_path), "local_fleet": str(s.local_fleet_path)}})
 
     # -- background work -------------------------------------------------------------------
 

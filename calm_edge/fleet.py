@@ -1,4 +1,10 @@
-"""The fleet manifest (`models/fleet.toml`) and verification of model files.
+"""The fleet manifest (`models/fleet.toml`), the local manifest of models added with
+`calm-edge models add`, and verification of model files.
+
+The fleet manifest is read-only (it ships in the wheel). Added models live in a local
+manifest (`<models_dir>/fleet.local.toml` by default; same schema, each model with a
+`[model.added]` table, no `default_model`) that is merged with the fleet at load time; a
+name or file in both is refused, naming both files.
 
 A model file is data from outside: it is loaded only when its size and SHA-256 match the
 manifest. Hashing a GB takes seconds on a board's flash, so a successful verification is
@@ -14,12 +20,12 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from calm_edge.config import ConfigError, RuntimeConfig, read_toml
+from calm_edge.config import ConfigError, RuntimeConfig, Settings, read_toml
 from calm_edge.domains import DOMAINS, Domain
 from calm_edge.gguf_meta import Footprint, GGUFInfo, estimate_footprint
 
@@ -41,6 +47,19 @@ class SourceSpec:
 
 
 @dataclass(frozen=True)
+class AddedInfo:
+    """Where an added model came from and what its GGUF said (`[model.added]`)."""
+
+    source: str                   # the path it was added from
+    added_at: str                 # ISO 8601, UTC
+    arch: str                     # general.architecture
+    quantization: str             # e.g. "Q4_K_M"
+    context_length: int           # the context it was trained for (n_ctx may be less)
+    quality_guess: bool = True    # `quality` is a guess from the parameter count
+    domains: tuple[str, ...] = ()  # the domains it is meant for (empty: all)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     file: str
@@ -56,6 +75,7 @@ class ModelSpec:
     params_b: float = 0.0
     license: str = ""
     source: SourceSpec | None = None
+    added: AddedInfo | None = None  # set for models of the local manifest only
     # Per domain, measured elsewhere: the mean length of answers that ended by themselves
     # (tokens) and the share cut by max_tokens. Where the loop starts before it has seen
     # this model answer in a domain on this device.
@@ -78,6 +98,7 @@ class Fleet:
     models: tuple[ModelSpec, ...]
     default_model: str
     source: Path
+    local_source: Path | None = None  # the local manifest merged in, if there was one
     by_name: Mapping[str, ModelSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,7 +108,35 @@ class Fleet:
         return self.by_name.get(name)
 
 
-def _model(raw: Mapping[str, Any], where: str, index: int) -> ModelSpec:
+def _added(raw: Any, fail: Callable[[str, str], ConfigError]) -> AddedInfo:
+    if not isinstance(raw, Mapping):
+        raise fail("added", "expected a table")
+    known = {"source", "at", "arch", "quantization", "context_length", "quality_guess",
+             "domains"}
+    for key in raw:
+        if key not in known:
+            raise fail(f"added.{key}", f"unknown field (known: {', '.join(sorted(known))})")
+    strs = {}
+    for key in ("source", "at", "arch", "quantization"):
+        value = raw.get(key, "")
+        if not isinstance(value, str):
+            raise fail(f"added.{key}", f"expected a string, got {value!r}")
+        strs[key] = value
+    ctx = raw.get("context_length", 0)
+    if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 0:
+        raise fail("added.context_length", f"expected a non-negative integer, got {ctx!r}")
+    guess = raw.get("quality_guess", True)
+    if not isinstance(guess, bool):
+        raise fail("added.quality_guess", f"expected true or false, got {guess!r}")
+    domains = raw.get("domains", [])
+    if not isinstance(domains, list) or not all(d in DOMAINS for d in domains):
+        raise fail("added.domains", f"expected a list of domains ({', '.join(DOMAINS)})")
+    return AddedInfo(source=strs["source"], added_at=strs["at"], arch=strs["arch"],
+                     quantization=strs["quantization"], context_length=ctx,
+                     quality_guess=guess, domains=tuple(domains))
+
+
+def _model(raw: Mapping[str, Any], where: str, index: int, *, local: bool = False) -> ModelSpec:
     sec = f"model[{index}]"
     name = raw.get("name")
     if isinstance(name, str):
@@ -98,10 +147,16 @@ def _model(raw: Mapping[str, Any], where: str, index: int) -> ModelSpec:
 
     known = {"name", "file", "sha256", "size_bytes", "n_ctx", "format", "stop", "quality",
              "tags", "prompt_template", "system_prompt", "params_b", "license", "source",
-             "answer_tokens", "limit_share"}
+             "added", "answer_tokens", "limit_share"}
     for key in raw:
         if key not in known:
             raise fail(key, f"unknown field (known: {', '.join(sorted(known))})")
+    if "added" in raw and not local:
+        raise fail("added", "only models of a local manifest (calm-edge models add) carry "
+                   "[model.added]; remove it to make this model part of the fleet")
+    if local and "added" not in raw:
+        raise fail("added", "missing: a model of the local manifest needs its [model.added] "
+                   "table (add models with `calm-edge models add`)")
 
     def req(key: str, kind: type, pattern: re.Pattern[str] | None = None) -> Any:
         if key not in raw:
@@ -178,11 +233,26 @@ def _model(raw: Mapping[str, Any], where: str, index: int) -> ModelSpec:
         if extra:
             raise fail(f"source.{sorted(extra)[0]}", "unknown field")
         source = SourceSpec(tuple(pkgs), tuple(members))
+    added = _added(raw["added"], fail) if local else None
     return ModelSpec(name=name, file=file, sha256=sha, size_bytes=size, n_ctx=n_ctx,
                      format=fmt, stop=tuple(stop), quality=quality, tags=tuple(tags),
                      prompt_template=template, system_prompt=system_prompt,
                      params_b=float(params_b), license=lic,
-                     source=source, answer_tokens=answer_tokens, limit_share=limit_share)
+                     source=source, added=added, answer_tokens=answer_tokens,
+                     limit_share=limit_share)
+
+
+def _unique(models: Sequence[ModelSpec], where: str, *, files: bool) -> None:
+    names: set[str] = set()
+    seen_files: dict[str, str] = {}
+    for m in models:
+        if m.name in names:
+            raise ConfigError(where, f"model {m.name!r}", "name", "duplicate model name")
+        names.add(m.name)
+        if files and m.file in seen_files:
+            raise ConfigError(where, f"model {m.name!r}", "file",
+                              f"{m.file} is also the file of {seen_files[m.file]!r}")
+        seen_files[m.file] = m.name
 
 
 def fleet_from_mapping(data: Mapping[str, Any], where: Path) -> Fleet:
@@ -198,19 +268,68 @@ def fleet_from_mapping(data: Mapping[str, Any], where: Path) -> Fleet:
         raise ConfigError(w, "", "model", "the fleet lists no [[model]]")
     models = tuple(_model(m if isinstance(m, Mapping) else {}, w, i)
                    for i, m in enumerate(raw_models))
-    seen: set[str] = set()
-    for m in models:
-        if m.name in seen:
-            raise ConfigError(w, f"model {m.name!r}", "name", "duplicate model name")
-        seen.add(m.name)
+    _unique(models, w, files=False)
     default = data.get("default_model", models[0].name)
-    if default not in seen:
+    if default not in {m.name for m in models}:
         raise ConfigError(w, "", "default_model", f"{default!r} is not a model in this fleet")
     return Fleet(models=models, default_model=default, source=where)
 
 
-def load_fleet(path: Path) -> Fleet:
-    return fleet_from_mapping(read_toml(path), path)
+def local_models_from_mapping(data: Mapping[str, Any], where: Path) -> tuple[ModelSpec, ...]:
+    """Validate a parsed local manifest (it may list no model). Errors name the file, the
+    model and the field."""
+    w = str(where)
+    for key in data:
+        if key not in ("version", "model"):
+            raise ConfigError(w, "", key, "unknown top-level field (a local manifest holds "
+                              "only version and [[model]])")
+    if data.get("version", 1) != 1:
+        raise ConfigError(w, "", "version", f"unsupported manifest version {data['version']!r}")
+    raw_models = data.get("model", [])
+    if not isinstance(raw_models, list):
+        raise ConfigError(w, "", "model", "expected [[model]] tables")
+    models = tuple(_model(m if isinstance(m, Mapping) else {}, w, i, local=True)
+                   for i, m in enumerate(raw_models))
+    _unique(models, w, files=True)
+    return models
+
+
+def merge_fleet(fleet: Fleet, local: Sequence[ModelSpec], local_path: Path) -> Fleet:
+    """The fleet with the local manifest's models after its own. A name or a file in both
+    is a ConfigError naming both files."""
+    for m in local:
+        other = fleet.get(m.name)
+        if other is not None:
+            raise ConfigError(str(local_path), f"model {m.name!r}", "name",
+                              f"{m.name!r} is also a model of the fleet manifest "
+                              f"{fleet.source}; rename one of them")
+        clash = next((f for f in fleet.models if f.file == m.file), None)
+        if clash is not None:
+            raise ConfigError(str(local_path), f"model {m.name!r}", "file",
+                              f"{m.file} is also the file of {clash.name!r} in the fleet "
+                              f"manifest {fleet.source}")
+    return Fleet(models=(*fleet.models, *local), default_model=fleet.default_model,
+                 source=fleet.source, local_source=local_path)
+
+
+def read_local_models(path: Path) -> tuple[ModelSpec, ...]:
+    """The models of a local manifest; none when the file does not exist."""
+    if not path.exists():
+        return ()
+    return local_models_from_mapping(read_toml(path), path)
+
+
+def load_fleet(path: Path, local: Path | None = None) -> Fleet:
+    """The fleet manifest at `path`, merged with the local manifest `local` if it exists."""
+    fleet = fleet_from_mapping(read_toml(path), path)
+    if local is None or not local.exists():
+        return fleet
+    return merge_fleet(fleet, read_local_models(local), local)
+
+
+def fleet_for(settings: Settings) -> Fleet:
+    """The fleet these settings name: the manifest plus the local one (added models)."""
+    return load_fleet(settings.fleet_path, settings.local_fleet_path)
 
 
 class FileStatus(enum.Enum):

@@ -32,6 +32,24 @@ GGML_BLOCK: dict[int, tuple[int, int]] = {
     34: (256, 54), 35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18),
 }
 
+GGML_TYPE_NAMES: dict[int, str] = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
+    10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS",
+    17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
+    23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M",
+    30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4", 40: "NVFP4", 41: "Q1_0",
+}
+
+# `general.file_type` (llama.cpp's llama_ftype): id -> name.
+FILE_TYPES: dict[int, str] = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+    17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
+    23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
+    29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0",
+    38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0",
+}
+
 
 class GGUFError(ValueError):
     """The file is not a readable GGUF model."""
@@ -87,6 +105,36 @@ class GGUFInfo:
                 n *= d
             total += n
         return total
+
+    @property
+    def context_length(self) -> int:
+        """The context the model was trained for (0 when the file does not say)."""
+        return self.arch_int("context_length")
+
+    @property
+    def chat_template(self) -> str | None:
+        value = self.metadata.get("tokenizer.chat_template")
+        return value if isinstance(value, str) and value.strip() else None
+
+    @property
+    def general_name(self) -> str:
+        value = self.metadata.get("general.name")
+        return value.strip() if isinstance(value, str) else ""
+
+    @property
+    def quantization(self) -> str:
+        """The file type llama.cpp's quantizer recorded (`general.file_type`, e.g.
+        "Q4_K_M"), else the type holding most of the weights' bytes."""
+        ftype = self.metadata.get("general.file_type")
+        if isinstance(ftype, int) and not isinstance(ftype, bool) and ftype in FILE_TYPES:
+            return FILE_TYPES[ftype]
+        by_type: dict[int, int] = {}
+        for t in self.tensors:
+            by_type[t.ggml_type] = by_type.get(t.ggml_type, 0) + (t.n_bytes or 0)
+        if not by_type:
+            return "unknown"
+        top = max(by_type, key=lambda k: (by_type[k], -k))
+        return GGML_TYPE_NAMES.get(top, f"type {top}")
 
 
 class _Reader:

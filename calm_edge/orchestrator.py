@@ -551,8 +551,19 @@ class Orchestrator:
                 prediction=pred,
                 since_used=self.served - self._last_used.get(name, -10**9),
                 per_query_quality=per_query, demoted=self._demoted(name, domain),
-                size_bytes=slot.spec.size_bytes))
+                size_bytes=slot.spec.size_bytes, untrusted=self._untrusted(name)))
         return out
+
+    def _untrusted(self, name: str) -> str | None:
+        """Why `auto` may not route to `name` yet: a model added by the user (its quality
+        is a guess) until a complete calibration on this device for its current file."""
+        spec = self.fleet.get(name)
+        if spec is None or spec.added is None:
+            return None
+        cal = self.calibration.get(name)
+        if cal is not None and cal.complete:
+            return None
+        return "added, not calibrated on this device yet"
 
     def _demoted(self, name: str, domain: str) -> str | None:
         dev = self.device_priors.get(name)

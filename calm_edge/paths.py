@@ -37,6 +37,11 @@ def fleet_path(configured: str) -> Path:
     return Path(configured).expanduser() if configured else bundled_dir("models") / "fleet.toml"
 
 
+def local_fleet_path(configured: str, models_dir: Path) -> Path:
+    """The manifest of added models: next to their files unless configured."""
+    return Path(configured).expanduser() if configured else models_dir / "fleet.local.toml"
+
+
 def _first_dir(value: str | None) -> Path | None:
     # systemd joins several directories with ':'; the first is ours.
     return Path(value.split(":")[0]) if value else None

@@ -18,7 +18,9 @@ is not demoted in the domain by its calibration on this device, predicted energy
 the per-query budget and mean power under the power cap when those are set. If no
 candidate meets them all they are relaxed in that order of importance (energy, SLO, then
 quality floor and demotion: the floor lowered to 0.9 x the best predicted quality, so the
-choice stays among the strongest) and the reason says so. Exploration: a degraded model
+choice stays among the strongest) and the reason says so. A model added by the user and
+not yet calibrated on this device (`untrusted`) is left out of `auto` routing altogether
+(pinned requests reach it) unless nothing else is available. Exploration: a degraded model
 is probed every `probe_degraded_every` requests so recovery is noticed; otherwise with
 probability `explore_epsilon` the least-observed feasible candidate is tried. Every plan
 carries the scores and a readable reason.
@@ -70,6 +72,8 @@ class CandidateInput:
                                      # adjustment on top)
     demoted: str | None = None    # why calibration keeps it off this domain on this device
     size_bytes: int = 0           # the model file: in quality mode, near-ties go to the larger
+    untrusted: str | None = None  # why `auto` may not route to it yet (an added model not
+                                  # calibrated on this device); pinned requests still reach it
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,15 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
     if not usable:
         why = "; ".join(f"{c.name}: {c.unavailable_reason}" for c in cands)
         raise NoModelAvailable(f"no model of the fleet can serve ({why})")
+    # Untrusted models are neither chosen, explored, cascaded nor fallbacks, unless no
+    # other model is available at all (then serving beats refusing).
+    untrusted = [c for c in usable if c.untrusted]
+    trust_note = ""
+    if len(untrusted) == len(usable):
+        trust_note = "only models not yet calibrated here are available: " + ", ".join(
+            f"{c.name} ({c.untrusted})" for c in untrusted) + "; "
+    elif untrusted:
+        usable = [c for c in usable if not c.untrusted]
     w = req.weights
     thermal = req.thermal
     plain = w  # the weights without thermal pressure, to say what it changed
@@ -259,6 +272,7 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
         prefix += "; "
     if req.mode_note:
         prefix = f"{req.mode_note}; " + prefix
+    prefix = trust_note + prefix
 
     chosen, explored = best, False
     reason = prefix + _why(best, ranked, req) + tie_note
@@ -276,6 +290,9 @@ def plan_request(req: RequestInput, cands: Sequence[CandidateInput], params: Pla
     demoted = [c.name for c, _, _, _ in rows if c.demoted and excluded[c.name] == c.demoted]
     if demoted:
         reason += "; " + "; ".join(f"{n} {excluded[n]}" for n in demoted)
+    if untrusted and not trust_note:
+        reason += "; not routed to " + ", ".join(f"{c.name} ({c.untrusted})"
+                                                 for c in untrusted)
     probes = [r for r in ranked[1:] if r[0].prediction.degraded
               and params.probe_degraded_every > 0
               and r[0].since_used >= params.probe_degraded_every]

@@ -293,7 +293,7 @@ class Residency:
             "load_seconds_total": round(slot.load_seconds_total, 3),
             "expected_use": round(self.expected_use.get(name, 0.0), 3),
             "last_error": slot.last_error, "format": slot.spec.format,
-            "tags": list(slot.spec.tags),
+            "tags": list(slot.spec.tags), "origin": "added" if slot.spec.added else "fleet",
         } for name, slot in self.slots.items())
         return ResidencyView(self.budget_bytes, self.used_bytes(), tuple(self.resident()),
                              models)

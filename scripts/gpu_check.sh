@@ -4,7 +4,7 @@
 # memory after an unload, the budget accounting of offloaded layers).
 #
 #   scripts/gpu_check.sh [--arch 87] [--sdist FILE] [--wheelhouse DIR] [--out DIR]
-#                        [--fa on|off] [--skip-build] [-- gpu_check.py options]
+#                        [--fa on|off] [--skip-build] [--offline] [-- gpu_check.py options]
 #
 #   --arch A        CUDA architectures (CMAKE_CUDA_ARCHITECTURES): 87 for Jetson Orin,
 #                   90-real for an H100/H200, 89 for an L4/RTX 40xx (default: 87)
@@ -16,7 +16,12 @@
 #   --out DIR       where gpu_check.json and serve.log go (default gpu-check-results)
 #   --fa on|off     build the flash-attention kernels (off builds in ~200 s instead of ~350 s
 #                   on 16 cores; the check runs with flash_attn = false either way)
-#   --skip-build    use the llama-cpp-python already in .gpu-venv
+#   --skip-build    use the llama-cpp-python already in .gpu-venv (or .gpu-site)
+#   --offline       a machine with no package index whose python3 already has the build
+#                   tools (scikit-build-core, cmake, ninja) and the check's needs (numpy,
+#                   gguf, httpx, h11, prometheus-client, jinja2, diskcache; extra ones can
+#                   come on PYTHONPATH): no venv, no downloads; the build goes into
+#                   .gpu-site with --no-build-isolation and calm_edge runs from this tree
 #
 # The build is portable across CPUs (GGML_NATIVE=OFF) and bypasses pip's wheel cache, which
 # would otherwise hand back a CPU build made earlier from the same sdist.
@@ -29,6 +34,7 @@ HOUSE=
 OUT=gpu-check-results
 FA=off
 BUILD=1
+OFFLINE=0
 while [ $# -gt 0 ]; do
     case $1 in
         --arch) ARCH=${2:?}; shift ;;
@@ -37,6 +43,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=${2:?}; shift ;;
         --fa) FA=${2:?}; shift ;;
         --skip-build) BUILD=0 ;;
+        --offline) OFFLINE=1 ;;
         --) shift; break ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -48,9 +55,16 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
 PIP_SRC=()
 [ -z "$HOUSE" ] || PIP_SRC=(--no-index --find-links "$HOUSE")
-PY=.gpu-venv/bin/python
-[ -x "$PY" ] || python3 -m venv .gpu-venv
-"$PY" -m pip install -q --disable-pip-version-check ${PIP_SRC[@]+"${PIP_SRC[@]}"} numpy gguf httpx
+if [ "$OFFLINE" = 1 ]; then
+    PY=python3
+    SITE=$PWD/.gpu-site
+    export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    [ -n "$SDIST" ] || { echo "gpu_check.sh: --offline needs --sdist FILE" >&2; exit 2; }
+else
+    PY=.gpu-venv/bin/python
+    [ -x "$PY" ] || python3 -m venv .gpu-venv
+    "$PY" -m pip install -q --disable-pip-version-check ${PIP_SRC[@]+"${PIP_SRC[@]}"} numpy gguf httpx
+fi
 
 if [ "$BUILD" = 1 ]; then
     case $FA in on) fa=ON ;; off) fa=OFF ;; *) echo "--fa on|off" >&2; exit 2 ;; esac
@@ -58,10 +72,19 @@ if [ "$BUILD" = 1 ]; then
     export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
     echo "building llama-cpp-python with CUDA (arch $ARCH, flash attention $FA) ..."
     t0=$(date +%s)
-    "$PY" -m pip install -q --disable-pip-version-check --no-cache-dir --force-reinstall \
-        --no-deps ${PIP_SRC[@]+"${PIP_SRC[@]}"} "${SDIST:-llama-cpp-python==0.3.36}"
+    if [ "$OFFLINE" = 1 ]; then
+        wheels=$(mktemp -d)
+        "$PY" -m pip wheel -q --disable-pip-version-check --no-cache-dir --no-deps \
+            --no-build-isolation --no-index -w "$wheels" "$SDIST"
+        rm -rf "$SITE"
+        "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps \
+            --target "$SITE" "$wheels"/*.whl
+    else
+        "$PY" -m pip install -q --disable-pip-version-check --no-cache-dir --force-reinstall \
+            --no-deps ${PIP_SRC[@]+"${PIP_SRC[@]}"} "${SDIST:-llama-cpp-python==0.3.36}"
+    fi
     echo "built in $(( $(date +%s) - t0 )) s"
 fi
-"$PY" -m pip install -q --disable-pip-version-check --no-deps -e .
+[ "$OFFLINE" = 1 ] || "$PY" -m pip install -q --disable-pip-version-check --no-deps -e .
 "$PY" -c 'import llama_cpp; assert llama_cpp.llama_supports_gpu_offload(), "this llama-cpp-python has no GPU offload"'
 PYTHONUNBUFFERED=1 "$PY" scripts/gpu_check.py --out "$OUT" "$@"

@@ -13,10 +13,13 @@
 #    pip install --no-index --find-links BUNDLE_DIR/wheels calm-edge[EXTRAS]==VERSION.
 # 3. Assembles and verifies the bundled models with
 #    calm-edge models pull --wheelhouse BUNDLE_DIR/wheels into --models-dir
-#    (default /var/lib/calm-edge/models, the service's state directory). As root, the pull
-#    runs as the service user (--user, default calm-edge, created as install-service.sh
-#    does if missing) with runuser, into a models directory that user owns: a link planted
-#    there cannot make it write where root could. The bundle must be readable by that user.
+#    (default /var/lib/calm-edge/models, the service's state directory), and adds the
+#    models the bundle carries in added/ (build-bundle.sh --added) with
+#    calm-edge models import BUNDLE_DIR/added (SHA-256 and llama.cpp checks, local manifest
+#    <models-dir>/fleet.local.toml). As root, both run as the service user (--user,
+#    default calm-edge, created as install-service.sh does if missing) with runuser, into a
+#    models directory that user owns: a link planted there cannot make it write where root
+#    could. The bundle must be readable by that user.
 # Then run BUNDLE_DIR/scripts/install-service.sh --venv DIR to install the service.
 #
 # The manifest catches corruption and tampering with the files, not a manifest replaced
@@ -114,28 +117,41 @@ say "installing $spec into $VENV (offline)"
     die "pip install failed. A missing llama-cpp-python means the bundle needs a wheel built for this device (build-bundle.sh --extra-wheel)"
 
 # -- 3. models ---------------------------------------------------------------------------
-if [ "$NO_MODELS" = 0 ] && [ -n "$MODELS" ]; then
-    say "assembling models ($MODELS) into $MODELS_DIR"
-    IFS=, read -r -a names <<< "$MODELS"
-    venv_abs=$(cd "$VENV" && pwd)
-    pull=("$venv_abs/bin/calm-edge" models pull --wheelhouse "$BUNDLE/wheels"
-          --fleet "$BUNDLE/fleet.toml" --models-dir "$MODELS_DIR" "${names[@]}")
-    if [ "$(id -u)" = 0 ]; then
+# As root, model files are written by the service user into a models directory it owns.
+models_dir_ready=0
+as_owner() {  # as_owner READABLE_DIR CMD...: run CMD as the owner of the models directory
+    local readable=$1
+    shift
+    if [ "$(id -u)" != 0 ]; then "$@"; return; fi
+    runuser=${CALM_INSTALL_RUNUSER:-runuser}
+    if [ "$models_dir_ready" = 0 ]; then
         if ! getent passwd "$SERVICE_USER" >/dev/null; then  # as install-service.sh makes it
             getent group "$SERVICE_USER" >/dev/null || groupadd --system "$SERVICE_USER"
             useradd --system --gid "$SERVICE_USER" --home-dir /var/lib/calm-edge \
                 --no-create-home --shell /usr/sbin/nologin --comment "calm-edge daemon" \
                 "$SERVICE_USER"
         fi
-        runuser=${CALM_INSTALL_RUNUSER:-runuser}
         mkdir -p "$(dirname "$MODELS_DIR")"
         install -d -m 0750 "$MODELS_DIR"
         chown -h "$(id -u "$SERVICE_USER"):$(id -g "$SERVICE_USER")" "$MODELS_DIR"
-        (cd / && "$runuser" -u "$SERVICE_USER" -- test -r "$BUNDLE/wheels" -a -x "$BUNDLE/wheels") ||
-            die "$SERVICE_USER cannot read $BUNDLE/wheels: put the bundle where it can (e.g. under /opt)"
-        (cd / && "$runuser" -u "$SERVICE_USER" -- env PIP_NO_CACHE_DIR=1 "${pull[@]}")
-    else
-        "${pull[@]}"
+        models_dir_ready=1
     fi
+    (cd / && "$runuser" -u "$SERVICE_USER" -- test -r "$readable" -a -x "$readable") ||
+        die "$SERVICE_USER cannot read $readable: put the bundle where it can (e.g. under /opt)"
+    (cd / && "$runuser" -u "$SERVICE_USER" -- env PIP_NO_CACHE_DIR=1 "$@")
+}
+venv_abs=$(cd "$VENV" && pwd)
+if [ "$NO_MODELS" = 0 ] && [ -n "$MODELS" ]; then
+    say "assembling models ($MODELS) into $MODELS_DIR"
+    IFS=, read -r -a names <<< "$MODELS"
+    as_owner "$BUNDLE/wheels" "$venv_abs/bin/calm-edge" models pull --wheelhouse "$BUNDLE/wheels" \
+        --fleet "$BUNDLE/fleet.toml" --models-dir "$MODELS_DIR" "${names[@]}"
+fi
+# Models the user added on the build machine (build-bundle.sh --added): their GGUF files and
+# their local manifest, each file checked against its SHA-256 and by this llama.cpp.
+if [ "$NO_MODELS" = 0 ] && [ -f "$BUNDLE/added/fleet.local.toml" ]; then
+    say "adding the bundled added models ($(info added_models)) into $MODELS_DIR"
+    as_owner "$BUNDLE/added" "$venv_abs/bin/calm-edge" models import "$BUNDLE/added" \
+        --fleet "$BUNDLE/fleet.toml" --models-dir "$MODELS_DIR"
 fi
 say "done. Next: $BUNDLE/scripts/install-service.sh --venv $VENV"

@@ -163,3 +163,105 @@ def test_backend_llama_footprint_estimate_bounds_measured_rss(tiny_gguf: Path,
     grown = measured_growth_bytes(tiny_gguf, s, rt)
     assert 0 < grown <= est.total_bytes, (grown, est)
     assert est.total_bytes <= 3 * grown + (16 << 20), (grown, est)
+
+
+# -- the lean decode loop gives what llama-cpp-python's Llama.generate gives ---------------
+
+def _reference(path: Path, req: GenerationRequest, rendered: list[int]) -> tuple[str, int]:
+    """Text and token count from llama-cpp-python's own loop (`Llama.generate` +
+    `detokenize`), the path the backend used before it drove llama.cpp directly."""
+    import contextlib
+    import io
+
+    import llama_cpp
+
+    p = req.params
+    with contextlib.redirect_stderr(io.StringIO()):
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_batch=64, n_threads=1,
+                              verbose=False)
+    try:
+        if p.seed is not None:
+            llm.set_seed(p.seed)
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        out, n = b"", 0
+        for tok in llm.generate(rendered, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p,
+                                temp=p.temperature, repeat_penalty=p.repeat_penalty,
+                                frequency_penalty=p.frequency_penalty,
+                                presence_penalty=p.presence_penalty, reset=True):
+            if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                break
+            out += llm.detokenize([tok])
+            n += 1
+            if n >= p.max_tokens:
+                break
+        return out.decode("utf-8", errors="replace"), n
+    finally:
+        llm.close()
+
+
+@pytest.mark.parametrize("params", [
+    {"temperature": 0.0},                                   # greedy: argmax in place
+    {"temperature": 0.0, "repeat_penalty": 1.3},            # greedy after penalties: chain
+    {"temperature": 0.9, "seed": 7, "top_k": 20},           # a seeded draw: chain
+    {"temperature": 0.8, "seed": 11, "frequency_penalty": 0.5, "presence_penalty": 0.2},
+])
+def test_backend_llama_tokens_match_llama_cpp_python_generate(
+        tiny_base_gguf: Path, params: dict[str, Any]) -> None:
+    """Same tokens, same text as llama-cpp-python's own generation loop with the same
+    sampling: the lean loop changes the cost of a token, never which token."""
+    b = LlamaCppBackend(spec("completion", prompt_template="{prompt}"), tiny_base_gguf, RT)
+    try:
+        for text in ("the cat sat on the", "once upon a time there", "the cat sat on a mat"):
+            req = GenerationRequest(SamplingParams(max_tokens=24, **params), prompt=text)
+            pieces, stats = run(b, req)
+            prompt = b._llm.tokenize(text.encode(), add_bos=True, special=False)
+            want, n = _reference(tiny_base_gguf, req, prompt)
+            assert ("".join(pieces), stats.completion_tokens) == (want, n), (text, params)
+    finally:
+        b.close()
+
+
+def test_backend_llama_prefix_reuse_keeps_answers(tiny_base_gguf: Path) -> None:
+    """Requests that share a prefix with what the KV cache holds (longer, shorter, equal,
+    diverging) answer as a fresh backend does."""
+    prompts = ["the cat sat on the mat and", "the cat sat on", "the cat sat on",
+               "the cat sat on the mat and then", "a dog ran", "the cat sat on the mat and"]
+
+    def answer(b: LlamaCppBackend, text: str) -> tuple[str, int]:
+        pieces, stats = run(b, GenerationRequest(SamplingParams(max_tokens=16,
+                                                                temperature=0.0), prompt=text))
+        return "".join(pieces), stats.completion_tokens
+
+    warm = LlamaCppBackend(spec("completion"), tiny_base_gguf, RT)
+    try:
+        got = [answer(warm, t) for t in prompts]
+    finally:
+        warm.close()
+    for text, have in zip(prompts, got, strict=True):
+        fresh = LlamaCppBackend(spec("completion"), tiny_base_gguf, RT)
+        try:
+            assert answer(fresh, text) == have, text
+        finally:
+            fresh.close()
+
+
+def test_backend_llama_confidence_is_the_chosen_tokens_log_probability(
+        tiny_base_gguf: Path) -> None:
+    """Greedy: each chosen token is the argmax, so its log-probability is the largest and
+    at most 0; the summary matches a float64 log-softmax of the same logits."""
+    import numpy as np
+
+    b = LlamaCppBackend(spec("completion"), tiny_base_gguf, RT)
+    try:
+        req = GenerationRequest(SamplingParams(max_tokens=6, temperature=0.0),
+                                prompt="the cat", confidence=True)
+        _, stats = run(b, req)
+        c = stats.confidence
+        assert c is not None and c.tokens >= 1
+        assert c.min_logprob <= c.p10_logprob <= c.mean_logprob <= 0.0
+        row = b._last_logits().astype(np.float64)
+        want = float(row.max() - row.max() - np.log(np.exp(row - row.max()).sum()))
+        tok = int(row.argmax())
+        assert b._chosen_logprob(tok) == pytest.approx(want, abs=1e-5)
+    finally:
+        b.close()

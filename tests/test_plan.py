@@ -234,3 +234,30 @@ def test_plan_quality_mode_gives_a_near_tie_to_the_larger_model() -> None:
     # Balanced mode keeps its trade.
     assert plan_request(req("balanced", BALANCED), [small, large], NO_EXPLORE,
                         draw=0.5).model == "gemma"
+
+
+def test_plan_untrusted_added_model_gets_only_pinned_requests() -> None:
+    """An added model not yet calibrated here is never chosen, explored, cascaded to or a
+    fallback for `auto`, however good its guessed quality; a pinned request reaches it; if
+    it is the only available model it serves, and the reason says why."""
+    why = "added, not calibrated on this device yet"
+    added = dataclasses.replace(cand("mine", 0.99, 100, 1, since_used=1000), untrusted=why)
+    fleet = [*FLEET, added]
+    explore_always = PlanParams(explore_epsilon=1.0, probe_degraded_every=1)
+    cascade = CascadeOption("mine", "large", 0.5, 0.9, 0.95)
+    for mode, w in (("quality", QUALITY), ("fast", FAST), ("balanced", BALANCED)):
+        for draw in (0.0, 0.5):
+            plan = plan_request(req(mode, w), fleet, explore_always, draw, (cascade,))
+            assert plan.model != "mine" and "mine" not in plan.fallbacks
+            assert plan.cascade is None
+            assert "mine" not in {s.model for s in plan.scores}
+    plan = plan_request(req(), fleet, NO_EXPLORE, 0.5)
+    assert f"not routed to mine ({why})" in plan.reason
+    assert plan_request(req(model="mine"), fleet, NO_EXPLORE, 0.5).model == "mine"
+    others_gone = [dataclasses.replace(c, available=False, unavailable_reason="file missing")
+                   for c in FLEET]
+    plan = plan_request(req(), [*others_gone, added], NO_EXPLORE, 0.5)
+    assert plan.model == "mine" and "only models not yet calibrated here" in plan.reason
+    trusted = dataclasses.replace(added, untrusted=None)
+    assert plan_request(req("quality", QUALITY), [*FLEET, trusted], NO_EXPLORE, 0.5).model \
+        == "mine"

@@ -908,6 +908,57 @@ def test_bundle_install_refuses_missing_and_unlisted_files(bundle: Path) -> None
     assert r.returncode != 0 and "outside the bundle" in r.stderr
 
 
+def test_bundle_carries_added_models_and_installs_them_as_the_service_user(
+        tmp_path: Path, tiny_gguf: Path) -> None:
+    """build-bundle.sh --added: the added GGUF files and their local manifest travel in
+    added/ (listed in SHA256SUMS); install-offline.sh imports them with `models import`
+    (as the service user when root); the import checks each file's SHA-256."""
+    from calm_edge.config import load_settings
+    from calm_edge.fleet import load_fleet, read_local_models
+    from calm_edge.models_add import AddOptions, add_model
+
+    here = tmp_path / "here-models"
+    s = load_settings("x86-dev", env={"HOME": str(tmp_path)},
+                      cli={"paths": {"models_dir": str(here)}})
+    add_model(tiny_gguf, here, load_fleet(s.fleet_path), s.local_fleet_path,
+              [("x86-dev", s.profile)], AddOptions(name="mine", domains=("code",)))
+    project = make_wheel(tmp_path, "calm-edge", "0.1.0", {"calm_edge_stub/__init__.py": b""})
+    out = tmp_path / "bundle"
+    r = subprocess.run(
+        ["bash", str(SCRIPTS / "build-bundle.sh"), "--out", str(out), "--python", sys.executable,
+         "--project-wheel", str(project), "--no-deps", "--extras", "", "--no-models",
+         "--added", "mine", "--added-from", str(here), "--no-index"],
+        capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    listed = {line.split("  ", 1)[1] for line in (out / "SHA256SUMS").read_text().splitlines()}
+    assert {"added/fleet.local.toml", "added/tiny.gguf"} <= listed
+    assert "added_models=mine\n" in (out / "BUNDLE-INFO").read_text()
+    assert (out / "added/tiny.gguf").read_bytes() == tiny_gguf.read_bytes()
+
+    venv, device = tmp_path / "venv", tmp_path / "state" / "models"
+    if os.geteuid() == 0:
+        tool, log = fake_runuser(tmp_path)
+        r = subprocess.run(["bash", str(out / "scripts/install-offline.sh"), str(out),
+                            "--venv", str(venv), "--python", sys.executable, "--models-dir",
+                            str(device), "--user", "nobody"],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "CALM_INSTALL_RUNUSER": str(tool)})
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert log.read_text().splitlines() == [
+            f"-u nobody -- test -r {out}/added -a -x {out}/added",
+            f"-u nobody -- env PIP_NO_CACHE_DIR=1 {venv}/bin/calm-edge models import "
+            f"{out}/added --fleet {out}/fleet.toml --models-dir {device}"]
+    # The import step, with the real calm-edge (the venv holds the stand-in).
+    imp = subprocess.run(
+        [sys.executable, "-m", "calm_edge.cli", "models", "import", str(out / "added"),
+         "--profile", "x86-dev", "--models-dir", str(tmp_path / "dev2")],
+        capture_output=True, text=True, timeout=120)
+    assert imp.returncode == 0, imp.stderr
+    (spec,) = read_local_models(tmp_path / "dev2" / "fleet.local.toml")
+    assert spec.name == "mine" and spec.added is not None and spec.added.domains == ("code",)
+    assert (tmp_path / "dev2" / "tiny.gguf").read_bytes() == tiny_gguf.read_bytes()
+
+
 def test_bundle_for_another_platform_takes_the_device_built_llama_wheel(tmp_path: Path) -> None:
     """Cross-target resolution, offline: a manylinux_2_31 target accepts older manylinux
     wheels and the linux_aarch64 wheel `pip wheel` makes on the device; without that wheel

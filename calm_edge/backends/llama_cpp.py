@@ -1,10 +1,18 @@
 """llama.cpp backend (llama-cpp-python): mmap'd GGUF models on CPU or CUDA.
 
-Generation drives `Llama.generate` token by token instead of `create_completion`, so that
-each token is detokenized once (create_completion re-detokenizes the whole completion per
-token), stop strings are matched incrementally, cancellation is checked after every token,
-and token counts and time to first token are exact. The KV cache keeps the longest common
-prompt prefix between requests (llama-cpp-python's prefix reuse).
+llama-cpp-python loads the model, owns its context and tokenizes; the decode loop is ours,
+on llama.cpp's C API, because the per-token work around llama.cpp's own compute is what
+sets a small model's speed (see scripts/bench_pertoken.py):
+- one `llama_decode` per token on a reused one-token batch; prompts go in n_batch chunks
+  with logits for their last position only;
+- greedy decoding (temperature 0, no penalties) takes the argmax of the last logits row in
+  place (numpy, no copy); any other sampling runs llama.cpp's sampler chain, built once
+  per request;
+- the chosen token's log-probability (cascades) is computed only when the request asks,
+  with a scratch buffer instead of a vocabulary-sized allocation per token;
+- each token is turned into bytes once (`llama_token_to_piece`), stop strings are matched
+  incrementally, cancellation is checked after every token;
+- the KV cache keeps the longest common prompt prefix between requests.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from calm_edge.backends.base import (
     FinishReason,
     GenerationRequest,
     GenerationStats,
+    SamplingParams,
     TokenConfidence,
 )
 from calm_edge.events import Delta, Final
@@ -115,9 +124,16 @@ class LlamaCppBackend:
         # token buffer keeps the size asked for: the smaller one bounds a request.
         self.n_ctx = min(self._llm.n_ctx(), len(self._llm.input_ids))
         self._n_vocab = self._llm.n_vocab()
-        self._get_logits = llama_cpp.llama_get_logits_ith
+        self._n_batch = runtime.n_batch
+        self._ctx = self._llm.ctx
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._is_eog: Callable[[Any, int], bool] = llama_cpp.llama_vocab_is_eog
+        # The tokens whose KV cells the context holds, in order (prefix reuse).
+        self._kv: list[int] = []
+        self._one = (llama_cpp.llama_token * 1)()
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._scratch = np.empty(self._n_vocab, dtype=np.float32)
         self._formatter: Jinja2ChatFormatter | None = None
         if spec.format == "chat":
             template = self._llm.metadata.get("tokenizer.chat_template")
@@ -164,19 +180,16 @@ class LlamaCppBackend:
         max_tokens = min(p.max_tokens, self.n_ctx - n_prompt)
         stops = StopMatcher((*p.stop, *self.spec.stop, *format_stops))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        if p.seed is not None:
-            self._llm.set_seed(p.seed)
         strip_leading = request.messages is not None and self._formatter is None
+        logprobs: list[float] | None = [] if request.confidence else None
+        chain = _sampler_chain(p, self._n_vocab)
         n_gen, ttft_s = 0, 0.0
         finish: FinishReason = "length"
-        gen = self._llm.generate(tokens, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p,
-                                 temp=p.temperature, repeat_penalty=p.repeat_penalty,
-                                 frequency_penalty=p.frequency_penalty,
-                                 presence_penalty=p.presence_penalty, reset=True)
         stopped = False
-        logprobs: list[float] | None = [] if request.confidence else None
         try:
-            for token in gen:
+            self._feed_prompt(tokens)
+            while True:
+                token = self._sample(chain)
                 if n_gen == 0:
                     ttft_s = time.monotonic() - t0
                 if logprobs is not None:
@@ -185,7 +198,7 @@ class LlamaCppBackend:
                     finish = "stop"
                     break
                 n_gen += 1
-                piece = decoder.decode(self._llm.detokenize([token]))
+                piece = decoder.decode(self._piece(token))
                 if strip_leading:
                     piece = piece.lstrip()
                     strip_leading = not piece
@@ -200,8 +213,10 @@ class LlamaCppBackend:
                 if should_stop():
                     finish = "cancelled"
                     break
+                self._decode_one(token)
         finally:
-            gen.close()
+            if chain is not None:
+                _llama().llama_sampler_free(chain)
         if not stopped:
             tail, _ = stops.feed(decoder.decode(b"", final=True))
             tail += stops.flush()
@@ -212,18 +227,124 @@ class LlamaCppBackend:
             ttft_s=ttft_s, total_s=time.monotonic() - t0,
             confidence=TokenConfidence.of(logprobs) if logprobs is not None else None))
 
+    # -- the decode loop's steps (blocking; the caller holds the backend) ------------------
+
+    def _feed_prompt(self, tokens: list[int]) -> None:
+        """Make the KV cache hold `tokens` with the last one's logits fresh: keep the
+        longest prefix shared with what it holds (never the whole prompt: the last token
+        is always evaluated, so its logits are this prompt's), evaluate the rest."""
+        llama_cpp = _llama()
+        kv = self._kv
+        keep = 0
+        for a, b in zip(kv, tokens[:-1], strict=False):
+            if a != b:
+                break
+            keep += 1
+        if keep < len(kv):
+            # Recurrent and hybrid models cannot drop a tail: start over.
+            if not llama_cpp.llama_memory_seq_rm(self._mem, -1, keep, -1):
+                llama_cpp.llama_memory_clear(self._mem, True)
+                keep = 0
+            del kv[keep:]
+        rest = tokens[keep:]
+        for i in range(0, len(rest), self._n_batch):
+            chunk = rest[i:i + self._n_batch]
+            self._decode((llama_cpp.llama_token * len(chunk))(*chunk), len(chunk))
+            kv.extend(chunk)
+
+    def _decode_one(self, token: int) -> None:
+        self._one[0] = token
+        self._decode(self._one, 1)
+        self._kv.append(token)
+
+    def _decode(self, arr: Any, n: int) -> None:
+        """One llama_decode of `n` tokens after the KV cache (positions follow on); logits
+        for the last one only."""
+        llama_cpp = _llama()
+        rc = llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(arr, n))
+        if rc != 0:
+            # The KV cache may hold part of the batch: forget it rather than guess.
+            llama_cpp.llama_memory_clear(self._mem, True)
+            self._kv.clear()
+            raise RuntimeError(f"{self.spec.name}: llama_decode failed ({rc})")
+
+    def _last_logits(self) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """The last position's logits, in place in llama.cpp's buffer (valid until the
+        next decode)."""
+        return np.ctypeslib.as_array(_llama().llama_get_logits_ith(self._ctx, -1),
+                                     shape=(self._n_vocab,))
+
+    def _sample(self, chain: Any) -> int:
+        if chain is None:  # greedy: the first maximum, as llama.cpp's greedy sampler picks
+            return int(self._last_logits().argmax())
+        return int(_llama().llama_sampler_sample(chain, self._ctx, -1))
+
+    def _piece(self, token: int) -> bytes:
+        """The token's bytes (special tokens render as nothing, as in detokenize)."""
+        llama_cpp = _llama()
+        buf = self._piece_buf
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:  # longer than the buffer: -n is the size it needs
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
     def _chosen_logprob(self, token: int) -> float:
         """log P(token) under the logits that chose it (the last position's): one
-        log-softmax over the vocabulary, ~0.2 ms for 152k entries. Not logits_all, which
-        keeps n_ctx x n_vocab floats (DESIGN: ~1.2 GB for a Qwen model)."""
-        row = np.ctypeslib.as_array(self._get_logits(self._llm.ctx, -1),
-                                    shape=(self._n_vocab,))
+        log-softmax over the vocabulary in a reused buffer. Not logits_all, which keeps
+        n_ctx x n_vocab floats (DESIGN: ~1.2 GB for a Qwen model)."""
+        row, buf = self._last_logits(), self._scratch
         top = float(row.max())
-        return float(row[token]) - top - math.log(float(np.exp(row - top).sum()))
+        np.subtract(row, top, out=buf)
+        np.exp(buf, out=buf)
+        return float(row[token]) - top - math.log(float(buf.sum(dtype=np.float64)))
 
     def close(self) -> None:
         self._stack.close()
         release_free_heap()
+
+
+def _llama() -> Any:
+    import llama_cpp
+
+    return llama_cpp
+
+
+def _sampler_chain(p: SamplingParams, n_vocab: int) -> Any:
+    """llama.cpp's sampler chain for `p`, the one llama-cpp-python's `Llama.generate`
+    builds (penalties over the generated tokens, then greedy, or top-k, typical (off),
+    top-p, min-p, temperature and a seeded draw); None for plain greedy decoding, which
+    `_sample` does on the logits directly. The caller frees it (llama_sampler_free)."""
+    llama_cpp = _llama()
+    penalties = (p.repeat_penalty != 1.0 or p.frequency_penalty != 0.0
+                 or p.presence_penalty != 0.0)
+    if p.temperature == 0.0 and not penalties:
+        return None
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+
+    def add(sampler: Any) -> None:
+        llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+    if penalties:
+        add(llama_cpp.llama_sampler_init_penalties(n_vocab, _PENALTY_LAST_N, p.repeat_penalty,
+                                                   p.frequency_penalty, p.presence_penalty))
+    if p.temperature == 0.0:
+        add(llama_cpp.llama_sampler_init_greedy())
+        return chain
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if p.seed is None else p.seed & 0xFFFFFFFF
+    if p.temperature < 0.0:
+        add(llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+    add(llama_cpp.llama_sampler_init_top_k(p.top_k))
+    add(llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
+    add(llama_cpp.llama_sampler_init_min_p(p.min_p, 1))
+    add(llama_cpp.llama_sampler_init_temp(p.temperature))
+    add(llama_cpp.llama_sampler_init_dist(seed))
+    return chain
+
+
+# llama-cpp-python's default window for repetition penalties (Llama(last_n_tokens_size=64)).
+_PENALTY_LAST_N = 64
 
 
 def llama_cpp_factory(spec: ModelSpec, path: Path, runtime: RuntimeConfig) -> LlamaCppBackend:

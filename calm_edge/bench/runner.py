@@ -132,13 +132,13 @@ def _fleet_facts(cfg: BenchConfig) -> tuple[list[ModelFacts], str, list[str]]:
     """(available models, default model, notes). Models whose file is missing or corrupt
     are left out with a note: they could not answer."""
     from calm_edge.config import load_settings
-    from calm_edge.fleet import FileStatus, cached_status, load_fleet
+    from calm_edge.fleet import FileStatus, cached_status, fleet_for
 
     cli: dict[str, dict[str, Any]] = {
         "paths": {"fleet": None if cfg.fleet is None else str(cfg.fleet),
                   "models_dir": None if cfg.models_dir is None else str(cfg.models_dir)}}
     settings = load_settings(cfg.profile, cli=cli)
-    fleet = load_fleet(settings.fleet_path)
+    fleet = fleet_for(settings)  # the daemon serves the added models too
     models, notes = [], []
     for spec in fleet.models:
         status = cached_status(settings.models_dir, spec)

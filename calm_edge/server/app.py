@@ -169,7 +169,8 @@ class App:
             data.append({"id": m["name"], "object": "model", "created": now,
                          "owned_by": "calm-edge",
                          "calm": {"state": m["state"], "file": m["file"],
-                                  "format": m["format"], "tags": m["tags"]}})
+                                  "format": m["format"], "tags": m["tags"],
+                                  "origin": m["origin"]}})
         return Response.json(200, {"object": "list", "data": data})
 
     async def metrics(self, request: Request) -> Response:

@@ -33,8 +33,10 @@ _WORDS = (
 
 def write_tiny_gguf(path: Path, *, n_ctx: int = 512, n_layer: int = 2, n_embd: int = 64,
                     n_head: int = 4, n_ff: int = 128, chat_template: str | None = CHATML_TEMPLATE,
-                    seed: int = 0) -> Path:
-    """Write the model to `path` and return it. Deterministic for a given seed."""
+                    seed: int = 0, arch: str = "llama", name: str = "calm-edge tiny test model",
+                    ) -> Path:
+    """Write the model to `path` and return it. Deterministic for a given seed. Another
+    `arch` writes the same tensors under an architecture name llama.cpp may not know."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -52,8 +54,8 @@ def write_tiny_gguf(path: Path, *, n_ctx: int = 512, n_layer: int = 2, n_embd: i
     n_vocab = len(tokens)
     scores = [0.0, 0.0, 0.0] + [-1000.0] * 256 + [-float(i) for i in range(n_vocab - 259)]
 
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("calm-edge tiny test model")
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(name)
     w.add_context_length(n_ctx)
     w.add_embedding_length(n_embd)
     w.add_block_count(n_layer)
