@@ -124,6 +124,9 @@ class Estimate:
     fit_predicted: Stat = Stat()
     quality_prior: BetaQuality | None = None  # the prior inside `quality` (None: stored
                                               # before priors were recorded)
+    # Prompt tokens the model really read minus the request's estimate from its characters
+    # (the chat template and system prompt the estimate cannot see).
+    prompt_overhead: Stat = Stat()
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,14 @@ class AnalyzeParams:
     # A canary counts as this many grades: canaries are hand-written, ten a domain, and
     # need not resemble this device's queries as a client's graded answers do.
     fit_canary_weight: float = 0.5
+    # An answer length from the manifest (the model's, measured elsewhere) or borrowed from
+    # other models in a domain here (calm_edge.scaling) counts as this many of the model's
+    # own answers there.
+    manifest_length_n: float = 1.0
+    # An answer cut by a max_tokens below this (a warm-up, a one-token probe) says nothing
+    # about how often answers run to their limit.
+    limit_min_tokens: int = 16
+    borrowed_length_n: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,7 @@ class Observation:
     slo_ms: float | None = None
     error: bool = False
     cold: bool = False        # first generation after a load: its TTFT includes page faults
+    prompt_tokens_est: int | None = None  # Monitor's estimate for the request
 
 
 @dataclass(frozen=True)
@@ -238,6 +250,9 @@ def _update_estimate(e: Estimate, o: Observation, p: AnalyzeParams,
         return dataclasses.replace(e, requests=e.requests + 1, errors=e.errors + 1,
                                    last_ts=o.ts)
     prefill, decode = e.prefill_ms_per_token, e.decode_ms_per_token
+    overhead = e.prompt_overhead
+    if o.prompt_tokens > 0 and o.prompt_tokens_est is not None:
+        overhead = overhead.update(float(o.prompt_tokens - o.prompt_tokens_est), a)
     if o.prompt_tokens > 0 and o.ttft_ms > 0 and not o.cold:
         prefill = prefill.update(_clip(o.ttft_ms / o.prompt_tokens, prefill), a)
     if o.completion_tokens > 1:
@@ -246,8 +261,9 @@ def _update_estimate(e: Estimate, o: Observation, p: AnalyzeParams,
     verbosity, limit = e.completion_tokens, e.limit_share
     if o.completion_tokens < o.max_tokens:  # only natural endings say how long answers are
         verbosity = verbosity.update(float(o.completion_tokens), a)
-    if o.completion_tokens > 0:
-        limit = limit.update(float(o.completion_tokens >= o.max_tokens), a)
+    cut = o.completion_tokens >= o.max_tokens
+    if o.completion_tokens > 0 and (not cut or o.max_tokens >= p.limit_min_tokens):
+        limit = limit.update(float(cut), a)
     energy = e.energy_mj_per_token
     if o.energy_mj is not None and o.energy_mj > 0:
         eq = decode_equivalent_tokens(o.prompt_tokens, o.completion_tokens, prefill, decode)
@@ -257,7 +273,7 @@ def _update_estimate(e: Estimate, o: Observation, p: AnalyzeParams,
     return dataclasses.replace(
         e, prefill_ms_per_token=prefill, decode_ms_per_token=decode,
         completion_tokens=verbosity, limit_share=limit, energy_mj_per_token=energy,
-        requests=e.requests + 1,
+        prompt_overhead=overhead, requests=e.requests + 1,
         slo_breaches=e.slo_breaches + int(breach), last_ts=o.ts)
 
 
@@ -444,7 +460,8 @@ class Prediction:
 @dataclass(frozen=True)
 class SpeedPrior:
     """Speeds to assume before a model has answered requests here: from its calibration on
-    this device (`calibrated`), else from its size. Answer length is per domain."""
+    this device (`calibrated`), else scaled from the models measured here, else from its
+    size. Answer length is per domain."""
 
     decode_ms_per_token: float
     prefill_ms_per_token: float
@@ -452,6 +469,9 @@ class SpeedPrior:
     completion_tokens: float = 96.0   # natural answer length (answers that stopped)
     limit_share: float = 0.0          # share of answers that run to max_tokens
     calibrated: bool = False          # completion_tokens/limit_share are this domain's
+    # Answers the length above counts as when it is this domain's without being the
+    # model's own calibration (borrowed from other models); 0: not this domain's.
+    length_n: float = 0.0
 
 
 def expected_tokens(natural: float, limit_share: float, max_tokens: int) -> float:
@@ -462,13 +482,15 @@ def expected_tokens(natural: float, limit_share: float, max_tokens: int) -> floa
 
 def _answer_length(d: Estimate, m: Estimate, prior: SpeedPrior, p: AnalyzeParams,
                    ) -> tuple[float, float]:
-    """(natural length, share cut by max_tokens) for a (model, domain). A calibrated prior
-    is this domain's own and anchors the domain's few observations; without one the
-    domain borrows from the model's other domains."""
-    if prior.calibrated:
-        w = d.completion_tokens.n / (d.completion_tokens.n + p.shrink_n)
+    """(natural length, share cut by max_tokens) for a (model, domain). A prior that is
+    this domain's (calibrated here: `shrink_n` answers' worth; borrowed: `length_n`)
+    anchors the domain's few observations; without one the domain borrows from the
+    model's other domains."""
+    prior_n = p.shrink_n if prior.calibrated else prior.length_n
+    if prior_n > 0:
+        w = d.completion_tokens.n / (d.completion_tokens.n + prior_n)
         natural = w * d.completion_tokens.mean + (1 - w) * prior.completion_tokens
-        w_l = d.limit_share.n / (d.limit_share.n + p.shrink_n)
+        w_l = d.limit_share.n / (d.limit_share.n + prior_n)
         share = w_l * d.limit_share.mean + (1 - w_l) * prior.limit_share
         return natural, share
     natural = _blend(d.completion_tokens, m.completion_tokens, p.shrink_n) \
@@ -479,7 +501,11 @@ def _answer_length(d: Estimate, m: Estimate, prior: SpeedPrior, p: AnalyzeParams
 
 def predict(k: Knowledge, model: str, domain: str, prompt_tokens: int, max_tokens: int,
             prior: SpeedPrior, p: AnalyzeParams) -> Prediction:
+    """`prompt_tokens` is Monitor's estimate: the model's learned template overhead is
+    added to it."""
     d, m = k.estimate(model, domain), k.estimate(model, ALL)
+    if m.prompt_overhead.n:
+        prompt_tokens = max(1, round(prompt_tokens + m.prompt_overhead.mean))
     decode = _blend(d.decode_ms_per_token, m.decode_ms_per_token, p.shrink_n) \
         or prior.decode_ms_per_token
     prefill = _blend(d.prefill_ms_per_token, m.prefill_ms_per_token, p.shrink_n) \

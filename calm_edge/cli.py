@@ -626,10 +626,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         for name, why in run.failed.items():
             print(f"{name}: not calibrated: {why}")
         print(f"wall time {int(wall_s // 60)} min {wall_s % 60:.0f} s")
-        if daemon is not None:
-            print("the running daemon uses these after a reload (systemctl reload calm-edge, "
-                  "or POST /calm/reload)")
+    if daemon is not None:
+        _reload_after_calibration(client_socket_path(args.socket, os.environ))
     return 1 if run.failed else 0
+
+
+def _reload_after_calibration(socket_path: Path) -> None:
+    """Ask the daemon on `socket_path` to reload, so that it routes from the calibration
+    just stored (an admin route: root, the daemon's user or calm-edge-admin)."""
+    from calm_edge.client import Client, ClientError
+
+    try:
+        with Client(socket_path, timeout_s=60) as c:
+            c.post("/calm/reload", {})
+        print("the running daemon reloaded: it routes from these results now",
+              file=sys.stderr)
+    except ClientError as e:
+        print(f"the running daemon uses these after a reload (systemctl reload calm-edge, "
+              f"or POST /calm/reload): {e}", file=sys.stderr)
 
 
 def _asdict(obj: Any) -> Any:

@@ -301,7 +301,18 @@ class CalibrationConfig:
                        ge=0, le=86400)
     canaries_per_domain: int = _f(10, "Canaries answered per domain in a full calibration.",
                                   ge=1, le=100)
-    quick_per_domain: int = _f(2, "Canaries per domain with --quick.", ge=1, le=100)
+    quick_per_domain: int = _f(2, "Canaries per domain with --quick (and under load).",
+                               ge=1, le=100)
+    under_load: bool = _f(True, "While requests keep coming, calibrate uncalibrated models "
+                          "anyway: one canary of the quick plan at a time, on a loaded "
+                          "model, behind every request.")
+    under_load_item_s: float = _f(1.0, "Under load, canaries predicted to take longer wait "
+                                  "for an idle spell; one running past this is dropped (a "
+                                  "waiting request is delayed by at most this).",
+                                  ge=0.05, le=600)
+    under_load_share: float = _f(0.1, "Under load, the share of time calibration may take: "
+                                 "after an item of t seconds the next waits t x (1 - share) "
+                                 "/ share.", ge=0.01, le=1)
     canary_timeout_s: float = _f(120.0, "Deadline of one canary answer (besides its "
                                  "max_tokens).", ge=1, le=3600)
     demote_ratio: float = _f(0.5, "A model is demoted in a domain when it passes fewer than "

@@ -23,7 +23,6 @@ import os
 import random
 import signal
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,6 @@ from typing import Any, Literal
 
 from calm_edge import __version__
 from calm_edge.backends.base import BackendFactory
-from calm_edge.calibration import Preempted
 from calm_edge.classifier import ClassifierError, QueryClassifier, load_classifier
 from calm_edge.confidence import Acceptor, default_cascade_path, load_acceptors
 from calm_edge.config import ConfigError, Settings, load_settings
@@ -106,6 +104,9 @@ class Runtime:
             cur = c.calibrator.current
             calibration = {"device": c.calibrator.identity.to_status(),
                            "auto": s.profile.calibration.auto,
+                           "under_load": s.profile.calibration.under_load,
+                           "under_load_items": c.background.under_load_items
+                           if c.background is not None else 0,
                            "running": None if cur is None else {
                                "model": cur.model, "phase": cur.phase, "done": cur.done,
                                "total": cur.total, "detail": cur.detail},
@@ -392,8 +393,9 @@ class Daemon:
             notifier.ready(rt.describe(stopping=False))
             if self._on_ready is not None:
                 self._on_ready()
-            tasks = [asyncio.create_task(self._housekeeping(rt)),
-                     asyncio.create_task(self._calibrate_when_idle(rt))]
+            tasks = [asyncio.create_task(self._housekeeping(rt))]
+            if rt.core.background is not None:  # calibration of uncalibrated models
+                tasks.append(asyncio.create_task(rt.core.background.run()))
             # Watchdog pings and STATUS= refreshes run on this loop until after the drain and
             # the unloads: a stalled loop stops them.
             beat = asyncio.create_task(heartbeat(
@@ -466,6 +468,9 @@ class Daemon:
         core = rt.core
         fleet_changes = await core.residency.apply_fleet(fleet, new.models_dir,
                                                          new.profile.runtime)
+        if core.background is not None:  # new and changed model files: calibrated first
+            for name in [*fleet_changes["changed"], *fleet_changes["added"]]:
+                core.background.calibrate_first(name)
         # A budget set at run time stays unless the profile's own budget changed.
         profile_budget = new.profile.memory.ram_budget_bytes
         if profile_budget != old.profile.memory.ram_budget_bytes:
@@ -512,56 +517,6 @@ class Daemon:
                       "fleet": str(s.fleet_path), "local_fleet": str(s.local_fleet_path)}})
 
     # -- background work -------------------------------------------------------------------
-
-    async def _calibrate_when_idle(self, rt: Runtime) -> None:
-        """Calibrate, one model at a time, every available model not yet calibrated on this
-        device, whenever no request has come for `calibration.idle_s`. A request preempts
-        it within a token; it resumes at the next idle spell. A model whose calibration
-        fails is not retried until the daemon restarts."""
-        core = rt.core
-        calibrator, orch, res = core.calibrator, core.orchestrator, core.residency
-        if calibrator is None:
-            return
-        failed: set[str | tuple[str, str]] = set()  # models; (model, power state) timings
-        while True:
-            cfg = self.settings.profile.calibration
-            await asyncio.sleep(min(1.0, max(cfg.idle_s / 4, 0.05)))
-            if not cfg.auto or core.scheduler.busy() or orch.idle_s() < cfg.idle_s:
-                continue
-            now = time.monotonic()
-            todo = [n for n, sl in res.slots.items()
-                    if n not in failed and sl.unavailable_reason(now) is None
-                    and not (n in orch.calibration and orch.calibration[n].complete)]
-            state = orch.power_key()
-            key = state[0] if state is not None else None
-            speed_todo = [] if todo or key is None else [
-                n for n, sl in res.slots.items()
-                if (n, key) not in failed and sl.unavailable_reason(now) is None
-                and n in orch.calibration and orch.calibration[n].complete
-                and key not in orch.calibration[n].speeds_by_mode]
-            if speed_todo and key is not None:  # calibrated, not yet timed in this state
-                log.info("idle: timing %s in power state %s", speed_todo[0], key)
-                try:
-                    await calibrator.measure_speed(speed_todo[0])
-                except Preempted:
-                    pass
-                except Exception as e:
-                    failed.add((speed_todo[0], key))
-                    log.error("timing %s in power state %s failed: %s: %s", speed_todo[0],
-                              key, type(e).__name__, e)
-                orch.apply_calibration(await calibrator.results())
-                continue
-            if not todo:
-                continue
-            log.info("idle: calibrating %s on this device", todo[0])
-            try:
-                await calibrator.run(todo[:1], cfg.canaries_per_domain, quick=False)
-            except Preempted:
-                log.info("calibration of %s paused: a request arrived", todo[0])
-            except Exception as e:
-                failed.add(todo[0])
-                log.error("calibration of %s failed: %s: %s", todo[0], type(e).__name__, e)
-            orch.apply_calibration(await calibrator.results())
 
     async def _housekeeping(self, rt: Runtime) -> None:
         """Periodic upkeep on the loop: read the field conditions (so that a power mode

@@ -76,9 +76,21 @@ class ModelSpec:
     license: str = ""
     source: SourceSpec | None = None
     added: AddedInfo | None = None  # set for models of the local manifest only
+    # Per domain, measured elsewhere: the mean length of answers that ended by themselves
+    # (tokens) and the share cut by max_tokens. Where the loop starts before it has seen
+    # this model answer in a domain on this device.
+    answer_tokens: Mapping[Domain, float] = field(default_factory=dict)
+    limit_share: Mapping[Domain, float] = field(default_factory=dict)
 
     def prior_quality(self, domain: Domain) -> float:
         return self.quality.get(domain, 0.0)
+
+    def prior_length(self, domain: str) -> tuple[float, float] | None:
+        """(answer tokens, share cut by max_tokens) in `domain` from the manifest, or None."""
+        for d, tokens in self.answer_tokens.items():
+            if d == domain:
+                return tokens, self.limit_share.get(d, 0.0)
+        return None
 
 
 TierType = Literal["Q8_0", "F16"]
@@ -153,7 +165,7 @@ def _model(raw: Mapping[str, Any], where: str, index: int, *, local: bool = Fals
 
     known = {"name", "file", "sha256", "size_bytes", "n_ctx", "format", "stop", "quality",
              "tags", "prompt_template", "system_prompt", "params_b", "license", "source",
-             "added"}
+             "added", "answer_tokens", "limit_share"}
     for key in raw:
         if key not in known:
             raise fail(key, f"unknown field (known: {', '.join(sorted(known))})")
@@ -197,16 +209,23 @@ def _model(raw: Mapping[str, Any], where: str, index: int, *, local: bool = Fals
     system_prompt = raw.get("system_prompt", "")
     if not isinstance(system_prompt, str):
         raise fail("system_prompt", "expected a string")
-    quality_raw = raw.get("quality", {})
-    if not isinstance(quality_raw, Mapping):
-        raise fail("quality", "expected a table of domain = probability")
-    quality: dict[Domain, float] = {}
-    for dom, q in quality_raw.items():
-        if dom not in DOMAINS:
-            raise fail(f"quality.{dom}", f"unknown domain (known: {', '.join(DOMAINS)})")
-        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 1:
-            raise fail(f"quality.{dom}", f"expected a number in [0, 1], got {q!r}")
-        quality[dom] = float(q)
+    def per_domain(key: str, what: str, low: float, high: float) -> dict[Domain, float]:
+        table = raw.get(key, {})
+        if not isinstance(table, Mapping):
+            raise fail(key, f"expected a table of domain = {what}")
+        out: dict[Domain, float] = {}
+        for dom, q in table.items():
+            if dom not in DOMAINS:
+                raise fail(f"{key}.{dom}", f"unknown domain (known: {', '.join(DOMAINS)})")
+            if isinstance(q, bool) or not isinstance(q, (int, float)) or not low <= q <= high:
+                raise fail(f"{key}.{dom}", f"expected a number in [{low:g}, {high:g}], "
+                           f"got {q!r}")
+            out[dom] = float(q)
+        return out
+
+    quality = per_domain("quality", "probability", 0, 1)
+    answer_tokens = per_domain("answer_tokens", "tokens", 0, 1 << 20)
+    limit_share = per_domain("limit_share", "share", 0, 1)
     tags = raw.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise fail("tags", "expected a list of strings")
@@ -237,7 +256,8 @@ def _model(raw: Mapping[str, Any], where: str, index: int, *, local: bool = Fals
                      format=fmt, stop=tuple(stop), quality=quality, tags=tuple(tags),
                      prompt_template=template, system_prompt=system_prompt,
                      params_b=float(params_b), license=lic,
-                     source=source, added=added)
+                     source=source, added=added, answer_tokens=answer_tokens,
+                     limit_share=limit_share)
 
 
 def _unique(models: Sequence[ModelSpec], where: str, *, files: bool) -> None:

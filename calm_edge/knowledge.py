@@ -138,6 +138,7 @@ def estimate_from_json(text: str) -> Estimate:
         limit_share=_stat(d["limit_share"]) if "limit_share" in d else Stat(),
         fit_observed=_stat(d["fit_observed"]) if "fit_observed" in d else Stat(),
         fit_predicted=_stat(d["fit_predicted"]) if "fit_predicted" in d else Stat(),
+        prompt_overhead=_stat(d["prompt_overhead"]) if "prompt_overhead" in d else Stat(),
         quality_prior=BetaQuality(float(d["quality_prior"]["alpha"]),
                                   float(d["quality_prior"]["beta"]))
         if d.get("quality_prior") else None)

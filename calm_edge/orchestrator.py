@@ -91,7 +91,7 @@ from calm_edge.field import (
 from calm_edge.fleet import Fleet
 from calm_edge.knowledge import DecisionRecord, KnowledgeStore, RequestRecord
 from calm_edge.metrics import Metrics
-from calm_edge.monitor import QueryObservation, observe_query, query_text
+from calm_edge.monitor import CHARS_PER_TOKEN, QueryObservation, observe_query, query_text
 from calm_edge.plan import (
     BudgetExhausted,
     CandidateInput,
@@ -105,6 +105,13 @@ from calm_edge.plan import (
 )
 from calm_edge.quotas import Client
 from calm_edge.residency import ModelUnavailable, Residency
+from calm_edge.scaling import (
+    AnswerLength,
+    MeasuredSpeed,
+    borrowed_length,
+    scaled_load_s,
+    scaled_speed,
+)
 from calm_edge.scheduler import Cancelled, Lease, Overloaded, QueueTimeout, Scheduler
 
 log = logging.getLogger("calm_edge.loop")
@@ -353,6 +360,7 @@ class Orchestrator:
             maxlen=settings.profile.loop.recent_decisions))
         self.cache: ResponseCache | None = None
         self.domain_mix: dict[str, float] = {}     # EWMA of recent domain frequencies
+        self.candidate_demand: dict[str, float] = {}  # EWMA: among a plan's top two
         self._tasks: set[asyncio.Task[Any]] = set()
         # Field conditions: the latest observation, the power state the speed estimates
         # are for, what was measured per state, and the energy pacing in force.
@@ -368,28 +376,101 @@ class Orchestrator:
 
     # -- Monitor + Plan ---------------------------------------------------------------------
 
-    def _speed_prior(self, name: str, domain: str) -> SpeedPrior:
-        """Speeds before `name` has answered here: this device's calibration, else guesses
-        from the model's size and the profile."""
+    def _speed_prior(self, name: str, domain: str,
+                     measured: Sequence[MeasuredSpeed] | None = None,
+                     lengths: Mapping[str, AnswerLength] | None = None) -> SpeedPrior:
+        """Speeds and answer length before `name` has answered here: this device's
+        calibration; else speeds scaled by weight bytes from the models measured here
+        (`measured`, default: measured_speeds()), else guessed from the model's size and
+        the profile. The domain's answer length: calibrated here, else the manifest's
+        (measured elsewhere), else borrowed from the models that answered in it here
+        (`lengths`, default: all that did), else a default."""
+        if measured is None:
+            measured = self.measured_speeds()
+        if lengths is None:
+            lengths = self._measured_lengths(domain)
         slot = self.residency.slots[name]
-        weights_mib = (slot.footprint.weights_bytes if slot.footprint else
-                       slot.spec.size_bytes) / MiB
+        weights_bytes = slot.footprint.weights_bytes if slot.footprint else \
+            slot.spec.size_bytes
         loop = self.settings.profile.loop
-        guess = SpeedPrior(decode_ms_per_token=loop.decode_ms_per_weight_mib * weights_mib,
-                           prefill_ms_per_token=loop.prefill_ms_per_weight_mib * weights_mib,
-                           power_mw=self.settings.profile.power.active_power_mw)
+        scale = self._prior_scale.get(name, 1.0)
+        guess = SpeedPrior(
+            decode_ms_per_token=loop.decode_ms_per_weight_mib * weights_bytes / MiB * scale,
+            prefill_ms_per_token=loop.prefill_ms_per_weight_mib * weights_bytes / MiB * scale,
+            power_mw=self.settings.profile.power.active_power_mw)
+        own = self._own_speed(name)
+        if own is None:
+            scaled = scaled_speed(weights_bytes, [m for m in measured if m.model != name])
+            if scaled is not None:
+                own = scaled.decode_ms_per_token, scaled.prefill_ms_per_token
+        if own is not None:
+            guess = dataclasses.replace(
+                guess, decode_ms_per_token=own[0],
+                prefill_ms_per_token=own[1] or guess.prefill_ms_per_token)
         dev = self.device_priors.get(name)
-        prior = dev.speed_prior(domain, guess) if dev is not None else guess
+        if dev is not None and domain in dev.domains:
+            return dev.domain_length(domain, guess)
+        manifest = slot.spec.prior_length(domain)
+        if manifest is not None:
+            return dataclasses.replace(guess, completion_tokens=manifest[0],
+                                       limit_share=manifest[1],
+                                       length_n=self.analyze_params.manifest_length_n)
+        borrowed = borrowed_length([v for m, v in lengths.items() if m != name])
+        if borrowed is None:
+            return guess
+        return dataclasses.replace(guess, completion_tokens=borrowed.natural_tokens,
+                                   limit_share=borrowed.limit_share,
+                                   length_n=self.analyze_params.borrowed_length_n)
+
+    def _own_speed(self, name: str) -> tuple[float, float | None] | None:
+        """(decode, prefill) ms per token of `name` from its calibration here, in the power
+        state in force; None when it has none."""
         here = self._calibrated_speed(name)
         if here is not None:
-            decode, prefill = here
-            return dataclasses.replace(prior, decode_ms_per_token=decode,
-                                       prefill_ms_per_token=prefill or prior.prefill_ms_per_token)
+            return here
+        dev = self.device_priors.get(name)
+        if dev is None or not dev.decode_ms_per_token:
+            return None
         scale = self._prior_scale.get(name, 1.0)
-        if scale == 1.0:
-            return prior
-        return dataclasses.replace(prior, decode_ms_per_token=prior.decode_ms_per_token * scale,
-                                   prefill_ms_per_token=prior.prefill_ms_per_token * scale)
+        return dev.decode_ms_per_token * scale, \
+            dev.prefill_ms_per_token * scale if dev.prefill_ms_per_token else None
+
+    def measured_speeds(self) -> list[MeasuredSpeed]:
+        """Every model with a speed measured on this device, in the power state in force:
+        from its answers here, else its calibration. A degraded model is left out: its
+        slowdown is its own until others show it too."""
+        out = []
+        for name, slot in self.residency.slots.items():
+            if self.knowledge.health_of(name).degraded:
+                continue
+            e = self.knowledge.estimate(name, ALL)
+            own = self._own_speed(name)
+            decode = e.decode_ms_per_token.mean if e.decode_ms_per_token.n else \
+                own[0] if own is not None else None
+            if decode is None or decode <= 0:
+                continue
+            prefill = e.prefill_ms_per_token.mean if e.prefill_ms_per_token.n else \
+                own[1] if own is not None else None
+            weights_bytes = slot.footprint.weights_bytes if slot.footprint else \
+                slot.spec.size_bytes
+            out.append(MeasuredSpeed(name, weights_bytes, decode, prefill))
+        return out
+
+    def _measured_lengths(self, domain: str) -> dict[str, AnswerLength]:
+        """Per model that answered in `domain` here (requests, else calibration canaries):
+        its natural answer length and share cut by max_tokens there."""
+        out = {}
+        for name in self.residency.slots:
+            e = self.knowledge.estimate(name, domain)
+            if e.completion_tokens.n:
+                out[name] = AnswerLength(e.completion_tokens.mean, e.limit_share.mean
+                                         if e.limit_share.n else 0.0)
+                continue
+            dev = self.device_priors.get(name)
+            dom = dev.domains.get(domain) if dev is not None else None
+            if dom is not None and dom.answer_tokens is not None:
+                out[name] = AnswerLength(dom.answer_tokens, dom.limit_share)
+        return out
 
     def _calibrated_speed(self, name: str) -> tuple[float, float | None] | None:
         """(decode, prefill) ms per token of `name` in the power state in force, from its
@@ -414,7 +495,8 @@ class Orchestrator:
     def _load_ms(self, name: str) -> float:
         """Predicted load time from the model's tier (warm: its file is in the page cache;
         cold: read from flash): the last load from that tier in this process, else the
-        calibrated one, else a guess from the file size."""
+        calibrated one, else scaled by file size from the loads of other models timed here
+        from that tier, else a guess from the file size."""
         slot = self.residency.slots[name]
         warm = slot.tier == "warm"
         if slot.last_load_s is not None and slot.last_load_tier == slot.tier:
@@ -424,6 +506,20 @@ class Orchestrator:
             calibrated = (dev.warm_load_s if warm else dev.cold_load_s) or dev.load_s()
             if calibrated:
                 return calibrated * 1000.0
+        timed = []
+        for other, s in self.residency.slots.items():
+            if other == name:
+                continue
+            if s.last_load_s is not None and s.last_load_tier == slot.tier:
+                timed.append((other, s.spec.size_bytes, s.last_load_s))
+                continue
+            d = self.device_priors.get(other)
+            t = (d.warm_load_s if warm else d.cold_load_s) if d is not None else None
+            if t:
+                timed.append((other, s.spec.size_bytes, t))
+        scaled = scaled_load_s(slot.spec.size_bytes, timed)
+        if scaled is not None:
+            return scaled * 1000.0
         mib_per_s = self.settings.profile.loop.load_mib_per_s * (4 if warm else 1)
         return slot.spec.size_bytes / MiB / mib_per_s * 1000 + 100.0
 
@@ -434,9 +530,11 @@ class Orchestrator:
         held = {n: s.charged_bytes for n, s in res.slots.items()
                 if s.state is ModelState.READY and (s.in_use or s.pinned)}
         out = []
+        measured, lengths = self.measured_speeds(), self._measured_lengths(domain)
         for name, slot in res.slots.items():
             pred = predict(self.knowledge, name, domain, prompt_tokens, max_tokens,
-                           self._speed_prior(name, domain), self.analyze_params)
+                           self._speed_prior(name, domain, measured, lengths),
+                           self.analyze_params)
             per_query = p_correct is not None and name in p_correct
             if p_correct is not None and name in p_correct:
                 fit = self._canary_fit.get((name, domain), OutcomeFit()) + OutcomeFit.of(
@@ -904,9 +1002,29 @@ class Orchestrator:
             plan = dataclasses.replace(plan, reason=f"{plan.reason}; no cascade from "
                                        f"{', '.join(blind)}: its backend gave no token "
                                        "log-probabilities")
+        self._note_candidates(plan)
         cache = "off" if self.cache is None else (
             "miss" if req.use_cache and self.cache.cacheable(request) else "bypass")
         return Routed(query, inp, plan, cache, p_correct)
+
+    def _note_candidates(self, plan: Plan) -> None:
+        """The models routing is about to use: an EWMA of each model's presence among a
+        plan's chosen model and next eligible candidate (calibrated first in the
+        background)."""
+        alpha = self.settings.profile.residency.mix_alpha
+        top = [plan.model, *(sc.model for sc in plan.scores
+                             if sc.excluded is None and sc.model != plan.model)][:2]
+        for m in list(self.candidate_demand):
+            self.candidate_demand[m] *= 1 - alpha
+        for m in top:
+            self.candidate_demand[m] = self.candidate_demand.get(m, 0.0) + alpha
+
+    def predicted_ms(self, model: str, domain: str, text: str, max_tokens: int) -> float:
+        """The loop's prediction of how long `model` takes to answer `text` in `domain`
+        within `max_tokens`, once loaded (for background work that must stay short)."""
+        tokens = max(1, round(len(text) / CHARS_PER_TOKEN))
+        return predict(self.knowledge, model, domain, tokens, max_tokens,
+                       self._speed_prior(model, domain), self.analyze_params).latency_ms
 
     def _cascade_options(self, domain: str, mode: str) -> list[CascadeOption]:
         """The cascades the planner may weigh for this domain and mode: an acceptor exists
@@ -959,7 +1077,8 @@ class Orchestrator:
             self.knowledge = observe(self.knowledge, Observation(
                 fg.model, q.domain, now_wall, fg.stats.prompt_tokens,
                 fg.stats.completion_tokens, fg.stats.ttft_s * 1000, fg.stats.total_s * 1000,
-                req.request.params.max_tokens, cold=fg.cold), self.analyze_params)
+                req.request.params.max_tokens, cold=fg.cold,
+                prompt_tokens_est=q.prompt_tokens_est), self.analyze_params)
             first_energy = self._energy(fg.gen_start_s, fg.gen_end_s)
             if energy is not None and first_energy is not None:
                 energy = dataclasses.replace(energy,
@@ -975,7 +1094,8 @@ class Orchestrator:
                           ttft_ms=s.ttft_s * 1000.0, latency_ms=s.total_s * 1000.0,
                           max_tokens=req.request.params.max_tokens,
                           energy_mj=energy.energy_j * 1000 if energy else None,
-                          slo_ms=routed.request.slo_ms, cold=out.cold)
+                          slo_ms=routed.request.slo_ms, cold=out.cold,
+                          prompt_tokens_est=q.prompt_tokens_est)
         was_degraded = self.knowledge.health_of(out.model).degraded
         self.knowledge = observe(self.knowledge, obs, self.analyze_params)
         health = self.knowledge.health_of(out.model)

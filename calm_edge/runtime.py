@@ -18,6 +18,7 @@ from pathlib import Path
 from calm_edge.analyze import Knowledge
 from calm_edge.backends.base import BackendFactory
 from calm_edge.calibration import Calibrator, identify
+from calm_edge.calibration.background import BackgroundCalibration
 from calm_edge.classifier import QueryClassifier
 from calm_edge.confidence import Acceptor
 from calm_edge.config import Settings
@@ -48,6 +49,8 @@ class Core:
     executor: Executor
     orchestrator: Orchestrator
     calibrator: Calibrator | None  # None without a knowledge store
+    # The daemon's own calibration (run by the daemon; None without a calibrator).
+    background: BackgroundCalibration | None = None
 
 
 def resolved_threads(settings: Settings) -> int:
@@ -107,8 +110,13 @@ def build_core(settings: Settings, fleet: Fleet, factory: BackendFactory,
             identify(sysfs_root, backend_build, p.runtime, resolved_threads(settings)), pool,
             canary_timeout_s=p.calibration.canary_timeout_s,
             power_state=orchestrator.power_key)
-    return Core(settings, fleet, pool, residency, scheduler, executor, orchestrator,
+    core = Core(settings, fleet, pool, residency, scheduler, executor, orchestrator,
                 calibrator)
+    if calibrator is not None:
+        core.background = BackgroundCalibration(
+            calibrator, orchestrator, residency, lambda: core.settings.profile.calibration,
+            busy=scheduler.busy, clock=clock)
+    return core
 
 
 async def close_core(core: Core) -> None:

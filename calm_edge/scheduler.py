@@ -132,6 +132,7 @@ class _Waiter:
     bypassed: int = field(compare=False, default=0)
     client: str | None = field(compare=False, default=None)
     charged_s: float = field(compare=False, default=0.0)
+    resident_only: bool = field(compare=False, default=False)
 
 
 @dataclass(frozen=True)
@@ -349,12 +350,13 @@ class Scheduler:
     async def acquire(self, model: str, *, priority: int = 0, deadline_s: float = math.inf,
                       predicted_s: float = 0.0, gone: asyncio.Event | None = None,
                       load: bool = True, background: bool = False,
-                      client: Client | None = None) -> Lease:
+                      client: Client | None = None, resident_only: bool = False) -> Lease:
         """Wait for a lane and `model` (loaded unless `load` is False) held for the caller
         alone. `deadline_s` is on the scheduler's clock; `client` is whose request it is
         (None: the daemon's own). Raises Overloaded (at once; OverQuota when the client is
         over a quota), QueueTimeout, Cancelled (`gone` was set), or ModelUnavailable (it
-        cannot load)."""
+        cannot load; with `resident_only`, it is not loaded when its turn comes: nothing
+        is loaded or evicted for this holder)."""
         now = self._clock()
         key: tuple[int, int]
         who: str | None = None
@@ -380,7 +382,8 @@ class Scheduler:
             key, who = (-priority, next(self._seq)), client.key
         fut: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._heap, _Waiter(key, model, predicted_s, now, fut, load,
-                                           background, client=who))
+                                           background, client=who,
+                                           resident_only=resident_only))
         self._dispatch()
         waits: set[asyncio.Future[Any]] = {fut}
         gone_wait = asyncio.ensure_future(gone.wait()) if gone is not None else None
@@ -484,7 +487,7 @@ class Scheduler:
         if not live:
             return None
         head = live[0]
-        if not head.load or self._ready(head.model):
+        if not head.load or head.resident_only or self._ready(head.model):
             return head
         ready = [w for w in live[1:] if not w.load or self._ready(w.model)]
         if self._loading is not None:
@@ -515,7 +518,7 @@ class Scheduler:
                 st.vservice_s += w.charged_s
             lane = self._free.pop()
             self._busy_models.add(w.model)
-            if w.load and not self._ready(w.model):
+            if w.load and not w.resident_only and not self._ready(w.model):
                 self._loading = w.model
             self._spawn(self._grant(w, lane))
 
@@ -523,6 +526,8 @@ class Scheduler:
         """Load the waiter's model if needed (on its lane), then hand it the lease."""
         try:
             slot, loaded = self._res.slots[w.model], False
+            if w.resident_only and slot.state is not ModelState.READY:
+                raise ModelUnavailable(w.model, "not loaded (nothing is loaded for this)")
             if w.load and slot.state is not ModelState.READY:
                 waiting_for = {x.model for x in self._live()} - {w.model}
                 slot = await self._res.ensure_ready(w.model, lane, protect=waiting_for)

@@ -3,7 +3,8 @@
 # upgrade, or after editing /etc/calm-edge/calm-edge.env, to bring units and drop-ins up to
 # date. See docs/service.md.
 #
-#   install-service.sh [--venv DIR] [--profile NAME] [--pull [--wheelhouse DIR]] [--calibrate]
+#   install-service.sh [--venv DIR] [--profile NAME] [--pull [--wheelhouse DIR]]
+#                      [--calibrate | --no-calibrate]
 #   install-service.sh --uninstall [--purge]
 #
 # What it does (as root):
@@ -17,8 +18,13 @@
 #   - with --pull, the fleet's model files into /var/lib/calm-edge/models, pulled as the
 #     service user (runuser) into that directory, which it owns: a link planted there
 #     cannot make the pull write where root could;
-#   - with --calibrate, `calm-edge calibrate` as the service user into the service's state
-#     directory (each model's speed, memory and canary answers on this device: minutes);
+#   - when model files are in the state directory's models/ (after --pull, say),
+#     `calm-edge calibrate --quick` as the service user into the service's state directory,
+#     before the service starts: each model's load time, speed, memory and 2 canaries per
+#     domain on this device (about a minute for the default fleet on 2 cores), so that the
+#     first answers are routed on this device's figures. --calibrate runs the full
+#     calibration instead (10 canaries per domain: minutes); --no-calibrate none (the daemon
+#     then calibrates by itself, idle or between requests);
 #   - systemctl daemon-reload, enable --now calm-edge.socket, try-restart calm-edge.service,
 #     when systemd runs (skipped with a message otherwise, or with --no-systemctl).
 # --uninstall stops and removes the units, drop-ins and the user and group; state
@@ -41,7 +47,7 @@ ROOT=/
 VENV=$DEFAULT_VENV
 PROFILE=
 PULL=0
-CALIBRATE=0
+CALIBRATE=quick
 WHEELHOUSE=
 UNINSTALL=0
 PURGE=0
@@ -57,7 +63,8 @@ while [ $# -gt 0 ]; do
         --venv) VENV=${2:?--venv needs a directory}; shift ;;
         --profile) PROFILE=${2:?--profile needs a name}; shift ;;
         --pull) PULL=1 ;;
-        --calibrate) CALIBRATE=1 ;;
+        --calibrate) CALIBRATE=full ;;
+        --no-calibrate) CALIBRATE=none ;;
         --wheelhouse) WHEELHOUSE=${2:?--wheelhouse needs a directory}; shift ;;
         --uninstall) UNINSTALL=1 ;;
         --purge) PURGE=1 ;;
@@ -296,19 +303,24 @@ if [ "$PULL" = 1 ]; then
     as_service_user env PIP_NO_CACHE_DIR=1 "$venv_abs/bin/calm-edge" "${pull_args[@]}"
 fi
 
-if [ "$CALIBRATE" = 1 ]; then
+if [ "$CALIBRATE" != none ] && ! compgen -G "$STATE_DIR/models/*.gguf" >/dev/null; then
+    say "no model files in $STATE_DIR/models yet: not calibrated (the daemon calibrates" \
+        "models by itself once they are there; or rerun this after --pull)"
+elif [ "$CALIBRATE" != none ]; then
     # Before the service starts: one process on the board's cores and RAM at a time.
     cal_args=(calibrate --profile "$PROFILE_NAME" --models-dir "$STATE_DIR/models"
               --state-dir "$STATE_DIR")
+    [ "$CALIBRATE" = full ] || cal_args+=(--quick)
+    say "calibrating the models on this device ($CALIBRATE; --no-calibrate skips it)"
     install -d -m 0750 "$STATE_DIR"
     if [ -z "$R" ]; then
         chown -h "$NAME:$NAME" "$STATE_DIR"
         if systemd_running; then systemctl stop "$NAME.service" 2>/dev/null || true; fi
         runuser -u "$NAME" -- env HOME="$STATE_DIR" "$VENV/bin/calm-edge" "${cal_args[@]}" ||
-            say "calibration did not finish; the daemon calibrates when idle"
+            say "calibration did not finish; the daemon calibrates by itself"
     else
         "$VENV/bin/calm-edge" "${cal_args[@]}" ||
-            say "calibration did not finish; the daemon calibrates when idle"
+            say "calibration did not finish; the daemon calibrates by itself"
     fi
 fi
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -71,10 +72,44 @@ def test_analyze_observe_updates_model_and_domain_levels() -> None:
     # Answers cut by max_tokens say nothing about how long answers are.
     k2 = observe(k, obs(n_out=256, max_tokens=256), P)
     assert k2.estimate("m", "code").completion_tokens.n == 3
+    assert k2.estimate("m", "code").limit_share.mean > 0
+    # ... and one cut by a tiny max_tokens (a warm-up) says nothing about how often
+    # answers run to their limit either.
+    k4 = observe(k, obs(n_out=1, max_tokens=1), P)
+    assert k4.estimate("m", "code").limit_share == k.estimate("m", "code").limit_share
     k3 = observe(k, obs(error=True), P)
     assert k3.estimate("m", "code").errors == 1
     assert k3.estimate("m", "code").decode_ms_per_token == k.estimate("m", "code") \
         .decode_ms_per_token
+
+
+def test_analyze_a_domain_length_prior_anchors_the_first_answers() -> None:
+    """A length prior that is this domain's (borrowed or the manifest's: `length_n`
+    answers' worth) is shrunk toward the domain's own answers; without one, the domain
+    borrows the model's other domains."""
+    k = Knowledge()
+    for _ in range(3):
+        k = observe(k, obs(domain="code", n_out=201), P)
+    k = observe(k, obs(domain="math", n_out=7), P)
+    plain = predict(k, "m", "factual", 100, 256, PRIOR, P)
+    assert plain.completion_tokens == pytest.approx((3 * 201 + 7) / 4, rel=0.05)
+    anchored = dataclasses.replace(PRIOR, completion_tokens=4.0, length_n=1.0)
+    assert predict(k, "m", "factual", 100, 256, anchored, P).completion_tokens == \
+        pytest.approx(4.0)
+    assert predict(k, "m", "math", 100, 256, dataclasses.replace(
+        anchored, completion_tokens=100.0), P).completion_tokens == pytest.approx(53.5)
+
+
+def test_analyze_predict_adds_the_prompt_overhead_the_model_showed() -> None:
+    """The request's prompt estimate misses the model's template and system prompt: the
+    difference seen in its answers is added to the next predictions."""
+    k = Knowledge()
+    for _ in range(3):
+        k = observe(k, dataclasses.replace(obs(n_in=130, ttft_ms=260.0),
+                                           prompt_tokens_est=100), P)
+    assert k.estimate("m", ALL).prompt_overhead.mean == pytest.approx(30.0)
+    pred = predict(k, "m", "math", prompt_tokens=20, max_tokens=256, prior=PRIOR, p=P)
+    assert pred.ttft_ms == pytest.approx(2.0 * 50)  # 2 ms a token, 20 + 30 tokens
 
 
 def test_analyze_predict_uses_priors_then_measurements() -> None:

@@ -20,6 +20,9 @@ def test_fleet_bundled_manifest_is_valid() -> None:
     for m in fleet.models:
         assert m.source is not None and len(m.source.packages) == len(m.source.members)
         assert set(m.quality) == {"code", "math", "factual", "instruct", "writing"}
+        assert set(m.answer_tokens) == set(m.limit_share) == {"code", "math", "factual",
+                                                              "instruct"}
+        assert m.prior_length("factual") is not None and m.prior_length("writing") is None
 
 
 def _model(**over: object) -> dict[str, object]:
@@ -38,6 +41,10 @@ def _model(**over: object) -> dict[str, object]:
     (_model(format="chatty"), "format", "expected 'chat' or 'completion'"),
     (_model(quality={"poetry": 0.5}), "quality.poetry", "unknown domain"),
     (_model(quality={"code": 1.5}), "quality.code", "[0, 1]"),
+    (_model(answer_tokens={"poetry": 5}), "answer_tokens.poetry", "unknown domain"),
+    (_model(answer_tokens={"code": -1}), "answer_tokens.code", "expected a number"),
+    (_model(limit_share={"code": 2}), "limit_share.code", "[0, 1]"),
+    (_model(limit_share=[0.1]), "limit_share", "expected a table"),
     (_model(prompt_template="no placeholder"), "prompt_template", "{prompt}"),
     (_model(colour="red"), "colour", "unknown field"),
     ({"name": "m"}, "file", "missing"),

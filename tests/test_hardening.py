@@ -351,6 +351,35 @@ def test_hardening_slow_reader_is_dropped_and_frees_the_board(
         (499, "abandoned: the client stopped reading the response")]
 
 
+def test_hardening_a_reader_is_not_dropped_for_a_pause_in_the_stream(
+        make_settings: Callable[..., Settings]) -> None:
+    """Tokens come 0.6 s apart (a long prefill, a held cascade answer) with
+    write_timeout_s 0.2; the client reads everything every 50 ms (so each chunk is still
+    unread just after it is written, as on a busy CPU): it gets every token."""
+    s = make_settings(server={"write_timeout_s": 0.2})
+    factory = FakeFactory(answer_tokens=3, token_delay_s=0.6)
+    with run_daemon(s, factory), socket.socket(socket.AF_UNIX) as sk:
+        sk.connect(str(s.socket_path))
+        sk.sendall(http("POST", "/v1/chat/completions", json.dumps(
+            {**CHAT, "stream": True, "calm": {"cache": False}}).encode(),
+            {"Content-Type": "application/json", "Connection": "close"}))
+        sk.setblocking(False)
+        out, deadline = b"", time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                chunk = sk.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            out += chunk
+    text = out.decode()
+    assert text.startswith("HTTP/1.1 200"), text
+    assert text.count("tiny-chat-") == 3 and "data: [DONE]" in text, text
+    assert [st_ for _, st_, _ in _requests_table(s)] == [200]
+
+
 def test_hardening_deadline_covers_time_blocked_in_writes(
         make_settings: Callable[..., Settings]) -> None:
     """The stalled stream's write_timeout_s is long; its deadline (3 s) comes after every

@@ -271,7 +271,7 @@ def test_loop_per_query_quality_routes_each_query(
         orch = await loop.start()
         orch.outcome = outcome
         for i in range(4):  # measure both models first
-            await loop.ask("code: warm up easy", i)
+            await loop.ask("code: warm up easy", i, model="fast")
             await loop.ask("x", 100 + i, model="backup")
         easy = await loop.ask("code: sort a list easy", 10)
         hard = await loop.ask("code: write a parser hard", 11)

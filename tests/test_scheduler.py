@@ -261,3 +261,27 @@ def test_scheduler_background_work_waits_and_is_not_busy(
         sched.shutdown()
 
     asyncio.run(main())
+
+
+def test_scheduler_resident_only_work_loads_and_evicts_nothing(
+        tiny_fleet: tuple[Path, Path]) -> None:
+    """Background work that asks for a resident model only: refused when its turn comes and
+    the model is not loaded (nothing loaded, the lane goes back), granted when it is."""
+    from calm_edge.residency import ModelUnavailable
+
+    async def main() -> None:
+        sched, res, factory = make(tiny_fleet)
+        await res.scan()
+        with pytest.raises(ModelUnavailable, match="not loaded"):
+            await sched.acquire("tiny-base", background=True, resident_only=True)
+        assert factory.loads == []
+        sched.release(await sched.acquire("tiny-chat"))  # a request loads it
+        lease = await sched.acquire("tiny-chat", background=True, resident_only=True)
+        assert not lease.loaded and factory.loads == ["tiny-chat"]
+        sched.release(lease)
+        other = await sched.acquire("tiny-base")  # the lane came back
+        sched.release(other)
+        await sched.aclose()
+        sched.shutdown()
+
+    asyncio.run(main())

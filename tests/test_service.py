@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import json
 import logging
 import os
 import pwd
@@ -14,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -718,6 +720,34 @@ def test_install_service_pulls_as_the_service_user(fake_root: Path, tmp_path: Pa
                    .splitlines() if line.startswith("calm-edge:"))
         for d in (models, models.parent):
             assert [str(d.stat().st_uid), str(d.stat().st_gid)] == ids
+
+
+@needs_shadow_tools
+def test_install_service_calibrates_the_model_files_there_quickly_by_default(
+        fake_root: Path, tiny_fleet: tuple[Path, Path]) -> None:
+    """Without model files there is nothing to calibrate; with them, a quick calibration
+    into the service's state directory before the service starts; --no-calibrate skips."""
+    r = install(fake_root, "--venv", VENV, "--profile", "x86-dev")
+    assert "no model files in" in r.stdout and "calibrating" not in r.stdout
+    fleet, models = tiny_fleet
+    dest = fake_root / "var/lib/calm-edge/models"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in models.glob("*.gguf"):
+        shutil.copy(f, dest / f.name)
+    r = subprocess.run(["bash", str(SCRIPTS / "install-service.sh"), "--root", str(fake_root),
+                        "--no-systemctl", "--venv", VENV, "--profile", "x86-dev"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "CALM_EDGE_FLEET": str(fleet)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "calibrating the models on this device (quick" in r.stdout
+    db = fake_root / "var/lib/calm-edge/knowledge.db"
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        done = {row[0]: json.loads(row[1]) for row in con.execute(
+            "SELECT model, result FROM calibration WHERE item = 'done'")}
+    assert set(done) == {"tiny-chat", "tiny-base"}
+    assert all(d["quick"] for d in done.values())
+    r = install(fake_root, "--venv", VENV, "--profile", "x86-dev", "--no-calibrate")
+    assert "calibrating" not in r.stdout and "not calibrated" not in r.stdout
 
 
 def test_install_service_refuses_a_venv_without_calm_edge(fake_root: Path) -> None:

@@ -1,9 +1,10 @@
 """A `calm-edge serve` subprocess for measured runs, and one timed request to it.
 
 Used by the bench runner (one daemon per run) and by scripts/label_outcomes.py (one daemon
-for all models). The daemon runs in its own session with idle calibration off (a measured
+for all models). The daemon runs in its own session with its own calibration off (a measured
 run must not share the CPU with it; a calibrated state comes in through the state
-directory), on a socket in a short private directory (the sun_path limit).
+directory; `calibrate=True` keeps it, for runs that measure it), on a socket in a short
+private directory (the sun_path limit).
 
 Blocking. Whoever enters `serve_daemon` owns the subprocess: it is stopped (SIGTERM, then
 SIGKILL) however the block ends.
@@ -94,10 +95,12 @@ def log_tail(path: Path, n: int = 15) -> str:
 @contextmanager
 def serve_daemon(python: str, args: Sequence[str], log_path: Path, *,
                  ready_timeout_s: float, request_timeout_s: float,
-                 ) -> Iterator[DaemonProcess]:
+                 calibrate: bool = False) -> Iterator[DaemonProcess]:
     """Start `python -m calm_edge.cli serve --socket <private> *args`, appending its output
     to `log_path` (after a header line), wait until it answers /health, sample its RSS, and
-    yield it. DaemonStartError if it exits or is not ready within `ready_timeout_s`."""
+    yield it. DaemonStartError if it exits or is not ready within `ready_timeout_s`.
+    `calibrate` leaves the daemon's own calibration on (`calibration.auto` as configured),
+    for runs that measure a daemon as users run it."""
     socket_dir = Path(tempfile.mkdtemp(prefix="ceb-", dir="/tmp"))  # short: sun_path limit
     sock = socket_dir / "calm.sock"
     cmd = [python, "-m", "calm_edge.cli", "serve", "--socket", str(sock), *args]
@@ -105,9 +108,10 @@ def serve_daemon(python: str, args: Sequence[str], log_path: Path, *,
     with log_path.open("ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         log.flush()
+        env = dict(os.environ) if calibrate else \
+            {**os.environ, "CALM_EDGE_CALIBRATION_AUTO": "false"}
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True,
-                                env={**os.environ, "CALM_EDGE_CALIBRATION_AUTO": "false"})
+                                start_new_session=True, env=env)
     d = DaemonProcess(proc, Client(sock, timeout_s=request_timeout_s), log_path,
                       RssSampler(proc.pid))
     try:

@@ -223,13 +223,10 @@ class DevicePriors:
     domains: Mapping[str, DomainPrior] = field(default_factory=dict)
     speeds_by_mode: Mapping[str, ModeSpeed] = field(default_factory=dict)
 
-    def speed_prior(self, domain: str, fallback: SpeedPrior) -> SpeedPrior:
-        """`fallback` (guessed from the model's size) with what was measured here: speeds,
-        and the domain's answer length and share of answers cut by max_tokens."""
-        prior = dataclasses.replace(
-            fallback, decode_ms_per_token=self.decode_ms_per_token
-            or fallback.decode_ms_per_token,
-            prefill_ms_per_token=self.prefill_ms_per_token or fallback.prefill_ms_per_token)
+    def domain_length(self, domain: str, prior: SpeedPrior) -> SpeedPrior:
+        """`prior` with the answer length measured here in `domain` and the share of
+        answers cut by max_tokens, when canaries of that domain were answered. (Speeds are
+        the orchestrator's to choose: they depend on the power state in force.)"""
         dom = self.domains.get(domain)
         if dom is None:
             return prior

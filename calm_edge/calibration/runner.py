@@ -22,6 +22,9 @@ Per model:
 `busy()` (requests running or waiting) is polled between items and while a canary runs:
 when it turns true the canary in progress is cancelled (not recorded) and `run` raises
 Preempted, so a request never waits behind a calibration for more than one token.
+
+Under load (`run_item`, calm_edge.calibration.background) one canary runs at a time on a
+model already loaded, behind every request and not preempted, within a time limit.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class CalibrationEvent:
     done: int          # items finished for this model, this plan
     total: int         # items in this model's plan
     detail: str = ""
+    took_s: float = 0.0  # an item under load: its generation time (run_item)
 
 
 class Preempted(Exception):
@@ -118,6 +122,8 @@ class Calibrator:
         self._timeout_s, self._grade, self._clock = canary_timeout_s, grader, clock
         self._busy = busy if busy is not None else scheduler.busy
         self.current: CalibrationEvent | None = None  # what runs now (status)
+        # (model file sha256, canary id): ran past the limit under load; left to idle spells
+        self._too_long: set[tuple[str, str]] = set()
 
     # -- what is known -----------------------------------------------------------------
 
@@ -154,6 +160,52 @@ class Calibrator:
 
     def plan_canaries(self, per_domain: int) -> list[Query]:
         return select(self.canaries, limit=per_domain)
+
+    def under_load_order(self, per_domain: int) -> list[Query]:
+        """The plan's canaries in the order calibration under load takes them: rounds of one
+        canary per domain, the shortest max_tokens first within a round, so that every
+        domain has an answer early and cheap items come first."""
+        rounds: dict[str, int] = {}
+        keyed = []
+        for i, q in enumerate(self.plan_canaries(per_domain)):
+            r = rounds[q.domain] = rounds.get(q.domain, -1) + 1
+            keyed.append(((r, q.max_tokens, i), q))
+        return [q for _, q in sorted(keyed, key=lambda t: t[0])]
+
+    async def run_item(self, name: str, per_domain: int, *, max_s: float,
+                       fits: Callable[[str, Query], bool] | None = None,
+                       ) -> CalibrationEvent | None:
+        """Calibration under load: answer `name`'s next canary of the `per_domain` plan
+        (`under_load_order`) not stored yet and that `fits` (e.g. is predicted to take
+        at most `max_s`), on a background lease: behind every request, not preempted, on
+        a resident model only (ModelUnavailable otherwise). A canary still running after
+        `max_s` is stopped and dropped, and not tried under load again. Returns what was
+        done; None when no canary is left to try under load."""
+        sha = self._res.slots[name].spec.sha256
+        items = (await self._store.calibration_items(self.identity.key)).get((name, sha), {})
+        order = self.under_load_order(per_domain)
+        todo = [q for q in order if f"canary:{q.id}" not in items
+                and (sha, q.id) not in self._too_long and (fits is None or fits(name, q))]
+        if not todo:
+            return None
+        q = todo[0]
+        done = sum(1 for x in order if f"canary:{x.id}" in items)
+        self._emit(CalibrationEvent(name, "canary", done, len(order),
+                                    f"{q.id} (under load)"), None)
+        try:
+            result = await self._answer(name, q, under_load_s=max_s)
+            if result is None:
+                self._too_long.add((sha, q.id))
+                return CalibrationEvent(name, "skipped", done, len(order),
+                                        f"{q.id}: longer than {max_s:g} s; left for an "
+                                        "idle spell", max_s)
+            await self._store.record_calibration(self.identity.key, name, sha,
+                                                 f"canary:{q.id}", result.to_json())
+            return CalibrationEvent(name, "canary", done + 1, len(order),
+                                    f"{q.id}: {'pass' if result.passed else 'fail'} "
+                                    "(under load)", result.total_s)
+        finally:
+            self.current = None
 
     # -- running -----------------------------------------------------------------------
 
@@ -200,6 +252,7 @@ class Calibrator:
                 event("load", _describe_load(load))
             for q in todo:
                 result = await self._answer(name, q)
+                assert result is not None  # None only under load
                 await self._record(name, sha, f"canary:{q.id}", result.to_json(), items)
                 done += 1
                 event("canary", f"{q.id}: {'pass' if result.passed else 'fail'}")
@@ -292,10 +345,19 @@ class Calibrator:
         await self._generate(name, _WARMUP, self._timeout_s)  # faults the weights in
         return LoadResult(cold, warm, slot.measured_bytes, slot.memory_source)
 
-    async def _answer(self, name: str, q: Query) -> CanaryResult:
-        self._check_idle()
-        text, gen, reason = await self._generate(name, canary_request(q), self._timeout_s)
+    async def _answer(self, name: str, q: Query, *, under_load_s: float | None = None,
+                      ) -> CanaryResult | None:
+        """Answer and grade one canary. Under load (`under_load_s`): not preempted, on a
+        resident model only (ModelUnavailable otherwise), and None (nothing to record)
+        when it runs past `under_load_s`."""
+        if under_load_s is None:
+            self._check_idle()
+        timeout_s = self._timeout_s if under_load_s is None else under_load_s
+        text, gen, reason = await self._generate(name, canary_request(q), timeout_s,
+                                                 under_load=under_load_s is not None)
         s = gen.stats
+        if reason == "deadline" and under_load_s is not None:
+            return None
         if reason == "deadline":
             passed, detail, finish = False, f"no answer within {self._timeout_s:g} s", \
                 "deadline"
@@ -306,13 +368,15 @@ class Calibrator:
         return CanaryResult(q.id, q.domain, passed, detail, s.prompt_tokens,
                             s.completion_tokens, q.max_tokens, finish, s.ttft_s, s.total_s)
 
-    async def _generate(self, name: str, request: GenerationRequest, timeout_s: float,
-                        ) -> tuple[str, Generation, str | None]:
+    async def _generate(self, name: str, request: GenerationRequest, timeout_s: float, *,
+                        under_load: bool = False) -> tuple[str, Generation, str | None]:
         """Generate with `name` on a background lease; stop at `timeout_s` ("deadline") or
-        when busy() turns true (raises Preempted)."""
+        when busy() turns true (raises Preempted). `under_load`: never preempted, and only
+        on a resident model (ModelUnavailable otherwise: nothing is loaded for it)."""
         abort = Abort()
-        lease = await self._sched.acquire(name, background=True)
-        watcher = asyncio.get_running_loop().create_task(self._watch(abort, timeout_s))
+        lease = await self._sched.acquire(name, background=True, resident_only=under_load)
+        watcher = asyncio.get_running_loop().create_task(
+            self._watch(abort, timeout_s, preempt=not under_load))
         parts: list[str] = []
         gen: Generation | None = None
         error: str | None = None
@@ -335,10 +399,10 @@ class Calibrator:
             raise ModelUnavailable(name, "generation ended without a result")
         return "".join(parts), gen, abort.reason
 
-    async def _watch(self, abort: Abort, timeout_s: float) -> None:
+    async def _watch(self, abort: Abort, timeout_s: float, *, preempt: bool = True) -> None:
         deadline = self._clock() + timeout_s
         while not abort.is_set():
-            if self._busy():
+            if preempt and self._busy():
                 abort.set("preempted")
             elif self._clock() >= deadline:
                 abort.set("deadline")

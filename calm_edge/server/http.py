@@ -483,6 +483,11 @@ class HttpServer:
         a grace for the last words), is dropped: the connection is aborted (what is queued
         is discarded: the client is not reading it), `request.dropped` says why, and
         ConnectionResetError is raised."""
+        # Nothing waiting before this write restarts the idle clock, however long ago the
+        # last write was (a held cascade answer, a long prefill): the unread figure of a
+        # Unix socket counts buffer memory, not bytes, so after a write `taken` alone
+        # cannot tell that the client took everything before it.
+        delivery.idle_s(writer, time.monotonic())
         writer.write(data)
         delivery.written += len(data)
         while True:
