@@ -183,7 +183,18 @@ def make_settings(tmp_path: Path, tiny_fleet: tuple[Path, Path], short_tmp: Path
 @contextlib.contextmanager
 def run_daemon(settings: Settings, factory: BackendFactory | None = None,
                **kwargs: Any) -> Iterator[Any]:
-    """Run a Daemon on its own loop in a thread; yield it once it serves; stop and join."""
+    """Run a Daemon on its own loop in a thread; yield it once it serves; stop and join.
+    Unless `sysfs_root` is given, it sees an empty one: no power sensor (energy is
+    estimated), thermal zone or GPU of the machine the suite runs on."""
+    with tempfile.TemporaryDirectory(prefix="ce-sysfs-") as no_sensors:
+        kwargs.setdefault("sysfs_root", Path(no_sensors))
+        with _run_daemon(settings, factory, **kwargs) as daemon:
+            yield daemon
+
+
+@contextlib.contextmanager
+def _run_daemon(settings: Settings, factory: BackendFactory | None,
+                **kwargs: Any) -> Iterator[Any]:
     from calm_edge.backends.llama_cpp import llama_cpp_factory
     from calm_edge.daemon import Daemon
 
