@@ -3,8 +3,8 @@
 # built portable (GGML_NATIVE=OFF, AVX-512 off: on x86-64 that is AVX2/FMA/F16C), not tuned
 # to this CPU like the build `pip install` makes for .venv.
 #
-#   scripts/test-portable.sh                 # build once (cached), then the integration tests
-#   scripts/test-portable.sh tests/ -x -q    # other pytest arguments: here, the whole suite
+#   scripts/test-portable.sh [PYTEST-ARGS]        # build once (cached), the integration tests
+#   scripts/test-portable.sh --all [PYTEST-ARGS]  # the whole suite
 #
 # 1. The wheel: the same llama-cpp-python version as .venv's, from its sdist, built with
 #    `pip wheel --no-cache-dir --no-binary llama-cpp-python` into
@@ -15,8 +15,8 @@
 #    Python, architecture and CMAKE_ARGS match; set CALM_PORTABLE_REBUILD=1 to rebuild.
 # 2. .venv-portable: that wheel, then the project editable with the test extras that
 #    scripts/test.sh installs, every other package pinned to .venv's versions.
-# 3. llama.cpp's system info (the build under test: AVX512 = 0 on x86-64), then pytest
-#    (default: -m integration, the real default fleet, which scripts/test.sh pulls).
+# 3. llama.cpp's system info (the build under test: no AVX512 in it), then pytest
+#    (-m integration: the real default fleet, which scripts/test.sh pulls; --all: everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,5 +65,5 @@ else
   IFS=, read -r -a NAMES <<<"$REQUIRE"
   .venv-portable/bin/calm-edge models pull -q "${NAMES[@]}"
 fi
-[ $# -gt 0 ] || set -- -m integration tests/
+if [ "${1:-}" = --all ]; then shift; else set -- -m integration "$@"; fi
 CALM_TEST_REQUIRE_MODELS=$REQUIRE .venv-portable/bin/python -m pytest "$@"

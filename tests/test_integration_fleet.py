@@ -38,7 +38,9 @@ def _require(names: list[str]) -> Callable[[Path], Settings]:
         s = load_settings(bundled_profile("x86-dev"), cli={
             "server": {"socket": str(socket_dir / "c.sock")},
             "paths": {"state_dir": str(socket_dir / "state"),
-                      "models_dir": str(fleet_models_dir())},
+                      "models_dir": str(fleet_models_dir()),
+                      # the default fleet only: none of the models a user added here
+                      "local_fleet": str(socket_dir / "fleet.local.toml")},
             "loop": {"explore_epsilon": "0"}, "calibration": {"auto": "false"}})
         fleet = load_fleet(bundled_dir("models") / "fleet.toml")
         missing = [n for n in names
