@@ -2,7 +2,9 @@
 
 Order of preference follows systemd first (RuntimeDirectory=, StateDirectory= set
 $RUNTIME_DIRECTORY / $STATE_DIRECTORY), then the system path for root, then the XDG
-per-user directories.
+per-user directories. Every function takes the environment as a Mapping, and the socket
+functions take the system socket's path (`system_socket`, default SYSTEM_SOCKET), so tests
+can fake what is installed or running on the machine.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ def _user_socket(env: Mapping[str, str]) -> Path:
     return fallback_socket_dir() / "calm.sock"
 
 
-def server_socket_path(configured: str, env: Mapping[str, str]) -> Path:
+def server_socket_path(configured: str, env: Mapping[str, str], *,
+                       system_socket: Path = SYSTEM_SOCKET) -> Path:
     """Where `serve` binds when no socket is configured."""
     if configured:
         return Path(configured).expanduser()
@@ -122,17 +125,18 @@ def server_socket_path(configured: str, env: Mapping[str, str]) -> Path:
     if rd:
         return rd / "calm.sock"
     if os.geteuid() == 0:
-        return SYSTEM_SOCKET
+        return system_socket
     return _user_socket(env)
 
 
-def client_socket_path(configured: str | None, env: Mapping[str, str]) -> Path:
-    """Where client commands connect: explicit, $CALM_EDGE_SOCKET, the service's socket if it
-    exists, else the path a `serve` by this user would bind."""
+def client_socket_path(configured: str | None, env: Mapping[str, str], *,
+                       system_socket: Path = SYSTEM_SOCKET) -> Path:
+    """Where client commands connect: explicit, $CALM_EDGE_SOCKET, the service's socket
+    (`system_socket`) if it exists, else the path a `serve` by this user would bind."""
     if configured:
         return Path(configured).expanduser()
     if env.get("CALM_EDGE_SOCKET"):
         return Path(env["CALM_EDGE_SOCKET"]).expanduser()
-    if SYSTEM_SOCKET.exists():
-        return SYSTEM_SOCKET
-    return server_socket_path("", env)
+    if system_socket.exists():
+        return system_socket
+    return server_socket_path("", env, system_socket=system_socket)

@@ -1,10 +1,12 @@
-"""Shared fixtures: a tiny real GGUF, a fleet of it, settings, and a running daemon."""
+"""Shared fixtures: a hermetic environment for every test, a tiny real GGUF, a fleet of it,
+settings, and a running daemon."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import os
 import shutil
 import tempfile
 import threading
@@ -18,7 +20,68 @@ import pytest
 from calm_edge.backends.base import BackendFactory
 from calm_edge.config import Settings, load_settings
 from calm_edge.fleet import load_fleet, verify
+from calm_edge.paths import bundled_dir, models_dir
+from calm_edge.testing.decoy import Decoy, outer_daemon_sockets
 from calm_edge.testing.tiny_gguf import write_tiny_gguf
+
+# -- hermetic tests ---------------------------------------------------------------------------
+# Nothing installed, running or set on the machine may decide a test's outcome. Every test
+# runs without the outer CALM_EDGE_* and systemd variables, with a runtime, state and data
+# directory of its own; a test that starts a daemon or a client names its socket. Decoy
+# daemons listen where a daemon of the outer environment would ($CALM_EDGE_SOCKET,
+# $XDG_RUNTIME_DIR/calm-edge/calm.sock, and the paths in CALM_TEST_DECOY_SOCKETS, which CI
+# sets to the system socket): a test whose client reaches one fails, naming the client.
+
+OUTER_ENV = dict(os.environ)  # as the suite was started, before any test changed it
+_SCRUBBED = frozenset({
+    "XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_DATA_HOME",  # paths.py's defaults
+    "RUNTIME_DIRECTORY", "STATE_DIRECTORY", "CACHE_DIRECTORY", "LOGS_DIRECTORY",
+    "CONFIGURATION_DIRECTORY", "CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC",
+    "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "JOURNAL_STREAM",
+    "INVOCATION_ID",  # systemd's, when the suite runs in a unit
+})
+
+
+@pytest.fixture(scope="session")
+def outer_decoys() -> Iterator[Decoy]:
+    """Decoys on the outer environment's daemon sockets, for the whole session. A path where
+    a live daemon already listens is left alone (`occupied`)."""
+    where = outer_daemon_sockets(OUTER_ENV, OUTER_ENV.get("CALM_TEST_DECOY_SOCKETS", ""))
+    with Decoy(where) as decoy:
+        yield decoy
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(monkeypatch: pytest.MonkeyPatch, outer_decoys: Decoy) -> Iterator[Path]:
+    """This test's environment: the outer CALM_EDGE_* and systemd variables removed,
+    XDG_RUNTIME_DIR (0700, short enough for a socket path), XDG_STATE_HOME and XDG_DATA_HOME
+    its own. Yields the runtime dir. Fails the test if its client reached a decoy."""
+    for name in list(os.environ):
+        if name.startswith("CALM_EDGE_") or name in _SCRUBBED:
+            monkeypatch.delenv(name)
+    runtime = Path(tempfile.mkdtemp(prefix="ce-rt-", dir="/tmp"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("XDG_STATE_HOME", str(runtime / "state"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(runtime / "data"))
+    seen = len(outer_decoys.visits)
+    yield runtime
+    shutil.rmtree(runtime, ignore_errors=True)
+    visits = outer_decoys.visits[seen:]
+    if visits:
+        pytest.fail("a client reached a daemon this test did not start (give it the socket "
+                    "of the daemon the test started: make_settings, --socket, or an explicit "
+                    "env):\n" + "\n".join(v.describe() for v in visits), pytrace=False)
+
+
+def fleet_models_dir() -> Path:
+    """Where `calm-edge models pull` put the default fleet (scripts/test.sh pulls it with the
+    outer environment): read-only input for the integration tests."""
+    return models_dir(OUTER_ENV.get("CALM_EDGE_MODELS_DIR", ""), OUTER_ENV)
+
+
+def bundled_profile(name: str) -> str:
+    """A bundled profile's file, never an operator's override in /etc/calm-edge/profiles."""
+    return str(bundled_dir("profiles") / f"{name}.toml")
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +183,18 @@ def make_settings(tmp_path: Path, tiny_fleet: tuple[Path, Path], short_tmp: Path
 @contextlib.contextmanager
 def run_daemon(settings: Settings, factory: BackendFactory | None = None,
                **kwargs: Any) -> Iterator[Any]:
-    """Run a Daemon on its own loop in a thread; yield it once it serves; stop and join."""
+    """Run a Daemon on its own loop in a thread; yield it once it serves; stop and join.
+    Unless `sysfs_root` is given, it sees an empty one: no power sensor (energy is
+    estimated), thermal zone or GPU of the machine the suite runs on."""
+    with tempfile.TemporaryDirectory(prefix="ce-sysfs-") as no_sensors:
+        kwargs.setdefault("sysfs_root", Path(no_sensors))
+        with _run_daemon(settings, factory, **kwargs) as daemon:
+            yield daemon
+
+
+@contextlib.contextmanager
+def _run_daemon(settings: Settings, factory: BackendFactory | None,
+                **kwargs: Any) -> Iterator[Any]:
     from calm_edge.backends.llama_cpp import llama_cpp_factory
     from calm_edge.daemon import Daemon
 

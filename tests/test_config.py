@@ -13,6 +13,7 @@ from calm_edge.config import (
     read_toml,
 )
 from calm_edge.units import format_bytes, parse_size_bytes
+from tests.conftest import bundled_profile
 
 BUNDLED = ["x86-dev", "jetson-orin-nano-8gb", "jetson-orin-nx-16gb", "jetson-agx-orin-64gb",
            "rpi5-8gb"]
@@ -20,7 +21,7 @@ BUNDLED = ["x86-dev", "jetson-orin-nano-8gb", "jetson-orin-nx-16gb", "jetson-agx
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_config_bundled_profiles_load(name: str, tmp_path: Path) -> None:
-    s = load_settings(name, env={"HOME": str(tmp_path)})
+    s = load_settings(bundled_profile(name), env={"HOME": str(tmp_path)})
     p = s.profile
     assert p.device.name == name
     assert p.memory.ram_budget_bytes > 100 << 20
@@ -33,12 +34,12 @@ def test_config_bundled_profiles_load(name: str, tmp_path: Path) -> None:
 def test_config_env_and_cli_precedence(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "CALM_EDGE_RAM_BUDGET": "1G",
            "CALM_EDGE_RUNTIME_N_THREADS": "3", "CALM_EDGE_SOCKET": "/tmp/env.sock"}
-    s = load_settings("x86-dev", env=env)
+    s = load_settings(bundled_profile("x86-dev"), env=env)
     assert s.profile.memory.ram_budget_bytes == 1 << 30
     assert s.profile.runtime.n_threads == 3
     assert s.socket_path == Path("/tmp/env.sock")
-    s = load_settings("x86-dev", env=env, cli={"memory": {"ram_budget": "800M"},
-                                               "server": {"socket": "/tmp/cli.sock"}})
+    s = load_settings(bundled_profile("x86-dev"), env=env,
+                      cli={"memory": {"ram_budget": "800M"}, "server": {"socket": "/tmp/cli.sock"}})
     assert s.profile.memory.ram_budget_bytes == 800 << 20
     assert s.socket_path == Path("/tmp/cli.sock")
     assert s.profile.runtime.n_threads == 3

@@ -788,15 +788,18 @@ def test_paths_squatted_fallback_socket_dir_refuses_to_serve(tmp_path: Path) -> 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users")
-def test_client_refuses_a_squatted_fallback_socket_dir() -> None:
+def test_client_refuses_a_squatted_fallback_socket_dir(short_tmp: Path) -> None:
     from calm_edge import paths
     from calm_edge.client import Client, ClientError
 
     uid = 54324
+    short_tmp.chmod(0o755)
+    no_service = short_tmp / "run" / "calm.sock"  # the system socket, faked: no service runs
 
     def ask() -> str:
         try:
-            with Client(paths.client_socket_path(None, {}), timeout_s=3) as c:
+            with Client(paths.client_socket_path(None, {}, system_socket=no_service),
+                        timeout_s=3) as c:
                 return f"answered {c.get('/health')}"
         except ClientError as e:
             return f"refused: {e}"

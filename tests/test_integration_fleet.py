@@ -28,17 +28,20 @@ from calm_edge.config import Settings, load_settings
 from calm_edge.fleet import FileStatus, load_fleet, verify
 from calm_edge.memory import process_rss_bytes
 from calm_edge.paths import bundled_dir
-from tests.conftest import run_daemon, uds_client
+from tests.conftest import bundled_profile, fleet_models_dir, run_daemon, uds_client
 
 pytestmark = pytest.mark.integration
 
 
 def _require(names: list[str]) -> Callable[[Path], Settings]:
     def make(socket_dir: Path) -> Settings:
-        s = load_settings("x86-dev", cli={"server": {"socket": str(socket_dir / "c.sock")},
-                                          "paths": {"state_dir": str(socket_dir / "state")},
-                                          "loop": {"explore_epsilon": "0"},
-                                          "calibration": {"auto": "false"}})
+        s = load_settings(bundled_profile("x86-dev"), cli={
+            "server": {"socket": str(socket_dir / "c.sock")},
+            "paths": {"state_dir": str(socket_dir / "state"),
+                      "models_dir": str(fleet_models_dir()),
+                      # the default fleet only: none of the models a user added here
+                      "local_fleet": str(socket_dir / "fleet.local.toml")},
+            "loop": {"explore_epsilon": "0"}, "calibration": {"auto": "false"}})
         fleet = load_fleet(bundled_dir("models") / "fleet.toml")
         missing = [n for n in names
                    if verify(s.models_dir, fleet.by_name[n]) is not FileStatus.VERIFIED]

@@ -433,7 +433,9 @@ def test_daemon_routes_auto_to_an_added_model_only_once_it_is_calibrated(
     def ids(c: httpx.Client) -> set[str]:
         return {m["id"] for m in c.get("/v1/models").json()["data"]}
 
-    with run_daemon(s), uds_client(s) as c:
+    sysfs = tmp_path / "sysfs"  # one device for the daemon and the calibration run
+    sysfs.mkdir()
+    with run_daemon(s, sysfs_root=sysfs), uds_client(s) as c:
         assert ids(c) == {"auto", "tiny-chat", "tiny-base"}
         # Added while the daemon runs: it is served after a reload, not before.
         assert main(["models", "add", str(mine), "--name", "mine", "--profile",
@@ -459,7 +461,8 @@ def test_daemon_routes_auto_to_an_added_model_only_once_it_is_calibrated(
         assert {m["name"]: m["origin"] for m in status["models"]}["mine"] == "added"
 
         run = asyncio.run(calibrate_locally(s, fleet_for(s), llama_cpp_factory, "unknown",
-                                            ["mine"], quick=False, canaries=_few_canaries()))
+                                            ["mine"], quick=False, canaries=_few_canaries(),
+                                            root=sysfs))
         assert not run.failed and run.results["mine"].complete
         assert c.post("/calm/reload").json()["ok"]
         routed = [ask(c, 200 + i) for i in range(4)]
