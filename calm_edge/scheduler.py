@@ -268,12 +268,16 @@ class Scheduler:
                    (self.waiting + 1) * self._service_s / max(len(self._lanes), 1))
 
     def overlapping(self, t0_s: float, t1_s: float) -> list[tuple[float, float]]:
-        """Other generation windows overlapping [t0_s, t1_s]; running ones end at t1_s."""
+        """Other generation windows overlapping [t0_s, t1_s]: released ones, and those of
+        leases still held (a generation that ended before its lease is released counts with
+        its end; a running one ends at t1_s)."""
         out = [(a, b) for a, b in self._finished if a < t1_s and b > t0_s
                and (a, b) != (t0_s, t1_s)]
-        out += [(lease.gen_start_s, t1_s) for lease in self._active
-                if lease.gen_start_s is not None and lease.gen_end_s is None
-                and lease.gen_start_s < t1_s and lease.gen_start_s != t0_s]
+        for lease in self._active:
+            a = lease.gen_start_s
+            b = t1_s if lease.gen_end_s is None else min(lease.gen_end_s, t1_s)
+            if a is not None and a < t1_s and b > t0_s and (a, lease.gen_end_s) != (t0_s, t1_s):
+                out.append((a, b))
         return out
 
     def _client(self, client: Client, now: float) -> _ClientState:

@@ -285,3 +285,27 @@ def test_scheduler_resident_only_work_loads_and_evicts_nothing(
         sched.shutdown()
 
     asyncio.run(main())
+
+
+def test_scheduler_overlapping_sees_ended_generations_whose_lease_is_held(
+        tiny_fleet: tuple[Path, Path]) -> None:
+    """Energy sharing asks for the other generations of a window. One that has ended but
+    whose lease is not released yet still overlapped (missing it gave the first answer to
+    finish the whole board's power for the overlap); running ones end at the window's end;
+    the window's own generation is not another."""
+    async def main() -> None:
+        sched, res, _ = make(tiny_fleet, lanes=3)
+        await res.scan()
+        a = await sched.acquire("tiny-chat")
+        b = await sched.acquire("tiny-base")
+        a.gen_start_s, a.gen_end_s = 10.0, 12.0     # ended, lease still held
+        b.gen_start_s = 10.5                         # still running
+        assert sorted(sched.overlapping(11.0, 13.0)) == [(10.0, 12.0), (10.5, 13.0)]
+        assert sched.overlapping(10.0, 12.0) == [(10.5, 12.0)]  # a's own window
+        assert sched.overlapping(12.5, 13.0) == [(10.5, 13.0)]  # a ended before it
+        sched.release(a)
+        assert (10.0, 12.0) in sched.overlapping(11.0, 13.0)  # released: still counted once
+        assert len(sched.overlapping(11.0, 13.0)) == 2
+        sched.release(b)
+
+    asyncio.run(main())
