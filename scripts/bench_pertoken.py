@@ -205,7 +205,10 @@ def main() -> int:
                     r["+greedy"].append(time_compute(llm, prompt, args.tokens, True))
                     wall, cpu, toks = time_lcpp(llm, prompt, args.tokens)
                     r["lcpp"].append((wall, cpu))
-                    a["lcpp"] = llm.detokenize(toks).decode(errors="replace")
+                    text = llm.detokenize(toks).decode(errors="replace")
+                    # The backend drops a completion model's leading blank after a chat
+                    # prompt rendered as "Question: ...\nAnswer:"; compare like for like.
+                    a["lcpp"] = text.lstrip() if spec.format == "completion" else text
                     wall, cpu, a["backend"] = time_backend(b, req)
                     r["backend"].append((wall, cpu))
                     r["backend+conf"].append(time_backend(b, conf_req)[:2])

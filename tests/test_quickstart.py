@@ -62,7 +62,9 @@ def test_calibrate_beside_a_running_daemon_has_it_reload(
 
     fleet, models = tiny_fleet
     s = make_settings()
-    with run_daemon(s, FakeFactory(), backend_build=build_info(),
+    # The calibrate command identifies the device from the real /proc and /sys: the daemon
+    # must read the same root to find its items under the same device key.
+    with run_daemon(s, FakeFactory(), backend_build=build_info(), sysfs_root=Path("/"),
                     memory_probe=lambda: 0) as daemon:
         assert daemon.orchestrator is not None and daemon.orchestrator.calibration == {}
         r = subprocess.run(
