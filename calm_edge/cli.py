@@ -756,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "large: on the profiles that offer it, see the README)")
     p.add_argument("--force", action="store_true",
                    help="with --tier: even if the profile does not offer that tier")
+    p.add_argument("--socket", help="the daemon's socket, for --reload")
     p.add_argument("--reload", action="store_true",
                    help="with --tier: ask a running daemon to reload afterwards")
     p.set_defaults(func=cmd_models_pull)
