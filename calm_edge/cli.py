@@ -592,9 +592,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     fleet = _fleet(settings)
     names = [m.name for m in _select(fleet, args.names)]
     daemon = None
-    with contextlib.suppress(ClientError), \
-            Client(client_socket_path(args.socket, os.environ), timeout_s=5) as c:
-        daemon = c.get("/health")
+    if not args.no_daemon:
+        with contextlib.suppress(ClientError), \
+                Client(client_socket_path(args.socket, os.environ), timeout_s=5) as c:
+            daemon = c.get("/health")
     if daemon is not None:
         print(f"note: a daemon is running on {settings.socket_path}; this run competes with "
               "it for CPU and RAM (the daemon also calibrates by itself when idle)",
@@ -832,6 +833,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="forget earlier results first")
     p.add_argument("--state-dir", type=Path, help="state directory [env CALM_EDGE_STATE_DIR]")
     p.add_argument("--socket", help="the daemon's socket, to tell if one is running")
+    p.add_argument("--no-daemon", action="store_true",
+                   help="do not look for a running daemon (no note, no reload afterwards); "
+                   "install-service uses it, so that the probe cannot socket-activate the "
+                   "service it has just stopped")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calibrate)
 

@@ -309,7 +309,7 @@ if [ "$CALIBRATE" != none ] && ! compgen -G "$STATE_DIR/models/*.gguf" >/dev/nul
 elif [ "$CALIBRATE" != none ]; then
     # Before the service starts: one process on the board's cores and RAM at a time.
     cal_args=(calibrate --profile "$PROFILE_NAME" --models-dir "$STATE_DIR/models"
-              --state-dir "$STATE_DIR")
+              --state-dir "$STATE_DIR" --no-daemon)
     [ "$CALIBRATE" = full ] || cal_args+=(--quick)
     say "calibrating the models on this device ($CALIBRATE; --no-calibrate skips it)"
     install -d -m 0750 "$STATE_DIR"
