@@ -41,6 +41,12 @@ class _UnixConnection(http.client.HTTPConnection):
             sock.close()
             raise ClientError(f"no daemon socket at {self._path}; start one with "
                               "`calm-edge serve` or pass --socket") from None
+        except PermissionError as e:
+            sock.close()
+            raise ClientError(f"cannot connect to {self._path}: {e.strerror}: this user may "
+                              "not use it (the service's socket is for root and the "
+                              "calm-edge group: usermod -aG calm-edge $USER, then log in "
+                              "again), or pass --socket") from None
         except OSError as e:
             sock.close()
             raise ClientError(f"cannot connect to {self._path}: {e.strerror} (is the daemon "

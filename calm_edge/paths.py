@@ -137,6 +137,9 @@ def client_socket_path(configured: str | None, env: Mapping[str, str], *,
         return Path(configured).expanduser()
     if env.get("CALM_EDGE_SOCKET"):
         return Path(env["CALM_EDGE_SOCKET"]).expanduser()
-    if system_socket.exists():
-        return system_socket
+    try:
+        if system_socket.exists():
+            return system_socket
+    except PermissionError:  # the service's directory is closed to this user (Python <= 3.11
+        return system_socket  # raises here): connecting says so, with the group to join
     return server_socket_path("", env, system_socket=system_socket)

@@ -816,3 +816,34 @@ def test_client_refuses_a_squatted_fallback_socket_dir(short_tmp: Path) -> None:
             assert out.startswith("refused: ") and "belongs to uid 0" in out, out
             with pytest.raises(BlockingIOError):
                 impostor.accept()  # the client never connected
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users")
+def test_client_outside_the_service_group_is_told_to_join_it(short_tmp: Path) -> None:
+    from calm_edge import paths
+    from calm_edge.client import Client, ClientError
+
+    uid = 54325
+    short_tmp.chmod(0o755)
+    run = short_tmp / "run"  # the service's runtime dir, faked: root and its group only
+    run.mkdir(mode=0o750)
+    service = run / "calm.sock"
+
+    def ask() -> str:
+        try:
+            path = paths.client_socket_path(None, {}, system_socket=service)
+        except OSError as e:
+            return f"crashed: {e!r}"
+        try:
+            with Client(path, timeout_s=3) as c:
+                return f"answered {c.get('/health')}"
+        except ClientError as e:
+            return f"{path}: {e}"
+
+    with socket.socket(socket.AF_UNIX) as daemon:
+        daemon.bind(str(service))
+        service.chmod(0o660)
+        daemon.listen(1)
+        out = _as_user(uid, ask)
+    assert out.startswith(f"{service}: cannot connect"), out
+    assert "usermod -aG calm-edge" in out, out
