@@ -681,6 +681,12 @@ def _add_settings_args(p: argparse.ArgumentParser, *, serve: bool = False) -> No
                        help="allow a non-loopback --tcp address (you are exposing the API)")
 
 
+def _add_reload_args(p: argparse.ArgumentParser,
+                     help_reload: str = "ask a running daemon to reload") -> None:
+    p.add_argument("--socket", help="the daemon's socket, for --reload")
+    p.add_argument("--reload", action="store_true", help=help_reload)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calm-edge", epilog=EPILOG,
@@ -757,9 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "large: on the profiles that offer it, see the README)")
     p.add_argument("--force", action="store_true",
                    help="with --tier: even if the profile does not offer that tier")
-    p.add_argument("--socket", help="the daemon's socket, for --reload")
-    p.add_argument("--reload", action="store_true",
-                   help="with --tier: ask a running daemon to reload afterwards")
+    _add_reload_args(p, "with --tier: ask a running daemon to reload afterwards")
     p.set_defaults(func=cmd_models_pull)
     p = msub.add_parser("verify", help="re-hash model files against the manifest")
     _add_settings_args(p)
@@ -786,8 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", action="append", metavar="TEXT", help="a stop string (repeatable; "
                    "\\n and \\t are understood in both)")
     p.add_argument("--copy", action="store_true", help="copy even where a hard link would do")
-    p.add_argument("--socket", help="the daemon's socket, for --reload")
-    p.add_argument("--reload", action="store_true", help="ask a running daemon to reload")
+    _add_reload_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models_add)
     p = msub.add_parser("remove", help="remove models added with `models add`",
@@ -796,8 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_args(p)
     p.add_argument("names", nargs="+", help="added models to remove")
     p.add_argument("--keep-file", action="store_true", help="leave the GGUF file in place")
-    p.add_argument("--socket", help="the daemon's socket, for --reload")
-    p.add_argument("--reload", action="store_true", help="ask a running daemon to reload")
+    _add_reload_args(p)
     p.set_defaults(func=cmd_models_remove)
     p = msub.add_parser("export", help="copy added models and their manifest into a "
                         "directory (for an offline bundle)")
