@@ -166,10 +166,10 @@ class AnalyzeParams:
     # other models in a domain here (calm_edge.scaling) counts as this many of the model's
     # own answers there.
     manifest_length_n: float = 1.0
+    borrowed_length_n: float = 1.0
     # An answer cut by a max_tokens below this (a warm-up, a one-token probe) says nothing
     # about how often answers run to their limit.
     limit_min_tokens: int = 16
-    borrowed_length_n: float = 1.0
 
 
 @dataclass(frozen=True)

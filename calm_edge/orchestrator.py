@@ -390,8 +390,7 @@ class Orchestrator:
         if lengths is None:
             lengths = self._measured_lengths(domain)
         slot = self.residency.slots[name]
-        weights_bytes = slot.footprint.weights_bytes if slot.footprint else \
-            slot.spec.size_bytes
+        weights_bytes = slot.weights_bytes
         loop = self.settings.profile.loop
         scale = self._prior_scale.get(name, 1.0)
         guess = SpeedPrior(
@@ -451,9 +450,7 @@ class Orchestrator:
                 continue
             prefill = e.prefill_ms_per_token.mean if e.prefill_ms_per_token.n else \
                 own[1] if own is not None else None
-            weights_bytes = slot.footprint.weights_bytes if slot.footprint else \
-                slot.spec.size_bytes
-            out.append(MeasuredSpeed(name, weights_bytes, decode, prefill))
+            out.append(MeasuredSpeed(name, slot.weights_bytes, decode, prefill))
         return out
 
     def _measured_lengths(self, domain: str) -> dict[str, AnswerLength]:

@@ -129,6 +129,12 @@ class ModelSlot:
                                                 ModelState.UNLOADING)
 
     @property
+    def weights_bytes(self) -> int:
+        """The weights' bytes from the header, else the file's size."""
+        return self.footprint.weights_bytes if self.footprint is not None else \
+            self.spec.size_bytes
+
+    @property
     def estimated_bytes(self) -> int:
         if self.footprint is not None:
             return self.footprint.total_bytes
